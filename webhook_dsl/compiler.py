@@ -1,0 +1,182 @@
+"""Turns a validated ``WebhookTemplate`` into an immutable ``WebhookPlan``.
+
+Work done here is work no render repeats: each reference gets its name
+candidates sorted longest first, each string literal is JSON-escaped once,
+adjacent literal text is merged, and a ``Content-Type: application/json``
+header is added when a body is sent and the template sets none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Union
+
+import orjson
+
+from . import ast
+from .ast import Context, UrlPartKind
+from .config import validate_webhook
+from .parse import SourceText, parse_config, parse_mapping
+from .plan import BodyPiece, HeaderPlan, JsonStringPlan, Piece, Slot, UrlGroup, WebhookPlan
+
+__all__ = ["candidates_for", "compile_template", "compile_webhook", "compile_file"]
+
+
+def candidates_for(ref: ast.VarRef, context: Context) -> tuple[str, ...]:
+    """Names a reference may mean, longest first.
+
+    ``$session_id.x`` may mean ``session_id.x``, ``session_id.``... down to ``s``:
+    every prefix that is itself a name. ``${name}`` and a bare JSON value mean
+    exactly one name.
+    """
+    name = ref.name
+    if ref.braced or context is Context.JSON_VALUE:
+        return (name,)
+    return tuple(name[:end] for end in range(len(name), 0, -1) if name[end - 1] != ".")
+
+
+def _slot(variable: ast.Variable, field: str | None = None) -> Slot:
+    ref = variable.ref
+    return Slot(
+        candidates=candidates_for(ref, variable.context),
+        index=ref.index,
+        written=ref.written,
+        context=variable.context,
+        field=field or variable.field,
+        line=ref.span.line,
+        column=ref.span.column,
+    )
+
+
+def _pieces(items: tuple[Union[str, ast.Variable], ...]) -> tuple[Piece, ...]:
+    out: list[Piece] = []
+    for item in items:
+        if isinstance(item, str):
+            if out and isinstance(out[-1], str):
+                out[-1] += item
+            elif item:
+                out.append(item)
+        else:
+            out.append(_slot(item))
+    return tuple(out)
+
+
+class _BodyCompiler:
+    """Lays the body out as JSON text with holes; literal runs merged into one string each."""
+
+    def __init__(self) -> None:
+        self.out: list[BodyPiece] = []
+
+    def literal(self, text: str) -> None:
+        if self.out and isinstance(self.out[-1], str):
+            self.out[-1] += text
+        else:
+            self.out.append(text)
+
+    def string(self, node: ast.StringTemplate, field: str) -> None:
+        if not node.has_variables:
+            self.literal(orjson.dumps(node.literal).decode("utf-8"))
+            return
+        pieces: list[Piece] = []
+        for part in node.parts:
+            if isinstance(part, ast.Text):
+                if pieces and isinstance(pieces[-1], str):
+                    pieces[-1] += part.value
+                else:
+                    pieces.append(part.value)
+            elif isinstance(part, ast.VarRef):
+                pieces.append(_slot(ast.Variable(part, Context.JSON_STRING, field)))
+        self.out.append(JsonStringPlan(tuple(pieces)))
+
+    def value(self, node: ast.JsonNode, field: str) -> None:
+        if isinstance(node, ast.JsonObject):
+            self.literal("{")
+            for i, member in enumerate(node.members):
+                if i:
+                    self.literal(",")
+                self.string(member.key, field)
+                self.literal(":")
+                self.value(member.value, f"{field}.{member.key.literal}")
+            self.literal("}")
+        elif isinstance(node, ast.JsonArray):
+            self.literal("[")
+            for i, item in enumerate(node.items):
+                if i:
+                    self.literal(",")
+                self.value(item, f"{field}[{i}]")
+            self.literal("]")
+        elif isinstance(node, ast.StringTemplate):
+            self.string(node, field)
+        elif isinstance(node, ast.JsonNumber):
+            self.literal(node.text)
+        elif isinstance(node, ast.JsonBool):
+            self.literal("true" if node.value else "false")
+        elif isinstance(node, ast.JsonNull):
+            self.literal("null")
+        else:
+            self.out.append(_slot(ast.Variable(node.ref, Context.JSON_VALUE, field)))
+
+
+def compile_template(template: ast.WebhookTemplate) -> WebhookPlan:
+    """Build the plan for a validated template."""
+    url: list[Union[str, UrlGroup]] = []
+    for part in template.url.parts:
+        if part.kind is UrlPartKind.LITERAL:
+            text = "".join(p for p in part.pieces if isinstance(p, str))
+            if url and isinstance(url[-1], str):
+                url[-1] += text
+            else:
+                url.append(text)
+        else:
+            url.append(UrlGroup(part.kind, _pieces(part.pieces)))
+    headers = [HeaderPlan(_pieces(h.name), _pieces(h.value)) for h in template.headers]
+    body: tuple[BodyPiece, ...] | None = None
+    if template.body is not None:
+        compiler = _BodyCompiler()
+        compiler.value(template.body, "body")
+        body = tuple(compiler.out)
+        has_content_type = any(
+            all(isinstance(p, str) for p in h.name) and "".join(map(str, h.name)).lower() == "content-type"
+            for h in headers
+        )
+        if not has_content_type:
+            headers.append(HeaderPlan(("Content-Type",), ("application/json",)))
+    return WebhookPlan(
+        method=template.method,
+        url=tuple(url),
+        headers=tuple(headers),
+        body=body,
+        response_directive=template.response_directive,
+        secrets=template.secrets,
+        source=template.source,
+    )
+
+
+def compile_webhook(config: str | bytes | Mapping[str, Any], source: str | None = None) -> WebhookPlan:
+    """Compile a webhook config (template text, or an already-decoded mapping) into a plan.
+
+    Raises ``ConfigSyntaxError`` or ``ConfigError`` listing every problem found,
+    each with file, line and column.
+
+    >>> plan = compile_webhook('{"url": "https://x.example/$id", "method": "GET"}', source="demo.json")
+    >>> plan.render({"id": 7}).url
+    'https://x.example/7'
+    """
+    if isinstance(config, Mapping):
+        name = source or "<mapping>"
+        root = parse_mapping(config, name)
+        from json import dumps
+
+        text = dumps(config, ensure_ascii=False, indent=2)
+    else:
+        text = config.decode("utf-8") if isinstance(config, bytes) else config
+        name = source or "<config>"
+        root = parse_config(text, name)
+    return compile_template(validate_webhook(root, SourceText(text, name)))
+
+
+def compile_file(path: str | Path) -> WebhookPlan:
+    """Compile the config in *path*; errors name the file."""
+    file = Path(path)
+    return compile_webhook(file.read_text(encoding="utf-8"), source=str(path))

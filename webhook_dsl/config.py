@@ -1,0 +1,451 @@
+"""Turns a parsed JSON template into a ``WebhookTemplate``: fields validated, variables placed.
+
+Field types are checked by pydantic against a skeleton of the tree (templates as
+their text, bare variables as markers); each pydantic error is mapped back to the
+node it concerns, so it keeps its line and column. Then every variable gets the
+encoding ``Context`` of the place it stands: URL host, port, path, query or
+fragment; header name or value; JSON string or bare JSON value.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from typing import Any, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from . import ast
+from .ast import Context, UrlPartKind
+from .encode import FORBIDDEN_HEADER_NAMES, ValueProblem, check_header_value, check_host, check_port
+from .errors import ConfigError, Diagnostic
+from .parse import SourceText
+
+__all__ = ["METHODS", "validate_webhook"]
+
+METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+
+
+class _BareVariable:
+    """Stands for a bare ``$name`` in the skeleton handed to pydantic."""
+
+    __slots__ = ("written",)
+
+    def __init__(self, written: str) -> None:
+        self.written = written
+
+
+class _HeaderModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    key: str
+    value: str
+
+
+class _WebhookModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, arbitrary_types_allowed=True)
+    type: Literal["WEBHOOK"] = "WEBHOOK"
+    url: str
+    method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"]
+    headers: list[_HeaderModel] = []
+    body: Any = None
+    responseDirective: Union[str, None] = None  # noqa: N815 - the seed's field name
+    secrets: list[str] = []
+
+
+_FIELDS = tuple(_WebhookModel.model_fields)
+_TYPE_NAMES = {"string_type": "a string", "list_type": "a list", "model_type": "an object", "dict_type": "an object"}
+
+
+def _skeleton(node: ast.JsonNode) -> Any:
+    if isinstance(node, ast.JsonObject):
+        return {m.key.literal: _skeleton(m.value) for m in node.members}
+    if isinstance(node, ast.JsonArray):
+        return [_skeleton(item) for item in node.items]
+    if isinstance(node, ast.StringTemplate):
+        return node.literal
+    if isinstance(node, ast.JsonNumber):
+        return json.loads(node.text)
+    if isinstance(node, ast.JsonBool):
+        return node.value
+    if isinstance(node, ast.JsonNull):
+        return None
+    return _BareVariable(node.ref.written)
+
+
+def _member(node: ast.JsonObject, key: str) -> ast.JsonMember | None:
+    for member in node.members:
+        if member.key.literal == key:
+            return member
+    return None
+
+
+def _field_name(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for step in loc:
+        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
+    return out
+
+
+class _Validator:
+    def __init__(self, root: ast.JsonNode, source: SourceText) -> None:
+        self.root = root
+        self.source = source
+        self.problems: list[Diagnostic] = []
+
+    def error(self, span: ast.Span, message: str, field: str | None = None, variable: str | None = None) -> None:
+        self.problems.append(self.source.at(span, message, field=field, variable=variable))
+
+    # -- structure ---------------------------------------------------------------
+
+    def locate(self, loc: tuple[int | str, ...]) -> tuple[ast.JsonNode | None, ast.JsonMember | None]:
+        node: ast.JsonNode | None = self.root
+        member = None
+        for step in loc:
+            if isinstance(node, ast.JsonObject) and isinstance(step, str):
+                member = _member(node, step)
+                if member is None:
+                    return node, None
+                node = member.value
+            elif isinstance(node, ast.JsonArray) and isinstance(step, int) and step < len(node.items):
+                node, member = node.items[step], None
+            else:
+                return node, member
+        return node, member
+
+    def check_fields(self) -> bool:
+        if not isinstance(self.root, ast.JsonObject):
+            self.error(self.root.span, "a webhook config must be a JSON object with at least 'url' and 'method'")
+            return False
+        try:
+            _WebhookModel.model_validate(_skeleton(self.root))
+        except ValidationError as failure:
+            for item in failure.errors():
+                self.pydantic_error(tuple(item["loc"]), item["type"], item.get("ctx") or {})
+        return not self.problems
+
+    def pydantic_error(self, loc: tuple[int | str, ...], kind: str, ctx: dict[str, Any]) -> None:
+        name = _field_name(loc)
+        if kind == "missing":
+            parent, _ = self.locate(loc[:-1])
+            assert parent is not None
+            brace = ast.Span(parent.span.line, parent.span.column, parent.span.start, parent.span.start + 1)
+            self.error(brace, f"missing required field '{loc[-1]}'", field=name)
+            return
+        node, member = self.locate(loc)
+        assert node is not None
+        if kind == "extra_forbidden" and member is not None:
+            known = _FIELDS if len(loc) == 1 else ("key", "value")
+            hint = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else f"; known fields: {', '.join(known)}"
+            self.error(member.key.span, f"unknown field '{loc[-1]}'{suggestion}", field=name)
+        elif kind == "literal_error" and loc == ("method",):
+            self.error(node.span, f"method must be one of {', '.join(METHODS)} (upper case)", field=name)
+        elif kind == "literal_error" and loc == ("type",):
+            self.error(node.span, "type must be \"WEBHOOK\"", field=name)
+        elif kind in _TYPE_NAMES:
+            written = " (a bare variable; put it in quotes to make a string template)" if isinstance(
+                node, ast.BareVar
+            ) else ""
+            self.error(node.span, f"'{name}' must be {_TYPE_NAMES[kind]}{written}", field=name)
+        else:
+            self.error(node.span, f"'{name}' is invalid ({kind}: {ctx})", field=name)
+
+    def check_duplicates(self, node: ast.JsonNode, path: str) -> None:
+        if isinstance(node, ast.JsonObject):
+            seen: dict[str, ast.Span] = {}
+            for member in node.members:
+                key = member.key
+                if not key.has_variables:
+                    if key.literal in seen:
+                        first = seen[key.literal]
+                        self.error(key.span, f"duplicate key {json.dumps(key.literal)} (first at line {first.line}, "
+                                   f"column {first.column})", field=path or None)
+                    else:
+                        seen[key.literal] = key.span
+                self.check_duplicates(member.value, f"{path}.{key.literal}" if path else key.literal)
+        elif isinstance(node, ast.JsonArray):
+            for i, item in enumerate(node.items):
+                self.check_duplicates(item, f"{path}[{i}]")
+
+    def check_dollars(self, node: ast.JsonNode, field: str) -> None:
+        if isinstance(node, ast.StringTemplate):
+            for part in node.parts:
+                if isinstance(part, ast.BadDollar):
+                    self.error(
+                        part.span,
+                        "'$' must be followed by a name, {name} or '$'; write $$ for a literal dollar sign",
+                        field=field,
+                    )
+        elif isinstance(node, ast.JsonObject):
+            for member in node.members:
+                self.check_dollars(member.key, field)
+                self.check_dollars(member.value, field)
+        elif isinstance(node, ast.JsonArray):
+            for item in node.items:
+                self.check_dollars(item, field)
+
+    # -- pieces ------------------------------------------------------------------
+
+    def pieces(self, template: ast.StringTemplate, context: Context, field: str) -> tuple[str | ast.Variable, ...]:
+        out: list[str | ast.Variable] = []
+        for part in template.parts:
+            if isinstance(part, ast.Text):
+                out.append(part.value)
+            elif isinstance(part, ast.VarRef):
+                out.append(ast.Variable(part, context, field))
+        return tuple(out)
+
+    def header(self, index: int, node: ast.JsonObject) -> ast.HeaderTemplate:
+        key_member, value_member = _member(node, "key"), _member(node, "value")
+        assert key_member is not None and value_member is not None
+        key, value = key_member.value, value_member.value
+        assert isinstance(key, ast.StringTemplate) and isinstance(value, ast.StringTemplate)
+        field = f"headers[{index}]"
+        self.check_dollars(key, f"{field}.key")
+        self.check_dollars(value, f"{field}.value")
+        if not key.has_variables:
+            name = key.literal
+            if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
+                self.error(key.span, f"header name {json.dumps(name)} is not an RFC 9110 token "
+                           "(letters, digits and !#$%&'*+-.^_`|~; no spaces or ':')", field=f"{field}.key")
+            elif name.lower() in FORBIDDEN_HEADER_NAMES:
+                self.error(key.span, f"header {name!r} is set by the HTTP client; a template may not set it",
+                           field=f"{field}.key")
+        for part in value.parts:
+            if isinstance(part, ast.Text):
+                try:
+                    check_header_value(part.value)
+                except ValueProblem as problem:
+                    self.error(part.span, f"header value {problem}", field=f"{field}.value")
+        return ast.HeaderTemplate(
+            self.pieces(key, Context.HEADER_NAME, f"{field}.key"),
+            self.pieces(value, Context.HEADER_VALUE, f"{field}.value"),
+            node.span,
+        )
+
+    def url(self, template: ast.StringTemplate) -> ast.UrlTemplate:
+        return _UrlSplitter(self, template).split()
+
+
+_SCHEME = re.compile(r"(?i)https?://")
+# RFC 3986: pchar = unreserved / pct-encoded / sub-delims / ":" / "@"; query and fragment add "/" "?".
+_URL_LITERAL = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:@/?%]*\Z")
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+class _UrlSplitter:
+    """Cuts a URL template into components so each variable gets its URL context."""
+
+    def __init__(self, validator: _Validator, template: ast.StringTemplate) -> None:
+        self.v = validator
+        self.template = template
+        self.parts: list[ast.UrlPart] = []
+
+    def emit(self, kind: UrlPartKind, pieces: list[str | ast.Variable]) -> None:
+        if not pieces:
+            return
+        if all(isinstance(p, str) for p in pieces):
+            kind = UrlPartKind.LITERAL
+        if kind is UrlPartKind.LITERAL and self.parts and self.parts[-1].kind is UrlPartKind.LITERAL:
+            merged = str(self.parts[-1].pieces[0]) + "".join(map(str, pieces))
+            self.parts[-1] = ast.UrlPart(UrlPartKind.LITERAL, (merged,))
+        elif kind is UrlPartKind.LITERAL:
+            self.parts.append(ast.UrlPart(kind, ("".join(map(str, pieces)),)))
+        else:
+            self.parts.append(ast.UrlPart(kind, tuple(pieces)))
+
+    def split(self) -> ast.UrlTemplate:
+        t = self.template
+        refs = [p for p in t.parts if not isinstance(p, ast.Text)]
+        if len(t.parts) == 1 and isinstance(t.parts[0], ast.VarRef):
+            var = ast.Variable(t.parts[0], Context.URL_WHOLE, "url")
+            return ast.UrlTemplate((ast.UrlPart(UrlPartKind.WHOLE, (var,)),), t.span)
+        first = t.parts[0] if t.parts else None
+        scheme = _SCHEME.match(first.value) if isinstance(first, ast.Text) else None
+        if scheme is None:
+            if refs and not isinstance(first, ast.Text):
+                message = ("the URL must start with http:// or https:// written out, "
+                           "or be exactly one variable holding a whole URL")
+            else:
+                message = "the URL must be absolute and start with http:// or https://"
+            self.v.error(t.span, message, field="url")
+            return ast.UrlTemplate((), t.span)
+        # Tag every character run with its component: authority, path, query, fragment.
+        component = "authority"
+        tagged: list[tuple[str, ast.Text | ast.VarRef]] = []
+        rest_of_first = ast.Text(first.value[scheme.end():], first.span) if isinstance(first, ast.Text) else None
+        self.emit(UrlPartKind.LITERAL, [first.value[: scheme.end()]] if isinstance(first, ast.Text) else [])
+        for part in ([rest_of_first] if rest_of_first else []) + list(t.parts[1:]):
+            if isinstance(part, ast.BadDollar):
+                continue
+            if isinstance(part, ast.VarRef):
+                tagged.append((component, part))
+                continue
+            run = ""
+            for char in part.value:
+                next_component = component
+                if char == "#" and component != "fragment":
+                    next_component = "fragment"
+                elif char == "?" and component in ("authority", "path"):
+                    next_component = "query"
+                elif char == "/" and component == "authority":
+                    next_component = "path"
+                if next_component != component:
+                    if run:
+                        tagged.append((component, ast.Text(run, part.span)))
+                    run, component = "", next_component
+                run += char
+            if run:
+                tagged.append((component, ast.Text(run, part.span)))
+        self.authority([p for c, p in tagged if c == "authority"])
+        self.path([p for c, p in tagged if c == "path"])
+        for name, kind in (("query", UrlPartKind.QUERY), ("fragment", UrlPartKind.FRAGMENT)):
+            runs = [p for c, p in tagged if c == name]
+            self.check_literals(runs, name)
+            for p in runs:
+                if isinstance(p, ast.Text):
+                    self.emit(UrlPartKind.LITERAL, [p.value])
+                else:
+                    self.emit(kind, [ast.Variable(p, _CONTEXT[kind], "url")])
+        return ast.UrlTemplate(tuple(self.parts), t.span)
+
+    def check_literals(self, runs: list[ast.Text | ast.VarRef], component: str) -> None:
+        for p in runs:
+            if not isinstance(p, ast.Text):
+                continue
+            text = p.value[1:] if component == "fragment" and p.value.startswith("#") else p.value
+            if not _URL_LITERAL.match(text) or _BAD_PERCENT.search(text):
+                bad = next((c for c in text if not _URL_LITERAL.match(c)), "%")
+                shown = "a space" if bad == " " else f"{bad!r}" if bad.isprintable() else f"U+{ord(bad):04X}"
+                self.v.error(p.span, f"the URL {component} holds {shown}, which a URL cannot carry as is; "
+                             "percent-encode it (%XX) in the template", field="url")
+
+    def authority(self, runs: list[ast.Text | ast.VarRef]) -> None:
+        host: list[str | ast.Variable] = []
+        port: list[str | ast.Variable] = []
+        target = host
+        bracket = False
+        for p in runs:
+            if isinstance(p, ast.VarRef):
+                context = Context.URL_PORT if target is port else Context.URL_HOST
+                target.append(ast.Variable(p, context, "url"))
+                continue
+            for char in p.value:
+                if char == "@":
+                    self.v.error(p.span, "the URL carries credentials (user@host); send them in a header",
+                                 field="url")
+                    return
+                if char == "[":
+                    bracket = True
+                elif char == "]":
+                    bracket = False
+                elif char == ":" and not bracket and target is host:
+                    target = port
+                    continue
+                target.append(char)
+        if not host:
+            self.v.error(self.template.span, "the URL has no host", field="url")
+            return
+        literal_host = "".join(h for h in host if isinstance(h, str))
+        if all(isinstance(h, str) for h in host) and not literal_host.startswith("["):
+            try:
+                check_host(literal_host)
+            except ValueProblem:
+                self.v.error(self.template.span, f"the URL host {literal_host!r} is not a valid host name",
+                             field="url")
+        self.emit(UrlPartKind.HOST, _join_chars(host))
+        if target is port:
+            self.emit(UrlPartKind.LITERAL, [":"])
+            if all(isinstance(p, str) for p in port):
+                try:
+                    check_port("".join(map(str, port)))
+                except ValueProblem:
+                    self.v.error(self.template.span, "the URL port must be a number from 1 to 65535", field="url")
+            self.emit(UrlPartKind.PORT, _join_chars(port))
+
+    def path(self, runs: list[ast.Text | ast.VarRef]) -> None:
+        self.check_literals(runs, "path")
+        segment: list[str | ast.Variable] = []
+        for p in runs:
+            if isinstance(p, ast.VarRef):
+                segment.append(ast.Variable(p, Context.URL_PATH, "url"))
+                continue
+            pieces = p.value.split("/")
+            for i, piece in enumerate(pieces):
+                if i:
+                    self.emit(UrlPartKind.PATH_SEGMENT, segment)
+                    self.emit(UrlPartKind.LITERAL, ["/"])
+                    segment = []
+                if piece:
+                    segment.append(piece)
+        self.emit(UrlPartKind.PATH_SEGMENT, segment)
+
+
+_CONTEXT = {UrlPartKind.QUERY: Context.URL_QUERY, UrlPartKind.FRAGMENT: Context.URL_FRAGMENT}
+
+
+def _join_chars(items: list[str | ast.Variable]) -> list[str | ast.Variable]:
+    out: list[str | ast.Variable] = []
+    for item in items:
+        if isinstance(item, str) and out and isinstance(out[-1], str):
+            out[-1] += item
+        else:
+            out.append(item)
+    return out
+
+
+def validate_webhook(root: ast.JsonNode, source: SourceText) -> ast.WebhookTemplate:
+    """Check a parsed config and place its variables; raise ``ConfigError`` listing every problem.
+
+    Field-type errors do not stop the other checks: every field whose shape is
+    right is still checked, so one run reports everything wrong in the file.
+    """
+    v = _Validator(root, source)
+    v.check_duplicates(root, "")
+    v.check_fields()
+    if not isinstance(root, ast.JsonObject):
+        raise ConfigError(v.problems)
+
+    def get(key: str) -> ast.JsonNode | None:
+        member = _member(root, key)
+        return member.value if member else None
+
+    method_node, url_node = get("method"), get("url")
+    method = method_node.literal if isinstance(method_node, ast.StringTemplate) else ""
+    url = ast.UrlTemplate((), root.span)
+    if isinstance(url_node, ast.StringTemplate):
+        v.check_dollars(url_node, "url")
+        url = v.url(url_node)
+    headers_node = get("headers")
+    headers = []
+    if isinstance(headers_node, ast.JsonArray):
+        for i, item in enumerate(headers_node.items):
+            key, value = (_member(item, k) if isinstance(item, ast.JsonObject) else None for k in ("key", "value"))
+            if key and value and isinstance(key.value, ast.StringTemplate) and isinstance(
+                value.value, ast.StringTemplate
+            ):
+                assert isinstance(item, ast.JsonObject)
+                headers.append(v.header(i, item))
+    body = get("body")
+    if isinstance(body, ast.JsonNull):
+        body = None
+    if body is not None:
+        v.check_dollars(body, "body")
+        if method == "GET":
+            v.error(body.span, "a GET request cannot carry a body; use POST or PUT, or drop 'body'", field="body")
+    directive = get("responseDirective")
+    secrets_node = get("secrets")
+    secrets = tuple(s.literal for s in secrets_node.items if isinstance(s, ast.StringTemplate)) if isinstance(
+        secrets_node, ast.JsonArray) else ()
+    if v.problems:
+        raise ConfigError(sorted(v.problems, key=lambda d: (d.line, d.column)))
+    return ast.WebhookTemplate(
+        method=method,
+        url=url,
+        headers=tuple(headers),
+        body=body,
+        response_directive=directive.literal if isinstance(directive, ast.StringTemplate) else None,
+        secrets=secrets,
+        source=source.name,
+    )

@@ -1,0 +1,239 @@
+"""Turns variable values into text for the place they land: URL, header or JSON.
+
+Every function here either returns correctly encoded text or raises
+``ValueProblem`` with a message that describes the value's *kind*, never the
+value itself (it may be a secret). The render plan picks one function per slot
+at compile time; nothing here looks at templates.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+
+__all__ = [
+    "FORBIDDEN_HEADER_NAMES",
+    "MAX_VALUE_DEPTH",
+    "ValueProblem",
+    "check_header_name",
+    "check_header_value",
+    "check_host",
+    "check_port",
+    "check_whole_url",
+    "json_string",
+    "json_value",
+    "percent_encode",
+    "to_text",
+]
+
+#: Deepest nesting accepted in a list/object value inserted as JSON.
+MAX_VALUE_DEPTH = 64
+
+
+class ValueProblem(Exception):
+    """A value that cannot be encoded where it lands; the message never quotes the value."""
+
+
+def kind_of(value: object) -> str:
+    return {
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        list: "a list",
+        tuple: "a list",
+        dict: "an object",
+        type(None): "null",
+    }.get(type(value), f"a {type(value).__name__}")
+
+
+# --- values to text (RFC 8259 for the JSON forms) --------------------------------
+
+
+def _check_json_data(value: Any, depth: int = 0) -> None:
+    """Refuse what would make invalid or lossy JSON: NaN, infinities, foreign types, deep nesting."""
+    kind = type(value)
+    if kind is str or kind is bool or kind is int or value is None:
+        return
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueProblem("is NaN or infinite, which JSON cannot carry")
+        return
+    if depth >= MAX_VALUE_DEPTH:
+        raise ValueProblem(f"nests deeper than {MAX_VALUE_DEPTH} levels")
+    if kind is list or kind is tuple:
+        for item in value:
+            _check_json_data(item, depth + 1)
+        return
+    if kind is dict:
+        for key, item in value.items():
+            if type(key) is not str:
+                raise ValueProblem("is an object with a key that is not a string")
+            _check_json_data(item, depth + 1)
+        return
+    raise ValueProblem(f"is {kind_of(value)}, which has no JSON form")
+
+
+def json_value(value: Any) -> bytes:
+    """Compact JSON for a value standing bare in the body; exact for integers of any size."""
+    if type(value) is list and all(type(item) is str for item in value):
+        pass  # the common case ($images): nothing to check beyond orjson's own UTF-8 check
+    else:
+        _check_json_data(value)
+    try:
+        return orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        pass  # integers beyond 64 bits, or a lone surrogate: let the stdlib decide
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueProblem("contains a lone surrogate, which is not Unicode text") from None
+
+
+def to_text(value: Any) -> str:
+    """The text of a value in a string context: strings as they are, the rest as JSON, null as ''."""
+    kind = type(value)
+    if kind is str:
+        return value  # type: ignore[no-any-return]
+    if kind is bool:
+        return "true" if value else "false"
+    if kind is int:
+        return str(value)
+    if value is None:
+        return ""
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueProblem("is NaN or infinite, which has no JSON text")
+        return orjson.dumps(value).decode()
+    if kind is list or kind is tuple or kind is dict:
+        return json_value(value).decode("utf-8")
+    raise ValueProblem(f"is {kind_of(value)}; values must be strings, numbers, booleans, null, lists or objects")
+
+
+def json_string(text: str) -> bytes:
+    """A JSON string literal, quotes included (RFC 8259 section 7)."""
+    try:
+        return orjson.dumps(text)
+    except orjson.JSONEncodeError:
+        raise ValueProblem("contains a lone surrogate, which is not Unicode text") from None
+
+
+# --- URLs (RFC 3986) ----------------------------------------------------------------
+
+# RFC 3986 section 2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~". Everything
+# else in a substituted value is percent-encoded as UTF-8 with upper-case hex
+# (section 2.1), `%` included, so a value can never add a delimiter or an escape.
+
+
+def percent_encode(text: str) -> str:
+    """Percent-encode every character outside RFC 3986 unreserved."""
+    if text.isalnum() and text.isascii():
+        return text
+    try:
+        return quote(text, safe="")
+    except UnicodeEncodeError:
+        raise ValueProblem("contains a lone surrogate, which is not Unicode text") from None
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\.?\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
+)
+
+
+def check_host(host: str) -> str:
+    """A host built from variables must be an RFC 1123 host name (letters, digits, '-', dots)."""
+    if not _HOST_NAME.match(host):
+        raise ValueProblem("does not leave a valid host name (letters, digits, '-' and dots only)")
+    return host
+
+
+def check_port(port: str) -> str:
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueProblem("does not leave a port number from 1 to 65535")
+    return port
+
+
+_URL_CHARS = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]*\Z")
+_PERCENT_OK = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def check_whole_url(url: str) -> str:
+    """A URL given whole by one variable: absolute http(s), a host, no credentials, URL characters only."""
+    from urllib.parse import urlsplit
+
+    if not _URL_CHARS.match(url) or _PERCENT_OK.search(url):
+        raise ValueProblem("is not a URL: it holds characters a URL cannot (spaces, quotes, controls, non-ASCII)")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueProblem("is not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueProblem("is not an absolute http or https URL")
+    if "@" in parts.netloc:
+        raise ValueProblem("carries credentials (user@host); put them in a header")
+    host = parts.hostname or ""
+    if not host or not (_HOST_NAME.match(host) or (parts.netloc.startswith("[") and ":" in host)):
+        raise ValueProblem("has no valid host")
+    if port == 0:
+        raise ValueProblem("has port 0")
+    return url
+
+
+# --- headers (RFC 9110 section 5) -----------------------------------------------------
+
+# field-name = token; tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "."
+#            / "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA   (RFC 9110 section 5.6.2)
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+
+#: Headers the HTTP client owns: a template setting them could smuggle or break framing.
+FORBIDDEN_HEADER_NAMES = frozenset(
+    {
+        "host",
+        "content-length",
+        "transfer-encoding",
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "upgrade",
+        "te",
+        "trailer",
+        "expect",
+        "http2-settings",
+    }
+)
+
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header_name(name: str) -> str:
+    if not _TOKEN.match(name):
+        raise ValueProblem("does not leave a valid header name (an RFC 9110 token)")
+    if name.lower() in FORBIDDEN_HEADER_NAMES:
+        raise ValueProblem(f"leaves the header name {name!r}, which only the HTTP client may set")
+    return name
+
+
+def check_header_value(value: str) -> str:
+    """Header values are literal, but never carry CR, LF, NUL or other controls (tab is allowed).
+
+    We check ourselves: httpx passes CR/LF through over HTTP/2 and mock transports
+    never reach h11's check. Non-ASCII is sent as UTF-8 (RFC 9110 section 5.5
+    obs-text); a lone surrogate has no UTF-8 form and is refused.
+    """
+    if value.isprintable():
+        return value
+    match = _CONTROL.search(value)
+    if match:
+        raise ValueProblem(f"contains the control character U+{ord(match.group()):04X}, which could split the header")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueProblem("contains a lone surrogate, which is not Unicode text") from None
+    return value

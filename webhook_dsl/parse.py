@@ -1,0 +1,437 @@
+"""Turns config text into the JSON template tree (``ast.JsonNode``), or positioned syntax errors.
+
+Lark does the lexing and LALR parsing (grammar in ``grammar/webhook.lark``); this
+module converts Lark's tree into our frozen AST so Lark types stop here. String
+escapes are decoded token by token, so an escaped ``\\u0024`` is text, never a
+``$``, and every variable keeps its own line and column in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from lark import Token, Tree
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+
+from . import ast
+from .errors import ConfigSyntaxError, Diagnostic
+from .grammar import parser
+
+__all__ = ["MAX_CONFIG_BYTES", "MAX_NESTING", "SourceText", "parse_config", "parse_mapping"]
+
+#: Largest config text accepted; a webhook config is a few kilobytes.
+MAX_CONFIG_BYTES = 1024 * 1024
+#: Deepest nesting of objects and arrays accepted in a config.
+MAX_NESTING = 64
+#: Syntax errors collected before giving up on a file.
+MAX_SYNTAX_ERRORS = 50
+
+_HUMAN_TERMINALS = {
+    "LBRACE": "'{'",
+    "RBRACE": "'}'",
+    "LSQB": "'['",
+    "RSQB": "']'",
+    "COMMA": "','",
+    "COLON": "':'",
+    "DQUOTE": "'\"'",
+    "NUMBER": "a number",
+    "TRUE": "true",
+    "FALSE": "false",
+    "NULL": "null",
+    "VAR": "a $variable",
+    "BRACED_VAR": "a ${variable}",
+    "CHARS": "text",
+    "PUNCT_CHARS": "text",
+    "ESCAPE": "an escape",
+    "BAD_ESCAPE": "an escape",
+    "DOLLAR_DOLLAR": "'$$'",
+    "LONE_DOLLAR": "'$'",
+    "$END": "end of input",
+}
+_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+
+
+class SourceText:
+    """Config text plus its name, able to say which line a position is on."""
+
+    __slots__ = ("lines", "name", "text")
+
+    def __init__(self, text: str, name: str) -> None:
+        self.text = text
+        self.name = name
+        self.lines = text.split("\n")
+
+    def line(self, number: int) -> str | None:
+        if 1 <= number <= len(self.lines):
+            return self.lines[number - 1].rstrip("\r")
+        return None
+
+    def diagnostic(
+        self,
+        message: str,
+        line: int,
+        column: int,
+        width: int = 1,
+        field: str | None = None,
+        variable: str | None = None,
+    ) -> Diagnostic:
+        return Diagnostic(
+            message=message,
+            source=self.name,
+            line=line,
+            column=column,
+            width=width,
+            source_line=self.line(line),
+            field=field,
+            variable=variable,
+        )
+
+    def at(self, span: ast.Span, message: str, **extra: Any) -> Diagnostic:
+        return self.diagnostic(message, span.line, span.column, max(1, span.end - span.start), **extra)
+
+
+def _span(token: Token) -> ast.Span:
+    return ast.Span(token.line or 0, token.column or 0, token.start_pos or 0, token.end_pos or 0)
+
+
+def _tree_span(tree: Tree) -> ast.Span:
+    meta = tree.meta
+    return ast.Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
+
+
+def _offset_span(token: Token, offset: int, width: int = 1) -> ast.Span:
+    """Position of character ``offset`` inside a token that may span lines."""
+    before = token[:offset]
+    newlines = before.count("\n")
+    line = (token.line or 0) + newlines
+    column = (offset - before.rfind("\n")) if newlines else (token.column or 0) + offset
+    start = (token.start_pos or 0) + offset
+    return ast.Span(line, column, start, start + width)
+
+
+def _describe(token_type: str) -> str:
+    return _HUMAN_TERMINALS.get(token_type, token_type)
+
+
+def _expected(names: set[str] | frozenset[str]) -> str:
+    described = sorted({_describe(n) for n in names if not n.startswith("__")})
+    if not described:
+        return "nothing more"
+    if len(described) == 1:
+        return described[0]
+    return ", ".join(described[:-1]) + " or " + described[-1]
+
+
+class _Converter:
+    """Walks Lark's tree into our AST, collecting token-level problems as it goes."""
+
+    def __init__(self, source: SourceText) -> None:
+        self.source = source
+        self.problems: list[Diagnostic] = []
+
+    def value(self, node: Tree | Token, depth: int) -> ast.JsonNode:
+        if isinstance(node, Token):  # a bare VAR / BRACED_VAR never arrives without a rule
+            raise AssertionError(f"unexpected token {node.type}")
+        kind = node.data
+        if kind == "object":
+            return self.object(node, depth)
+        if kind == "array":
+            return self.array(node, depth)
+        if kind == "string":
+            return self.string(node)
+        token = node.children[0]
+        assert isinstance(token, Token)
+        span = _span(token)
+        if kind == "number":
+            return ast.JsonNumber(str(token), span)
+        if kind == "true":
+            return ast.JsonBool(True, span)
+        if kind == "false":
+            return ast.JsonBool(False, span)
+        if kind == "null":
+            return ast.JsonNull(span)
+        if kind == "bare_var":
+            return ast.BareVar(self.var_ref(token), span)
+        raise AssertionError(f"unknown rule {kind}")
+
+    def _too_deep(self, node: Tree, depth: int) -> bool:
+        if depth > MAX_NESTING:
+            self.problems.append(
+                self.source.at(_tree_span(node), f"nesting deeper than {MAX_NESTING} levels of objects and arrays")
+            )
+            return True
+        return False
+
+    def object(self, node: Tree, depth: int) -> ast.JsonObject:
+        span = _tree_span(node)
+        if self._too_deep(node, depth):
+            return ast.JsonObject((), span)
+        members = []
+        for pair in node.children:
+            if isinstance(pair, Tree) and pair.data == "pair":
+                key_tree, _colon, value_tree = pair.children
+                assert isinstance(key_tree, Tree)
+                members.append(ast.JsonMember(self.string(key_tree), self.value(value_tree, depth + 1)))
+        return ast.JsonObject(tuple(members), span)
+
+    def array(self, node: Tree, depth: int) -> ast.JsonArray:
+        span = _tree_span(node)
+        if self._too_deep(node, depth):
+            return ast.JsonArray((), span)
+        items = tuple(
+            self.value(child, depth + 1)
+            for child in node.children
+            if not (isinstance(child, Token) and child.type in ("LSQB", "RSQB", "COMMA"))
+        )
+        return ast.JsonArray(items, span)
+
+    def var_ref(self, token: Token) -> ast.VarRef:
+        written = str(token)
+        braced = written.startswith("${")
+        inner = written[2:-1] if braced else written[1:]
+        index = None
+        if inner.endswith("]"):
+            inner, _, digits = inner[:-1].partition("[")
+            index = int(digits)
+        return ast.VarRef(inner, index, braced, written, _span(token))
+
+    def string(self, node: Tree) -> ast.StringTemplate:
+        parts: list[ast.Text | ast.VarRef | ast.BadDollar] = []
+        text: list[str] = []
+        text_span: ast.Span | None = None
+        pending_high: str | None = None  # first half of a \uD8xx\uDCxx pair
+        pending_token: Token | None = None
+
+        def flush() -> None:
+            nonlocal text_span
+            if text and text_span is not None:
+                parts.append(ast.Text("".join(text), text_span))
+            text.clear()
+            text_span = None
+
+        def add_text(value: str, token: Token) -> None:
+            nonlocal text_span
+            if text_span is None:
+                text_span = _span(token)
+            else:
+                text_span = ast.Span(text_span.line, text_span.column, text_span.start, token.end_pos or 0)
+            text.append(value)
+
+        def lone_surrogate(token: Token) -> None:
+            self.problems.append(
+                self.source.at(_span(token), f"escape {token} is half of a surrogate pair; JSON text must be Unicode")
+            )
+
+        for token in node.children[1:-1]:
+            assert isinstance(token, Token)
+            kind = token.type
+            if pending_high is not None and not (kind == "ESCAPE" and 0xDC00 <= _code(token) <= 0xDFFF):
+                assert pending_token is not None
+                lone_surrogate(pending_token)
+                pending_high = None
+            if kind == "PUNCT_CHARS":
+                add_text(str(token), token)
+            elif kind == "CHARS":
+                for offset, char in enumerate(token):
+                    if char < " ":
+                        self.problems.append(
+                            self.source.at(
+                                _offset_span(token, offset),
+                                f"control character U+{ord(char):04X} inside a string; write it as an escape "
+                                f"such as \\n or \\u{ord(char):04x}",
+                            )
+                        )
+                add_text(str(token), token)
+            elif kind == "ESCAPE":
+                if token[1] == "u":
+                    code = _code(token)
+                    if 0xD800 <= code <= 0xDBFF:
+                        pending_high, pending_token = chr(code), token
+                        continue
+                    if 0xDC00 <= code <= 0xDFFF:
+                        if pending_high is None:
+                            lone_surrogate(token)
+                            continue
+                        combined = 0x10000 + ((ord(pending_high) - 0xD800) << 10) + (code - 0xDC00)
+                        pending_high = None
+                        add_text(chr(combined), token)
+                        continue
+                    add_text(chr(code), token)
+                else:
+                    add_text(_ESCAPES[token[1]], token)
+            elif kind == "BAD_ESCAPE":
+                self.problems.append(
+                    self.source.at(
+                        _span(token),
+                        f"invalid escape {json.dumps(str(token))[1:-1]}; JSON allows "
+                        '\\" \\\\ \\/ \\b \\f \\n \\r \\t and \\uXXXX',
+                    )
+                )
+            elif kind == "DOLLAR_DOLLAR":
+                add_text("$", token)
+            elif kind in ("VAR", "BRACED_VAR"):
+                flush()
+                parts.append(self.var_ref(token))
+            elif kind == "LONE_DOLLAR":
+                flush()
+                parts.append(ast.BadDollar(str(token), _span(token)))
+            else:
+                raise AssertionError(f"unexpected string token {kind}")
+        if pending_high is not None:
+            assert pending_token is not None
+            lone_surrogate(pending_token)
+        flush()
+        return ast.StringTemplate(tuple(parts), _tree_span(node))
+
+
+def _code(token: Token) -> int:
+    return int(token[2:6], 16) if len(token) == 6 and token[1] == "u" else -1
+
+
+def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic:
+    line, column = error.line, error.column
+    if isinstance(error, UnexpectedCharacters):
+        char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else ""
+        shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}" if char else "end of input"
+        message = f"unexpected character {shown}; expected {_expected(error.allowed or set())}"
+        if char == "'":
+            message += " (JSON strings use double quotes)"
+    elif isinstance(error, UnexpectedToken):
+        token = error.token
+        if token.type == "$END":
+            message = f"unexpected end of input; expected {_expected(error.expected)}"
+            lines = source.lines
+            line = len(lines)
+            column = len(lines[-1].rstrip("\r")) + 1
+        else:
+            if token.type in ("CHARS", "PUNCT_CHARS"):  # text outside any string
+                message = f"unexpected {str(token)[:1]!r}"
+            else:
+                message = f"unexpected {_describe(token.type)}"
+            if token.type in ("NUMBER", "VAR", "BRACED_VAR"):
+                message += f" {token}"
+            message += f"; expected {_expected(error.expected)}"
+            before = source.text[: token.start_pos or 0].rstrip(" \t\r\n")
+            if str(token)[:1] in "}]" and before.endswith(","):
+                message += " (JSON allows no trailing comma)"
+            elif str(token).startswith("'"):
+                message += " (JSON strings use double quotes)"
+    elif isinstance(error, UnexpectedEOF):
+        message = f"unexpected end of input; expected {_expected(set(error.expected))}"
+    else:  # pragma: no cover - Lark raises only the three above
+        message = str(error)
+    return source.diagnostic(message, max(line, 1), max(column, 1))
+
+
+def parse_config(text: str, source: str = "<config>") -> ast.JsonNode:
+    """Parse config *text* into a JSON template tree.
+
+    Raises ``ConfigSyntaxError`` listing every syntax problem found, each with
+    the file name, line and column.
+    """
+    src = SourceText(text, source)
+    if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
+        raise ConfigSyntaxError([src.diagnostic(f"config larger than {MAX_CONFIG_BYTES} bytes", 1, 1)])
+    syntax: list[Diagnostic] = []
+    recovered = [False]
+
+    def on_error(error: UnexpectedInput) -> bool:
+        diagnostic = _syntax_diagnostic(src, error)
+        if not syntax or (syntax[-1].line, syntax[-1].column) != (diagnostic.line, diagnostic.column):
+            syntax.append(diagnostic)
+        if len(syntax) >= MAX_SYNTAX_ERRORS:
+            return False
+        if isinstance(error, UnexpectedToken):
+            if error.token.type == "$END":
+                return False
+            recovered[0] = True
+            _repair(error)
+        recovered[0] = True
+        return True
+
+    try:
+        tree = parser().parse(text, on_error=on_error)
+    except UnexpectedInput as error:
+        if not syntax:
+            syntax.append(_syntax_diagnostic(src, error))
+        raise ConfigSyntaxError(syntax) from None
+    except RecursionError:  # pragma: no cover - LALR does not recurse; kept as a guard
+        raise ConfigSyntaxError([src.diagnostic("config nested too deeply", 1, 1)]) from None
+    converter = _Converter(src)
+    node = converter.value(tree, 1) if isinstance(tree, Tree) else None
+    problems = syntax + converter.problems
+    if problems or node is None:
+        raise ConfigSyntaxError(sorted(problems, key=lambda d: (d.line, d.column)))
+    return node
+
+
+_NUMBER = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_PUNCTUATION = {",": "COMMA", ":": "COLON", "{": "LBRACE", "}": "RBRACE", "[": "LSQB", "]": "RSQB"}
+_FILLER = {"COMMA": ",", "COLON": ":", "NULL": "null", "DQUOTE": '"', "RBRACE": "}", "RSQB": "]"}
+#: Token sequences tried, in order, in front of an unexpected token to resynchronise.
+_INSERTIONS: tuple[tuple[str, ...], ...] = (
+    ("COMMA",),
+    ("NULL",),
+    ("COLON",),
+    ("COLON", "NULL"),
+    ("DQUOTE", "DQUOTE", "COLON", "NULL"),
+    ("RSQB",),
+    ("RBRACE",),
+)
+
+
+def _repair(error: UnexpectedToken) -> None:
+    """Resynchronise after a syntax error so later, independent errors are found too.
+
+    Stray text where a value belongs is replaced by ``null``; otherwise the first
+    short insertion (a missing ',', ':' or value) that makes the token acceptable
+    is fed; failing all, the token is dropped.
+    """
+    interactive = error.interactive_parser
+    token = error.token
+    if token.type == "CHARS":  # Lark's root lexer reads stray words as string text
+        word = str(token).strip()
+        if _NUMBER.fullmatch(word):
+            token = Token("NUMBER", word, token.start_pos, token.line, token.column)
+        elif word in ("true", "false", "null"):
+            token = Token(word.upper(), word, token.start_pos, token.line, token.column)
+    if token.type == "PUNCT_CHARS" and len(token) == 1:
+        token = Token(_PUNCTUATION[str(token)], str(token), token.start_pos, token.line, token.column)
+    elif token.type in ("CHARS", "PUNCT_CHARS", "LONE_DOLLAR", "BAD_ESCAPE", "ESCAPE", "DOLLAR_DOLLAR"):
+        if _try_feed(interactive, ("NULL",), None):
+            return
+    for insertion in _INSERTIONS:
+        if _try_feed(interactive, insertion, token):
+            return
+
+
+def _try_feed(interactive: Any, insertion: tuple[str, ...], token: Token | None) -> bool:
+    trial = interactive.copy()
+    try:
+        for kind in insertion:
+            trial.feed_token(Token(kind, _FILLER[kind]))
+        if token is not None:
+            trial.feed_token(token)
+    except UnexpectedInput:
+        return False
+    for kind in insertion:
+        interactive.feed_token(Token(kind, _FILLER[kind]))
+    if token is not None:
+        interactive.feed_token(token)
+    return True
+
+
+def parse_mapping(config: Mapping[str, Any], source: str = "<mapping>") -> ast.JsonNode:
+    """Parse an already-decoded config: its strings are templates like those in a file.
+
+    The mapping is written out as indented JSON and parsed, so errors still carry a
+    line and column (in that generated text) and nothing takes a second path.
+    """
+    try:
+        text = json.dumps(config, ensure_ascii=False, indent=2, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ConfigSyntaxError([Diagnostic(f"config is not JSON data: {error}", source, 1, 1)]) from None
+    return parse_config(text, source)

@@ -1,0 +1,484 @@
+"""Render plans: immutable, reusable request builders, and the requests they render.
+
+A plan is a flat sequence of literal text and ``Slot`` s per request part (URL,
+header names and values, body). Each slot carries its name candidates sorted
+longest first, its encoding ``Context``, and where it was written. Rendering is
+one pass over the plan and a join: no parsing, and a substituted value is never
+scanned again. Its cost does not depend on how many variables are defined.
+
+``WebhookPlan.render`` first runs a generated Python function (``codegen``) that
+handles the common case, every reference resolving to its full name. Anything
+else (a shorter name, a missing variable, a value to refuse) falls through to
+``_CarefulRenderer``, the reference implementation, which also collects every
+problem into one ``RenderError``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple, Union
+
+from .ast import Context, UrlPartKind
+from .encode import (
+    ValueProblem,
+    check_header_name,
+    check_header_value,
+    check_host,
+    check_port,
+    check_whole_url,
+    json_string,
+    json_value,
+    kind_of,
+    percent_encode,
+    to_text,
+)
+from .errors import Diagnostic, PlanFormatError, RenderError
+from .grammar import grammar_hash
+
+__all__ = [
+    "PLAN_FORMAT",
+    "PLAN_VERSION",
+    "BodyPiece",
+    "HeaderPlan",
+    "JsonStringPlan",
+    "RenderedRequest",
+    "Slot",
+    "UrlGroup",
+    "WebhookPlan",
+    "dump_plans",
+    "load_plans",
+]
+
+PLAN_FORMAT = "webhook-dsl/plan"
+PLAN_VERSION = 1
+
+
+class RenderedRequest(NamedTuple):
+    """The request a plan renders: ready to send, nothing left to encode."""
+
+    method: str
+    url: str
+    headers: list[tuple[str, str]]
+    body: bytes | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape ``webhook-dsl render`` prints."""
+        return {
+            "method": self.method,
+            "url": self.url,
+            "headers": [list(pair) for pair in self.headers],
+            "body": None if self.body is None else self.body.decode("utf-8"),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """One ``$reference`` in the plan: which names to try, and how to encode what is found."""
+
+    candidates: tuple[str, ...]  # longest first; one for ${name} and bare values
+    index: int | None
+    written: str
+    context: Context
+    field: str
+    line: int
+    column: int
+
+    def remainder(self, matched: str) -> str:
+        """Name characters after a shorter match, kept as text (``$session_x`` -> value + ``_x``)."""
+        if matched == self.candidates[0]:
+            return ""
+        return self.written[1 + len(matched) :]
+
+
+Piece = Union[str, Slot]
+
+
+@dataclass(frozen=True, slots=True)
+class UrlGroup:
+    """A URL component holding variables, checked as a whole after rendering (host, segment...)."""
+
+    kind: UrlPartKind
+    pieces: tuple[Piece, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderPlan:
+    name: tuple[Piece, ...]
+    value: tuple[Piece, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class JsonStringPlan:
+    """A JSON string (value or key) with variables: rendered whole, then JSON-escaped once."""
+
+    pieces: tuple[Piece, ...]
+
+
+BodyPiece = Union[str, JsonStringPlan, Slot]
+
+_MISSING: Any = object()
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookPlan:
+    """A compiled webhook: render it with a flat mapping of variables, as often as you like.
+
+    >>> from webhook_dsl import compile_webhook
+    >>> plan = compile_webhook({"url": "https://api.example.com/orders/$id", "method": "GET"})
+    >>> plan.render({"id": "A/1 2"}).url
+    'https://api.example.com/orders/A%2F1%202'
+    """
+
+    method: str
+    url: tuple[Union[str, UrlGroup], ...]
+    headers: tuple[HeaderPlan, ...]
+    body: tuple[BodyPiece, ...] | None
+    response_directive: str | None = None
+    secrets: tuple[str, ...] = ()
+    source: str = "<config>"
+    _fast: list[Callable[[Mapping[str, Any]], RenderedRequest]] = field(
+        default_factory=list, compare=False, repr=False
+    )
+
+    # -- rendering ------------------------------------------------------------
+
+    def render(self, variables: Mapping[str, Any], *, lenient: bool = False) -> RenderedRequest:
+        """Build the request; raise ``RenderError`` naming every variable at fault.
+
+        ``variables`` maps the name written after ``$`` to its value. With
+        ``lenient=True`` a reference no variable matches is kept as written
+        instead of being an error (a bare JSON value still must resolve).
+        """
+        if not lenient:
+            fast = self._fast[0] if self._fast else self._compile_fast()
+            try:
+                return fast(variables)
+            except Exception:  # noqa: BLE001 - anything unusual is judged by the careful path
+                pass
+        return _CarefulRenderer(self, variables, lenient).render()
+
+    def _compile_fast(self) -> Callable[[Mapping[str, Any]], RenderedRequest]:
+        from .codegen import generate_render_function
+
+        function = generate_render_function(self)
+        self._fast[:] = [function]
+        return function
+
+    def render_careful(self, variables: Mapping[str, Any], *, lenient: bool = False) -> RenderedRequest:
+        """The reference renderer alone, without the generated fast path (for tests and tools)."""
+        return _CarefulRenderer(self, variables, lenient).render()
+
+    # -- introspection ----------------------------------------------------------
+
+    def slots(self) -> list[Slot]:
+        """Every slot in request order: URL, headers, body."""
+        out: list[Slot] = []
+
+        def add(pieces: tuple[Any, ...]) -> None:
+            for piece in pieces:
+                if isinstance(piece, Slot):
+                    out.append(piece)
+                elif isinstance(piece, (UrlGroup, JsonStringPlan)):
+                    add(piece.pieces)
+
+        add(self.url)
+        for header in self.headers:
+            add(header.name)
+            add(header.value)
+        add(self.body or ())
+        return out
+
+    @property
+    def references(self) -> tuple[str, ...]:
+        """The references as written, in order, without repeats: what a render may read."""
+        return tuple(dict.fromkeys(slot.written for slot in self.slots()))
+
+    # -- serialization ----------------------------------------------------------
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "method": self.method,
+            "url": [_piece_data(p) for p in self.url],
+            "headers": [[[_piece_data(p) for p in h.name], [_piece_data(p) for p in h.value]] for h in self.headers],
+            "body": None if self.body is None else [_piece_data(p) for p in self.body],
+            "responseDirective": self.response_directive,
+            "secrets": list(self.secrets),
+        }
+
+    @classmethod
+    def from_data(cls, data: Mapping[str, Any]) -> WebhookPlan:
+        body = data["body"]
+        return cls(
+            method=str(data["method"]),
+            url=tuple(_piece_from(p) for p in data["url"]),  # type: ignore[misc]
+            headers=tuple(
+                HeaderPlan(tuple(_piece_from(p) for p in n), tuple(_piece_from(p) for p in v))  # type: ignore[misc]
+                for n, v in data["headers"]
+            ),
+            body=None if body is None else tuple(_piece_from(p) for p in body),  # type: ignore[misc]
+            response_directive=data["responseDirective"],
+            secrets=tuple(data["secrets"]),
+            source=str(data["source"]),
+        )
+
+    def to_json(self) -> str:
+        """Deterministic JSON for this one plan, stamped with format, version and grammar."""
+        return dump_plans([self])
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> WebhookPlan:
+        plans = load_plans(text)
+        if len(plans) != 1:
+            raise PlanFormatError(f"expected one plan, found {len(plans)}")
+        return plans[0]
+
+
+def _slot_data(slot: Slot) -> dict[str, Any]:
+    return {
+        "slot": list(slot.candidates),
+        "index": slot.index,
+        "written": slot.written,
+        "context": slot.context.value,
+        "field": slot.field,
+        "at": [slot.line, slot.column],
+    }
+
+
+def _piece_data(piece: Any) -> Any:
+    if isinstance(piece, str):
+        return piece
+    if isinstance(piece, Slot):
+        return _slot_data(piece)
+    if isinstance(piece, UrlGroup):
+        return {"group": piece.kind.value, "pieces": [_piece_data(p) for p in piece.pieces]}
+    if isinstance(piece, JsonStringPlan):
+        return {"string": [_piece_data(p) for p in piece.pieces]}
+    raise TypeError(f"not a plan piece: {type(piece).__name__}")
+
+
+def _piece_from(data: Any) -> Any:
+    if isinstance(data, str):
+        return data
+    if "slot" in data:
+        line, column = data["at"]
+        index = data["index"]
+        return Slot(
+            candidates=tuple(str(c) for c in data["slot"]),
+            index=None if index is None else int(index),
+            written=str(data["written"]),
+            context=Context(data["context"]),
+            field=str(data["field"]),
+            line=int(line),
+            column=int(column),
+        )
+    if "group" in data:
+        return UrlGroup(UrlPartKind(data["group"]), tuple(_piece_from(p) for p in data["pieces"]))
+    if "string" in data:
+        return JsonStringPlan(tuple(_piece_from(p) for p in data["string"]))
+    raise ValueError("unknown piece")
+
+
+def dump_plans(plans: list[WebhookPlan] | tuple[WebhookPlan, ...]) -> str:
+    """Serialize plans as deterministic JSON: same plans, same bytes. No pickle."""
+    document = {
+        "format": PLAN_FORMAT,
+        "version": PLAN_VERSION,
+        "grammar": grammar_hash(),
+        "plans": [plan.to_data() for plan in plans],
+    }
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, indent=1) + "\n"
+
+
+def load_plans(text: str | bytes) -> list[WebhookPlan]:
+    """Load plans written by ``dump_plans``; refuse anything foreign, damaged or stale."""
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise PlanFormatError(f"not a compiled plan file (not JSON: {error})") from None
+    if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
+        raise PlanFormatError(f"not a compiled plan file (no \"format\": \"{PLAN_FORMAT}\")")
+    if document.get("version") != PLAN_VERSION:
+        raise PlanFormatError(
+            f"plan format version {document.get('version')!r} is not {PLAN_VERSION}; recompile the configs"
+        )
+    if document.get("grammar") != grammar_hash():
+        raise PlanFormatError("plans were compiled by another version of the grammar; recompile the configs")
+    try:
+        return [WebhookPlan.from_data(item) for item in document["plans"]]
+    except (KeyError, TypeError, ValueError) as error:
+        raise PlanFormatError(f"damaged plan file ({type(error).__name__}: {error})") from None
+
+
+# --- the reference renderer ---------------------------------------------------------
+
+_PERCENT_CONTEXTS = (Context.URL_PATH, Context.URL_QUERY, Context.URL_FRAGMENT)
+
+
+class _CarefulRenderer:
+    """Renders a plan step by step, collecting every problem instead of stopping at the first."""
+
+    def __init__(self, plan: WebhookPlan, variables: Mapping[str, Any], lenient: bool) -> None:
+        if not isinstance(variables, Mapping):
+            raise TypeError(f"variables must be a mapping of name to value, not {type(variables).__name__}")
+        self.plan = plan
+        self.variables = variables
+        self.lenient = lenient
+        self.problems: list[Diagnostic] = []
+
+    def problem(self, slots: list[Slot] | tuple[Slot, ...], message: str) -> None:
+        first = slots[0]
+        self.problems.append(
+            Diagnostic(
+                message=message,
+                source=self.plan.source,
+                line=first.line,
+                column=first.column,
+                width=len(first.written),
+                field=first.field,
+                variable=first.written,
+            )
+        )
+
+    def lookup(self, slot: Slot) -> tuple[Any, str] | None:
+        """The value a slot refers to and the text that follows it, or None (problem recorded)."""
+        get = self.variables.get
+        for name in slot.candidates:
+            value = get(name, _MISSING)
+            if value is not _MISSING:
+                break
+        else:
+            if not self.lenient or slot.context is Context.JSON_VALUE:
+                self.problem([slot], f"{slot.written} is not defined (no variable named "
+                             f"{_names(slot.candidates)})")
+            return None
+        if slot.index is not None and name == slot.candidates[0]:
+            if type(value) not in (list, tuple):
+                self.problem([slot], f"{slot.written} indexes {name}, which is {kind_of(value)}, not a list")
+                return None
+            if not 0 <= slot.index < len(value):
+                self.problem([slot], f"{slot.written} is past the end of {name} ({len(value)} item(s))")
+                return None
+            value = value[slot.index]
+        return value, slot.remainder(name)
+
+    def text(self, slot: Slot) -> str | None:
+        """The slot's text, encoded for its context (group checks come later)."""
+        found = self.lookup(slot)
+        if found is None:
+            return slot.written if self.lenient and not self.problems_for(slot) else None
+        value, rest = found
+        try:
+            text = to_text(value) + rest
+            if slot.context in _PERCENT_CONTEXTS:
+                return percent_encode(text)
+            if slot.context is Context.URL_WHOLE:
+                return check_whole_url(text)
+            if slot.context is Context.HEADER_VALUE:
+                return check_header_value(text)
+            if slot.context is Context.JSON_STRING:
+                json_string(text)  # refuses lone surrogates here, so the slot is named
+            return text
+        except ValueProblem as problem:
+            self.problem([slot], f"{slot.written} {problem}")
+            return None
+
+    def problems_for(self, slot: Slot) -> bool:
+        return any(p.variable == slot.written and p.line == slot.line and p.column == slot.column
+                   for p in self.problems)
+
+    def join(self, pieces: tuple[Piece, ...]) -> str | None:
+        out = []
+        ok = True
+        for piece in pieces:
+            if isinstance(piece, str):
+                out.append(piece)
+                continue
+            text = self.text(piece)
+            if text is None:
+                ok = False
+            else:
+                out.append(text)
+        return "".join(out) if ok else None
+
+    def url(self) -> str:
+        out = []
+        for part in self.plan.url:
+            if isinstance(part, str):
+                out.append(part)
+                continue
+            text = self.join(part.pieces)
+            if text is None:
+                continue
+            slots = [p for p in part.pieces if isinstance(p, Slot)]
+            try:
+                if part.kind is UrlPartKind.HOST:
+                    check_host(text)
+                elif part.kind is UrlPartKind.PORT:
+                    check_port(text)
+                elif part.kind is UrlPartKind.PATH_SEGMENT and text in (".", ".."):
+                    raise ValueProblem(
+                        f"makes the path segment {text!r}, which would move up the path (RFC 3986 dot-segment)"
+                    )
+            except ValueProblem as problem:
+                self.problem(slots, f"{_written(slots)} {problem}")
+            out.append(text)
+        return "".join(out)
+
+    def headers(self) -> list[tuple[str, str]]:
+        out = []
+        for header in self.plan.headers:
+            name = self.join(header.name)
+            value = self.join(header.value)
+            if name is not None and any(isinstance(p, Slot) for p in header.name):
+                try:
+                    check_header_name(name)
+                except ValueProblem as problem:
+                    slots = [p for p in header.name if isinstance(p, Slot)]
+                    self.problem(slots, f"{_written(slots)} {problem}")
+            if name is not None and value is not None:
+                out.append((name, value))
+        return out
+
+    def body(self) -> bytes | None:
+        if self.plan.body is None:
+            return None
+        out: list[bytes] = []
+        for piece in self.plan.body:
+            if isinstance(piece, str):
+                out.append(piece.encode("utf-8"))
+            elif isinstance(piece, JsonStringPlan):
+                text = self.join(piece.pieces)
+                if text is not None:
+                    out.append(json_string(text))
+            else:
+                found = self.lookup(piece)
+                if found is None:
+                    continue
+                value, rest = found
+                if rest:
+                    self.problem([piece], f"{piece.written}: a bare value must name its variable exactly")
+                    continue
+                try:
+                    out.append(json_value(value))
+                except ValueProblem as problem:
+                    self.problem([piece], f"{piece.written} {problem}")
+        return b"".join(out)
+
+    def render(self) -> RenderedRequest:
+        request = RenderedRequest(self.plan.method, self.url(), self.headers(), self.body())
+        if self.problems:
+            raise RenderError(self.problems)
+        return request
+
+
+def _names(candidates: tuple[str, ...]) -> str:
+    if len(candidates) == 1:
+        return candidates[0]
+    return f"{candidates[0]} or any shorter prefix of it"
+
+
+def _written(slots: list[Slot]) -> str:
+    return ", ".join(dict.fromkeys(s.written for s in slots)) or "the template"
