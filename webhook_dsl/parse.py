@@ -291,6 +291,19 @@ def _code(token: Token) -> int:
     return int(token[2:6], 16) if len(token) == 6 and token[1] == "u" else -1
 
 
+def _acceptable(error: UnexpectedToken) -> set[str]:
+    """What the parser could take here, after the reductions LALR postpones; falls back to Lark's set."""
+    interactive = getattr(error, "interactive_parser", None)
+    if interactive is not None:
+        try:
+            accepted: set[str] = interactive.accepts()
+            if accepted:
+                return accepted
+        except UnexpectedInput:  # pragma: no cover - accepts() only simulates
+            pass
+    return set(error.expected)
+
+
 def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic:
     line, column = error.line, error.column
     if isinstance(error, UnexpectedCharacters):
@@ -302,7 +315,7 @@ def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic
     elif isinstance(error, UnexpectedToken):
         token = error.token
         if token.type == "$END":
-            message = f"unexpected end of input; expected {_expected(error.expected)}"
+            message = f"unexpected end of input; expected {_expected(_acceptable(error))}"
             lines = source.lines
             line = len(lines)
             column = len(lines[-1].rstrip("\r")) + 1
@@ -313,7 +326,7 @@ def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic
                 message = f"unexpected {_describe(token.type)}"
             if token.type in ("NUMBER", "VAR", "BRACED_VAR"):
                 message += f" {token}"
-            message += f"; expected {_expected(error.expected)}"
+            message += f"; expected {_expected(_acceptable(error))}"
             before = source.text[: token.start_pos or 0].rstrip(" \t\r\n")
             if str(token)[:1] in "}]" and before.endswith(","):
                 message += " (JSON allows no trailing comma)"
