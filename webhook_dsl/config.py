@@ -274,7 +274,7 @@ class _UrlSplitter:
         # Tag every character run with its component: authority, path, query, fragment.
         component = "authority"
         tagged: list[tuple[str, ast.Text | ast.VarRef]] = []
-        rest_of_first = ast.Text(first.value[scheme.end():], first.span) if isinstance(first, ast.Text) else None
+        rest_of_first = _sub_text(first, scheme.end(), len(first.value)) if isinstance(first, ast.Text) else None
         self.emit(UrlPartKind.LITERAL, [first.value[: scheme.end()]] if isinstance(first, ast.Text) else [])
         for part in ([rest_of_first] if rest_of_first else []) + list(t.parts[1:]):
             if isinstance(part, ast.BadDollar):
@@ -282,8 +282,8 @@ class _UrlSplitter:
             if isinstance(part, ast.VarRef):
                 tagged.append((component, part))
                 continue
-            run = ""
-            for char in part.value:
+            run_start = 0
+            for i, char in enumerate(part.value):
                 next_component = component
                 if char == "#" and component != "fragment":
                     next_component = "fragment"
@@ -292,12 +292,11 @@ class _UrlSplitter:
                 elif char == "/" and component == "authority":
                     next_component = "path"
                 if next_component != component:
-                    if run:
-                        tagged.append((component, ast.Text(run, part.span)))
-                    run, component = "", next_component
-                run += char
-            if run:
-                tagged.append((component, ast.Text(run, part.span)))
+                    if i > run_start:
+                        tagged.append((component, _sub_text(part, run_start, i)))
+                    run_start, component = i, next_component
+            if len(part.value) > run_start:
+                tagged.append((component, _sub_text(part, run_start, len(part.value))))
         self.authority([p for c, p in tagged if c == "authority"])
         self.path([p for c, p in tagged if c == "path"])
         for name, kind in (("query", UrlPartKind.QUERY), ("fragment", UrlPartKind.FRAGMENT)):
@@ -316,10 +315,16 @@ class _UrlSplitter:
                 continue
             text = p.value[1:] if component == "fragment" and p.value.startswith("#") else p.value
             if not _URL_LITERAL.match(text) or _BAD_PERCENT.search(text):
-                bad = next((c for c in text if not _URL_LITERAL.match(c)), "%")
+                at = next((i for i, c in enumerate(p.value) if not _URL_LITERAL.match(c) and (c != "#" or i)), None)
+                if at is None:
+                    match = _BAD_PERCENT.search(p.value)
+                    at = match.start() if match else 0
+                bad = p.value[at]
                 shown = "a space" if bad == " " else f"{bad!r}" if bad.isprintable() else f"U+{ord(bad):04X}"
-                self.v.error(p.span, f"the URL {component} holds {shown}, which a URL cannot carry as is; "
-                             "percent-encode it (%XX) in the template", field="url")
+                if bad == "%":
+                    shown = "a '%' not followed by two hex digits"
+                self.v.error(_sub_text(p, at, at + 1).span, f"the URL {component} holds {shown}, which a URL "
+                             "cannot carry as is; percent-encode it (%XX) in the template", field="url")
 
     def authority(self, runs: list[ast.Text | ast.VarRef]) -> None:
         host: list[str | ast.Variable] = []
@@ -333,8 +338,8 @@ class _UrlSplitter:
                 continue
             for char in p.value:
                 if char == "@":
-                    self.v.error(p.span, "the URL carries credentials (user@host); send them in a header",
-                                 field="url")
+                    self.v.error(_sub_text(p, p.value.index("@"), p.value.index("@") + 1).span,
+                                 "the URL carries credentials (user@host); send them in a header", field="url")
                     return
                 if char == "[":
                     bracket = True
@@ -380,6 +385,14 @@ class _UrlSplitter:
                 if piece:
                     segment.append(piece)
         self.emit(UrlPartKind.PATH_SEGMENT, segment)
+
+
+def _sub_text(text: ast.Text, start: int, end: int) -> ast.Text:
+    """Characters ``start:end`` of a text, with their own span when the source had no escapes there."""
+    span = text.span
+    if span.end - span.start == len(text.value) and "\n" not in text.value:
+        span = ast.Span(span.line, span.column + start, span.start + start, span.start + end)
+    return ast.Text(text.value[start:end], span)
 
 
 _CONTEXT = {UrlPartKind.QUERY: Context.URL_QUERY, UrlPartKind.FRAGMENT: Context.URL_FRAGMENT}
