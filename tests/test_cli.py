@@ -40,7 +40,7 @@ def test_check_reports_every_error_with_position_line_and_caret(tmp_path: Path) 
     assert lines[1] == '      "url": "https://x.example/a b",'
     assert lines[2] == " " * 33 + "^"
     assert f"{bad}:3:13: method must be one of" in err
-    assert f"{bad}:4:17: '$' must be followed by a name" in err
+    assert f"{bad}:4:18: '$' must be followed by a name" in err
 
 
 def test_check_json_format_and_unreadable_files(tmp_path: Path) -> None:
