@@ -35,8 +35,10 @@ def test_check_reports_every_error_with_position_line_and_caret(tmp_path: Path) 
     status, out, err = run("check", str(bad))
     assert status == 1 and out == ""
     lines = err.splitlines()
-    assert lines[0] == f"{bad}:2:30: the URL path holds a space, which a URL cannot carry as is; " \
-                       "percent-encode it (%XX) in the template"
+    assert (
+        lines[0] == f"{bad}:2:30: the URL path holds a space, which a URL cannot carry as is; "
+        "percent-encode it (%XX) in the template"
+    )
     assert lines[1] == '      "url": "https://x.example/a b",'
     assert lines[2] == " " * 33 + "^"
     assert f"{bad}:3:13: method must be one of" in err
@@ -121,10 +123,11 @@ def test_help_teaches_by_example() -> None:
 def test_installed_command_runs_as_a_process() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "webhook_dsl", "render", EXAMPLES[1], "--vars", VARS],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["method"] == "POST"
-    usage = subprocess.run([sys.executable, "-m", "webhook_dsl", "check"], capture_output=True, text=True,
-                           check=False)
+    usage = subprocess.run([sys.executable, "-m", "webhook_dsl", "check"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "FILE" in usage.stderr

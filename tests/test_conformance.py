@@ -53,7 +53,7 @@ def test_vector(case: dict[str, Any]) -> None:
         got = [(d.line, d.column, d.message) for d in error.diagnostics]
         want = expected["diagnostics"]
         assert len(got) == len(want), str(error)
-        for (line, column, message), spec in zip(got, want):
+        for (line, column, message), spec in zip(got, want, strict=True):
             assert (line, column) == (spec["line"], spec["column"]), str(error)
             assert spec["contains"] in message, str(error)
         return

@@ -20,14 +20,26 @@ from webhook_dsl.encode import (
 
 @pytest.mark.parametrize(
     ("value", "text"),
-    [("x", "x"), (True, "true"), (False, "false"), (0, "0"), (-12, "-12"), (2**80, str(2**80)), (1.5, "1.5"),
-     (None, ""), ([1, "a"], '[1,"a"]'), ({"k": None}, '{"k":null}')],
+    [
+        ("x", "x"),
+        (True, "true"),
+        (False, "false"),
+        (0, "0"),
+        (-12, "-12"),
+        (2**80, str(2**80)),
+        (1.5, "1.5"),
+        (None, ""),
+        ([1, "a"], '[1,"a"]'),
+        ({"k": None}, '{"k":null}'),
+    ],
 )
 def test_to_text(value: object, text: str) -> None:
     assert to_text(value) == text
 
 
-@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, [1, math.nan], {"a": {"b": math.inf}}, object(), b"x"])
+@pytest.mark.parametrize(
+    "value", [math.nan, math.inf, -math.inf, [1, math.nan], {"a": {"b": math.inf}}, object(), b"x"]
+)
 def test_values_without_json_text_are_refused(value: object) -> None:
     with pytest.raises(ValueProblem):
         to_text(value)
@@ -82,7 +94,15 @@ def test_hosts() -> None:
 def test_whole_urls() -> None:
     assert check_whole_url("https://h.example/p?q=1#f") == "https://h.example/p?q=1#f"
     assert check_whole_url("http://[::1]:8080/") == "http://[::1]:8080/"
-    for bad in ("ftp://h/", "//h/p", "https://u:p@h/", "https:///p", "https://h/a b", "https://h:99999/",
-                "javascript:alert(1)", "https://h/\r\n"):
+    for bad in (
+        "ftp://h/",
+        "//h/p",
+        "https://u:p@h/",
+        "https:///p",
+        "https://h/a b",
+        "https://h:99999/",
+        "javascript:alert(1)",
+        "https://h/\r\n",
+    ):
         with pytest.raises(ValueProblem):
             check_whole_url(bad)

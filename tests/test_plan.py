@@ -39,16 +39,28 @@ def test_candidates_are_sorted_longest_first() -> None:
 def test_references_lists_each_reference_once() -> None:
     plan = compile_webhook(TICKET)
     assert plan.references == (
-        "$helpdesk_api_key", "$session.id", "$issue_title", "$issue_description", "$priority",
-        "$customer_name", "$customer_email", "$company.id",
+        "$helpdesk_api_key",
+        "$session.id",
+        "$issue_title",
+        "$issue_description",
+        "$priority",
+        "$customer_name",
+        "$customer_email",
+        "$company.id",
     )
 
 
 def test_content_type_is_added_only_when_missing() -> None:
     plan = compile_webhook({"url": "https://x.example/", "method": "POST", "body": {}})
     assert plan.render({}).headers == [("Content-Type", "application/json")]
-    own = compile_webhook({"url": "https://x.example/", "method": "POST", "body": {},
-                           "headers": [{"key": "content-type", "value": "application/vnd.api+json"}]})
+    own = compile_webhook(
+        {
+            "url": "https://x.example/",
+            "method": "POST",
+            "body": {},
+            "headers": [{"key": "content-type", "value": "application/vnd.api+json"}],
+        }
+    )
     assert own.render({}).headers == [("content-type", "application/vnd.api+json")]
 
 
@@ -92,8 +104,12 @@ def test_generated_source_is_deterministic_and_holds_no_values() -> None:
 
 
 def test_hostile_names_and_literals_cannot_become_code() -> None:
-    config = {"url": "https://x.example/'+__import__('os').getcwd()+'", "method": "POST",
-              "headers": [{"key": "X-A", "value": "\"\"\"'''\\n $a"}], "body": {"k\"'": "'''$a\"\"\""}}
+    config = {
+        "url": "https://x.example/'+__import__('os').getcwd()+'",
+        "method": "POST",
+        "headers": [{"key": "X-A", "value": "\"\"\"'''\\n $a"}],
+        "body": {"k\"'": "'''$a\"\"\""},
+    }
     plan = compile_webhook(config)
     request = plan.render({"a": "v"})
     assert request.url == "https://x.example/'+__import__('os').getcwd()+'"
@@ -114,8 +130,9 @@ def test_variables_must_be_a_mapping() -> None:
 
 
 def test_render_errors_never_quote_values() -> None:
-    plan = compile_webhook({"url": "https://$h.example/", "method": "GET",
-                            "headers": [{"key": "Authorization", "value": "Bearer $token"}]})
+    plan = compile_webhook(
+        {"url": "https://$h.example/", "method": "GET", "headers": [{"key": "Authorization", "value": "Bearer $token"}]}
+    )
     secret = "s3cr3t\r\nvalue"
     with pytest.raises(RenderError) as caught:
         plan.render({"token": secret, "h": "evil/" + secret})

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Union
 
 __all__ = [
     "BadDollar",
@@ -98,7 +97,7 @@ class BadDollar:
     span: Span
 
 
-StringPart = Union[Text, VarRef, BadDollar]
+StringPart = Text | VarRef | BadDollar
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +162,7 @@ class JsonArray:
     span: Span
 
 
-JsonNode = Union[JsonObject, JsonArray, StringTemplate, JsonNumber, JsonBool, JsonNull, BareVar]
+JsonNode = JsonObject | JsonArray | StringTemplate | JsonNumber | JsonBool | JsonNull | BareVar
 
 
 # --- webhook layer ---------------------------------------------------------------
@@ -195,7 +194,7 @@ class UrlPart:
     """A run of one URL component: literal text (already valid URL text) and variables."""
 
     kind: UrlPartKind
-    pieces: tuple[Union[str, Variable], ...]
+    pieces: tuple[str | Variable, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,8 +205,8 @@ class UrlTemplate:
 
 @dataclass(frozen=True, slots=True)
 class HeaderTemplate:
-    name: tuple[Union[str, Variable], ...]
-    value: tuple[Union[str, Variable], ...]
+    name: tuple[str | Variable, ...]
+    value: tuple[str | Variable, ...]
     span: Span
 
 

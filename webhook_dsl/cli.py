@@ -92,7 +92,7 @@ def _plans_from(path: str) -> list[WebhookPlan]:
 
 def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
-    report = []
+    report: list[dict[str, object]] = []
     for path in args.files:
         try:
             plan = compile_webhook(_read(path), source=path)
@@ -190,19 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Render the request each config (or compiled plan file) would send, printed as JSON: "
         '{"method", "url", "headers": [[key, value], ...], "body": text or null}. '
         "Nothing is sent. A reference that matches no variable is an error unless --lenient.",
-        epilog='example: webhook-dsl render examples/webhooks/analyze_image.json --vars examples/variables.json '
-        '--var-json \'images=["https://cdn.example.com/a.jpg"]\'',
+        epilog="example: webhook-dsl render examples/webhooks/analyze_image.json --vars examples/variables.json "
+        "--var-json 'images=[\"https://cdn.example.com/a.jpg\"]'",
     )
     render.add_argument("files", nargs="+", metavar="FILE", help="config files or files written by 'compile'")
-    render.add_argument("--vars", action="append", metavar="VARS.json",
-                        help="JSON object of variables, e.g. {\"session.id\": \"...\", \"images\": [...]}; repeatable")
+    render.add_argument(
+        "--vars",
+        action="append",
+        metavar="VARS.json",
+        help='JSON object of variables, e.g. {"session.id": "...", "images": [...]}; repeatable',
+    )
     render.add_argument("--var", action="append", metavar="NAME=VALUE", help="a string variable; repeatable")
-    render.add_argument("--var-json", action="append", metavar="NAME=JSON",
-                        help="a variable given as JSON (number, list, object...); repeatable")
-    render.add_argument("--source", metavar="CONFIG",
-                        help="with a compiled plan file: render only the plan compiled from CONFIG")
-    render.add_argument("--lenient", action="store_true",
-                        help="keep references that match no variable as written, instead of failing")
+    render.add_argument(
+        "--var-json",
+        action="append",
+        metavar="NAME=JSON",
+        help="a variable given as JSON (number, list, object...); repeatable",
+    )
+    render.add_argument(
+        "--source", metavar="CONFIG", help="with a compiled plan file: render only the plan compiled from CONFIG"
+    )
+    render.add_argument(
+        "--lenient", action="store_true", help="keep references that match no variable as written, instead of failing"
+    )
     render.set_defaults(handler=_render)
 
     compile_ = commands.add_parser(

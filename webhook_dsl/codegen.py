@@ -173,6 +173,6 @@ def generate_source(plan: WebhookPlan) -> str:
 def generate_render_function(plan: WebhookPlan) -> Callable[[Mapping[str, Any]], RenderedRequest]:
     namespace = dict(_NAMESPACE)
     code = compile(generate_source(plan), f"<webhook-dsl plan {plan.source}>", "exec")
-    exec(code, namespace)  # noqa: S102 - source built only from repr() of plan data
+    exec(code, namespace)
     function: Callable[[Mapping[str, Any]], RenderedRequest] = namespace["render"]
     return function

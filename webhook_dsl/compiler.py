@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import orjson
 
@@ -49,7 +49,7 @@ def _slot(variable: ast.Variable, field: str | None = None) -> Slot:
     )
 
 
-def _pieces(items: tuple[Union[str, ast.Variable], ...]) -> tuple[Piece, ...]:
+def _pieces(items: tuple[str | ast.Variable, ...]) -> tuple[Piece, ...]:
     out: list[Piece] = []
     for item in items:
         if isinstance(item, str):
@@ -120,7 +120,7 @@ class _BodyCompiler:
 
 def compile_template(template: ast.WebhookTemplate) -> WebhookPlan:
     """Build the plan for a validated template."""
-    url: list[Union[str, UrlGroup]] = []
+    url: list[str | UrlGroup] = []
     for part in template.url.parts:
         if part.kind is UrlPartKind.LITERAL:
             text = "".join(p for p in part.pieces if isinstance(p, str))

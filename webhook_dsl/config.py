@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -49,7 +49,7 @@ class _WebhookModel(BaseModel):
     method: Literal["GET", "POST", "PUT", "DELETE", "PATCH"]
     headers: list[_HeaderModel] = []
     body: Any = None
-    responseDirective: Union[str, None] = None  # noqa: N815 - the seed's field name
+    responseDirective: str | None = None  # noqa: N815 - the seed's field name
     secrets: list[str] = []
 
 
@@ -142,11 +142,13 @@ class _Validator:
         elif kind == "literal_error" and loc == ("method",):
             self.error(node.span, f"method must be one of {', '.join(METHODS)} (upper case)", field=name)
         elif kind == "literal_error" and loc == ("type",):
-            self.error(node.span, "type must be \"WEBHOOK\"", field=name)
+            self.error(node.span, 'type must be "WEBHOOK"', field=name)
         elif kind in _TYPE_NAMES:
-            written = " (a bare variable; put it in quotes to make a string template)" if isinstance(
-                node, ast.BareVar
-            ) else ""
+            written = (
+                " (a bare variable; put it in quotes to make a string template)"
+                if isinstance(node, ast.BareVar)
+                else ""
+            )
             self.error(node.span, f"'{name}' must be {_TYPE_NAMES[kind]}{written}", field=name)
         else:
             self.error(node.span, f"'{name}' is invalid ({kind}: {ctx})", field=name)
@@ -159,8 +161,12 @@ class _Validator:
                 if not key.has_variables:
                     if key.literal in seen:
                         first = seen[key.literal]
-                        self.error(key.span, f"duplicate key {json.dumps(key.literal)} (first at line {first.line}, "
-                                   f"column {first.column})", field=path or None)
+                        self.error(
+                            key.span,
+                            f"duplicate key {json.dumps(key.literal)} (first at line {first.line}, "
+                            f"column {first.column})",
+                            field=path or None,
+                        )
                     else:
                         seen[key.literal] = key.span
                 self.check_duplicates(member.value, f"{path}.{key.literal}" if path else key.literal)
@@ -207,11 +213,18 @@ class _Validator:
         if not key.has_variables:
             name = key.literal
             if not re.fullmatch(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+", name):
-                self.error(key.span, f"header name {json.dumps(name)} is not an RFC 9110 token "
-                           "(letters, digits and !#$%&'*+-.^_`|~; no spaces or ':')", field=f"{field}.key")
+                self.error(
+                    key.span,
+                    f"header name {json.dumps(name)} is not an RFC 9110 token "
+                    "(letters, digits and !#$%&'*+-.^_`|~; no spaces or ':')",
+                    field=f"{field}.key",
+                )
             elif name.lower() in FORBIDDEN_HEADER_NAMES:
-                self.error(key.span, f"header {name!r} is set by the HTTP client; a template may not set it",
-                           field=f"{field}.key")
+                self.error(
+                    key.span,
+                    f"header {name!r} is set by the HTTP client; a template may not set it",
+                    field=f"{field}.key",
+                )
         for part in value.parts:
             if isinstance(part, ast.Text):
                 try:
@@ -265,8 +278,10 @@ class _UrlSplitter:
         scheme = _SCHEME.match(first.value) if isinstance(first, ast.Text) else None
         if scheme is None:
             if refs and not isinstance(first, ast.Text):
-                message = ("the URL must start with http:// or https:// written out, "
-                           "or be exactly one variable holding a whole URL")
+                message = (
+                    "the URL must start with http:// or https:// written out, "
+                    "or be exactly one variable holding a whole URL"
+                )
             else:
                 message = "the URL must be absolute and start with http:// or https://"
             self.v.error(t.span, message, field="url")
@@ -323,8 +338,12 @@ class _UrlSplitter:
                 shown = "a space" if bad == " " else f"{bad!r}" if bad.isprintable() else f"U+{ord(bad):04X}"
                 if bad == "%":
                     shown = "a '%' not followed by two hex digits"
-                self.v.error(_sub_text(p, at, at + 1).span, f"the URL {component} holds {shown}, which a URL "
-                             "cannot carry as is; percent-encode it (%XX) in the template", field="url")
+                self.v.error(
+                    _sub_text(p, at, at + 1).span,
+                    f"the URL {component} holds {shown}, which a URL "
+                    "cannot carry as is; percent-encode it (%XX) in the template",
+                    field="url",
+                )
 
     def authority(self, runs: list[ast.Text | ast.VarRef]) -> None:
         host: list[str | ast.Variable] = []
@@ -338,8 +357,11 @@ class _UrlSplitter:
                 continue
             for char in p.value:
                 if char == "@":
-                    self.v.error(_sub_text(p, p.value.index("@"), p.value.index("@") + 1).span,
-                                 "the URL carries credentials (user@host); send them in a header", field="url")
+                    self.v.error(
+                        _sub_text(p, p.value.index("@"), p.value.index("@") + 1).span,
+                        "the URL carries credentials (user@host); send them in a header",
+                        field="url",
+                    )
                     return
                 if char == "[":
                     bracket = True
@@ -357,8 +379,7 @@ class _UrlSplitter:
             try:
                 check_host(literal_host)
             except ValueProblem:
-                self.v.error(self.template.span, f"the URL host {literal_host!r} is not a valid host name",
-                             field="url")
+                self.v.error(self.template.span, f"the URL host {literal_host!r} is not a valid host name", field="url")
         self.emit(UrlPartKind.HOST, _join_chars(host))
         if target is port:
             self.emit(UrlPartKind.LITERAL, [":"])
@@ -435,8 +456,11 @@ def validate_webhook(root: ast.JsonNode, source: SourceText) -> ast.WebhookTempl
     if isinstance(headers_node, ast.JsonArray):
         for i, item in enumerate(headers_node.items):
             key, value = (_member(item, k) if isinstance(item, ast.JsonObject) else None for k in ("key", "value"))
-            if key and value and isinstance(key.value, ast.StringTemplate) and isinstance(
-                value.value, ast.StringTemplate
+            if (
+                key
+                and value
+                and isinstance(key.value, ast.StringTemplate)
+                and isinstance(value.value, ast.StringTemplate)
             ):
                 assert isinstance(item, ast.JsonObject)
                 headers.append(v.header(i, item))
@@ -449,8 +473,11 @@ def validate_webhook(root: ast.JsonNode, source: SourceText) -> ast.WebhookTempl
             v.error(body.span, "a GET request cannot carry a body; use POST or PUT, or drop 'body'", field="body")
     directive = get("responseDirective")
     secrets_node = get("secrets")
-    secrets = tuple(s.literal for s in secrets_node.items if isinstance(s, ast.StringTemplate)) if isinstance(
-        secrets_node, ast.JsonArray) else ()
+    secrets = (
+        tuple(s.literal for s in secrets_node.items if isinstance(s, ast.StringTemplate))
+        if isinstance(secrets_node, ast.JsonArray)
+        else ()
+    )
     if v.problems:
         raise ConfigError(sorted(v.problems, key=lambda d: (d.line, d.column)))
     return ast.WebhookTemplate(

@@ -97,7 +97,7 @@ def _span(token: Token) -> ast.Span:
     return ast.Span(token.line or 0, token.column or 0, token.start_pos or 0, token.end_pos or 0)
 
 
-def _tree_span(tree: Tree) -> ast.Span:
+def _tree_span(tree: Tree[Token]) -> ast.Span:
     meta = tree.meta
     return ast.Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
 
@@ -132,7 +132,7 @@ class _Converter:
         self.source = source
         self.problems: list[Diagnostic] = []
 
-    def value(self, node: Tree | Token, depth: int) -> ast.JsonNode:
+    def value(self, node: Tree[Token] | Token, depth: int) -> ast.JsonNode:
         if isinstance(node, Token):  # a bare VAR / BRACED_VAR never arrives without a rule
             raise AssertionError(f"unexpected token {node.type}")
         kind = node.data
@@ -157,7 +157,7 @@ class _Converter:
             return ast.BareVar(self.var_ref(token), span)
         raise AssertionError(f"unknown rule {kind}")
 
-    def _too_deep(self, node: Tree, depth: int) -> bool:
+    def _too_deep(self, node: Tree[Token], depth: int) -> bool:
         if depth > MAX_NESTING:
             self.problems.append(
                 self.source.at(_tree_span(node), f"nesting deeper than {MAX_NESTING} levels of objects and arrays")
@@ -165,7 +165,7 @@ class _Converter:
             return True
         return False
 
-    def object(self, node: Tree, depth: int) -> ast.JsonObject:
+    def object(self, node: Tree[Token], depth: int) -> ast.JsonObject:
         span = _tree_span(node)
         if self._too_deep(node, depth):
             return ast.JsonObject((), span)
@@ -177,7 +177,7 @@ class _Converter:
                 members.append(ast.JsonMember(self.string(key_tree), self.value(value_tree, depth + 1)))
         return ast.JsonObject(tuple(members), span)
 
-    def array(self, node: Tree, depth: int) -> ast.JsonArray:
+    def array(self, node: Tree[Token], depth: int) -> ast.JsonArray:
         span = _tree_span(node)
         if self._too_deep(node, depth):
             return ast.JsonArray((), span)
@@ -198,7 +198,7 @@ class _Converter:
             index = int(digits)
         return ast.VarRef(inner, index, braced, written, _span(token))
 
-    def string(self, node: Tree) -> ast.StringTemplate:
+    def string(self, node: Tree[Token]) -> ast.StringTemplate:
         parts: list[ast.Text | ast.VarRef | ast.BadDollar] = []
         text: list[str] = []
         text_span: ast.Span | None = None
@@ -307,7 +307,8 @@ def _acceptable(error: UnexpectedToken) -> set[str]:
 def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic:
     line, column = error.line, error.column
     if isinstance(error, UnexpectedCharacters):
-        char = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else ""
+        position = error.pos_in_stream or 0
+        char = source.text[position] if position < len(source.text) else ""
         shown = repr(char) if char.isprintable() else f"U+{ord(char):04X}" if char else "end of input"
         message = f"unexpected character {shown}; expected {_expected(error.allowed or set())}"
         if char == "'":
@@ -396,6 +397,9 @@ _INSERTIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
+_STRAY = ("CHARS", "PUNCT_CHARS", "LONE_DOLLAR", "BAD_ESCAPE", "ESCAPE", "DOLLAR_DOLLAR")
+
+
 def _repair(error: UnexpectedToken) -> None:
     """Resynchronise after a syntax error so later, independent errors are found too.
 
@@ -413,9 +417,8 @@ def _repair(error: UnexpectedToken) -> None:
             token = Token(word.upper(), word, token.start_pos, token.line, token.column)
     if token.type == "PUNCT_CHARS" and len(token) == 1:
         token = Token(_PUNCTUATION[str(token)], str(token), token.start_pos, token.line, token.column)
-    elif token.type in ("CHARS", "PUNCT_CHARS", "LONE_DOLLAR", "BAD_ESCAPE", "ESCAPE", "DOLLAR_DOLLAR"):
-        if _try_feed(interactive, ("NULL",), None):
-            return
+    elif token.type in _STRAY and _try_feed(interactive, ("NULL",), None):
+        return
     for insertion in _INSERTIONS:
         if _try_feed(interactive, insertion, token):
             return

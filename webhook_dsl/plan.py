@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Union
+from typing import Any, NamedTuple
 
 from .ast import Context, UrlPartKind
 from .encode import (
@@ -92,7 +92,7 @@ class Slot:
         return self.written[1 + len(matched) :]
 
 
-Piece = Union[str, Slot]
+Piece = str | Slot
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +116,7 @@ class JsonStringPlan:
     pieces: tuple[Piece, ...]
 
 
-BodyPiece = Union[str, JsonStringPlan, Slot]
+BodyPiece = str | JsonStringPlan | Slot
 
 _MISSING: Any = object()
 
@@ -132,15 +132,13 @@ class WebhookPlan:
     """
 
     method: str
-    url: tuple[Union[str, UrlGroup], ...]
+    url: tuple[str | UrlGroup, ...]
     headers: tuple[HeaderPlan, ...]
     body: tuple[BodyPiece, ...] | None
     response_directive: str | None = None
     secrets: tuple[str, ...] = ()
     source: str = "<config>"
-    _fast: list[Callable[[Mapping[str, Any]], RenderedRequest]] = field(
-        default_factory=list, compare=False, repr=False
-    )
+    _fast: list[Callable[[Mapping[str, Any]], RenderedRequest]] = field(default_factory=list, compare=False, repr=False)
 
     # -- rendering ------------------------------------------------------------
 
@@ -155,7 +153,7 @@ class WebhookPlan:
             fast = self._fast[0] if self._fast else self._compile_fast()
             try:
                 return fast(variables)
-            except Exception:  # noqa: BLE001 - anything unusual is judged by the careful path
+            except Exception:
                 pass
         return _CarefulRenderer(self, variables, lenient).render()
 
@@ -213,12 +211,12 @@ class WebhookPlan:
         body = data["body"]
         return cls(
             method=str(data["method"]),
-            url=tuple(_piece_from(p) for p in data["url"]),  # type: ignore[misc]
+            url=tuple(_piece_from(p) for p in data["url"]),
             headers=tuple(
-                HeaderPlan(tuple(_piece_from(p) for p in n), tuple(_piece_from(p) for p in v))  # type: ignore[misc]
+                HeaderPlan(tuple(_piece_from(p) for p in n), tuple(_piece_from(p) for p in v))
                 for n, v in data["headers"]
             ),
-            body=None if body is None else tuple(_piece_from(p) for p in body),  # type: ignore[misc]
+            body=None if body is None else tuple(_piece_from(p) for p in body),
             response_directive=data["responseDirective"],
             secrets=tuple(data["secrets"]),
             source=str(data["source"]),
@@ -299,7 +297,7 @@ def load_plans(text: str | bytes) -> list[WebhookPlan]:
     except ValueError as error:
         raise PlanFormatError(f"not a compiled plan file (not JSON: {error})") from None
     if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
-        raise PlanFormatError(f"not a compiled plan file (no \"format\": \"{PLAN_FORMAT}\")")
+        raise PlanFormatError(f'not a compiled plan file (no "format": "{PLAN_FORMAT}")')
     if document.get("version") != PLAN_VERSION:
         raise PlanFormatError(
             f"plan format version {document.get('version')!r} is not {PLAN_VERSION}; recompile the configs"
@@ -351,8 +349,7 @@ class _CarefulRenderer:
                 break
         else:
             if not self.lenient or slot.context is Context.JSON_VALUE:
-                self.problem([slot], f"{slot.written} is not defined (no variable named "
-                             f"{_names(slot.candidates)})")
+                self.problem([slot], f"{slot.written} is not defined (no variable named {_names(slot.candidates)})")
             return None
         if slot.index is not None and name == slot.candidates[0]:
             if type(value) not in (list, tuple):
@@ -386,8 +383,9 @@ class _CarefulRenderer:
             return None
 
     def problems_for(self, slot: Slot) -> bool:
-        return any(p.variable == slot.written and p.line == slot.line and p.column == slot.column
-                   for p in self.problems)
+        return any(
+            p.variable == slot.written and p.line == slot.line and p.column == slot.column for p in self.problems
+        )
 
     def join(self, pieces: tuple[Piece, ...]) -> str | None:
         out = []
