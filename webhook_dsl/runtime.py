@@ -1,0 +1,659 @@
+"""Sends rendered requests and turns whatever comes back into a result the platform can use.
+
+``Runtime.execute`` renders a plan, checks the destination with the outbound
+guard, sends the request (retrying only where it is safe), reads at most
+``max_response_bytes`` after decompression, and never raises for a bad remote:
+every failure becomes a ``CallResult`` with a category. ``Runtime.call_trigger``
+adds the session work around it: argument validation against the trigger's
+JSON Schema, variables from the session, the message for the LLM, the
+``session.client_data`` merge and the call log.
+
+The default HTTP client is aiohttp, chosen for throughput under concurrency
+(see benchmarks/); any httpx transport can be passed instead (``transport=``),
+for mocking or custom networking, with the same guard, limits and results.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import random
+import time
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+import httpx
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from . import __version__ as _version
+from .errors import RenderError
+from .guard import BlockedError, OutboundGuard, Resolver
+from .masking import Masker, is_secret_header
+from .plan import RenderedRequest, WebhookPlan
+from .store import SQLiteStore, Store
+from .trigger import SYSTEM_VARIABLES, Trigger
+
+__all__ = ["CATEGORIES", "CallResult", "Runtime", "RuntimeSettings", "TriggerResult", "call_trigger_sync"]
+
+#: Every failure is exactly one of these.
+CATEGORIES = ("timeout", "connection", "http_status", "too_large", "invalid_response", "blocked", "bad_arguments",
+              "render")
+_IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+_RETRY_STATUSES = frozenset({429, 502, 503, 504})
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    """Network behaviour; the defaults are what we would run in production."""
+
+    connect_timeout: float = 5.0  # seconds to establish a connection
+    deadline: float = 15.0  # seconds for the whole call: lookups, attempts, retries, reading the body
+    max_response_bytes: int = 1024 * 1024  # counted after decompression
+    max_retries: int = 2  # extra attempts for idempotent methods (or POST when the trigger allows)
+    backoff_base: float = 0.25  # full-jitter exponential backoff: uniform(0, min(cap, base * 2**n))
+    backoff_cap: float = 4.0
+    retry_after_cap: float = 10.0  # the longest Retry-After we wait for (and never past the deadline)
+    follow_redirects: bool = False  # as Svix and Stripe do
+    max_redirects: int = 5
+    max_connections: int = 256
+    llm_response_chars: int = 8000  # response text handed to the LLM
+    log_body_chars: int = 65536  # response text kept in a log record
+
+
+@dataclass
+class CallResult:
+    """What happened to one webhook call; ``category`` is None exactly when ``ok``."""
+
+    ok: bool
+    method: str
+    url: str
+    status: int | None = None
+    body: bytes = b""
+    content_type: str = ""
+    elapsed_ms: float = 0.0
+    attempts: int = 0
+    category: str | None = None
+    error: str | None = None
+    request: RenderedRequest | None = field(default=None, repr=False)
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8", "replace")
+
+
+@dataclass
+class TriggerResult:
+    """A trigger call as the platform sees it: the call, the merge, and what the LLM is told."""
+
+    trigger: str
+    session_id: str
+    call: CallResult
+    message_for_llm: str
+    client_data_merged: dict[str, Any]
+    warnings: list[str]
+    log_seq: int | None
+    masker: Masker = field(repr=False)
+    dry_run: dict[str, Any] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The masked JSON form printed by ``webhook-dsl call``."""
+        m = self.masker
+        call = self.call
+        response: Any = None
+        if call.body:
+            try:
+                response = m.data(json.loads(call.body))
+            except ValueError:
+                response = m.text(call.text[:65536])
+        return {
+            "trigger": self.trigger,
+            "session_id": self.session_id,
+            "ok": call.ok,
+            "status": call.status,
+            "category": call.category,
+            "error": m.text(call.error) if call.error else None,
+            "elapsed_ms": round(call.elapsed_ms, 3),
+            "attempts": call.attempts,
+            "method": call.method,
+            "url": m.text(call.url),
+            "response": response,
+            "client_data_merged": m.data(self.client_data_merged),
+            "message_for_llm": self.message_for_llm,
+            "warnings": self.warnings,
+            "log_seq": self.log_seq,
+            **({"dry_run": self.dry_run} if self.dry_run is not None else {}),
+        }
+
+
+class _Failure(Exception):
+    def __init__(self, category: str, message: str, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.category = category
+        self.retryable = retryable
+
+
+@dataclass
+class _Response:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+    url: str
+
+    def header(self, name: str) -> str | None:
+        lowered = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lowered), None)
+
+
+class _BodyReader:
+    """Collects a response body, decompressing gzip/deflate itself so the cap counts real bytes."""
+
+    def __init__(self, encoding: str | None, limit: int) -> None:
+        self.limit = limit
+        self.size = 0
+        self.parts: list[bytes] = []
+        kind = (encoding or "identity").strip().lower()
+        if kind in ("identity", ""):
+            self._inflate = None
+        elif kind in ("gzip", "x-gzip"):
+            self._inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        elif kind == "deflate":
+            self._inflate = zlib.decompressobj(zlib.MAX_WBITS)
+        else:
+            raise _Failure("invalid_response", f"unsupported Content-Encoding {kind!r}")
+
+    def _add(self, data: bytes) -> None:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise _Failure("too_large", f"response body larger than {self.limit} bytes (after decompression)")
+        self.parts.append(data)
+
+    def feed(self, chunk: bytes) -> None:
+        if self._inflate is None:
+            self._add(chunk)
+            return
+        try:
+            self._add(self._inflate.decompress(chunk, self.limit - self.size + 1))
+            while self._inflate.unconsumed_tail:
+                self._add(self._inflate.decompress(self._inflate.unconsumed_tail, self.limit - self.size + 1))
+        except zlib.error as error:
+            raise _Failure("invalid_response", f"response body is not valid compressed data ({error})") from None
+
+    def finish(self) -> bytes:
+        return b"".join(self.parts)
+
+
+class _GuardedResolver(AbstractResolver):
+    """aiohttp's resolver hook: resolve once, check every address, hand aiohttp only checked ones."""
+
+    def __init__(self, guard: OutboundGuard) -> None:
+        self.guard = guard
+
+    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
+        import socket
+
+        addresses = await self.guard.resolve(host, port)  # raises BlockedError: not an OSError, so it surfaces
+        results: list[ResolveResult] = []
+        for address in addresses:
+            is_v6 = ":" in address
+            results.append({
+                "hostname": host, "host": address, "port": port,
+                "family": socket.AF_INET6 if is_v6 else socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST,
+            })
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
+
+
+class Runtime:
+    """Executes webhooks. Create one, reuse it for every call (one connection pool), close it.
+
+    >>> async def main():                                          # doctest: +SKIP
+    ...     async with Runtime(SQLiteStore("webhooks.db")) as runtime:
+    ...         result = await runtime.call_trigger(trigger, "session-1", {"order_number": "A-1"})
+    ...         print(result.message_for_llm)
+    """
+
+    def __init__(
+        self,
+        store: Store | None = None,
+        *,
+        settings: RuntimeSettings | None = None,
+        allow_networks: Iterable[str] = (),
+        allow_hosts: Iterable[str] = (),
+        deny_networks: Iterable[str] = (),
+        deny_hosts: Iterable[str] = (),
+        resolver: Resolver | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **overrides: Any,
+    ) -> None:
+        self.store = store
+        self.settings = replace(settings or RuntimeSettings(), **overrides)
+        self.guard = OutboundGuard.build(allow_networks, allow_hosts, deny_networks, deny_hosts, resolver)
+        self._transport = transport
+        self._aiohttp: aiohttp.ClientSession | None = None
+        self._httpx: httpx.AsyncClient | None = None
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._aiohttp is not None:
+            await self._aiohttp.close()
+            self._aiohttp = None
+        if self._httpx is not None:
+            await self._httpx.aclose()
+            self._httpx = None
+
+    # -- one HTTP exchange ------------------------------------------------------------
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._aiohttp is None:
+            connector = aiohttp.TCPConnector(
+                resolver=_GuardedResolver(self.guard),
+                limit=self.settings.max_connections,
+                use_dns_cache=False,  # every new connection is resolved and checked again
+            )
+            self._aiohttp = aiohttp.ClientSession(
+                connector=connector,
+                auto_decompress=False,  # we inflate ourselves, so the size cap counts decompressed bytes
+                trust_env=False,  # proxy environment variables are ignored
+                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout,
+                                              sock_connect=self.settings.connect_timeout),
+                skip_auto_headers=("User-Agent", "Accept-Encoding"),
+            )
+            # aiohttp silently resends idempotent requests once when a connection drops; our retry
+            # policy (counted, logged, with backoff) is the only one, so turn that off.
+            if hasattr(self._aiohttp, "_retry_connection"):
+                self._aiohttp._retry_connection = False
+        return self._aiohttp
+
+    def _httpx_client(self) -> httpx.AsyncClient:
+        if self._httpx is None:
+            assert self._transport is not None
+            self._httpx = httpx.AsyncClient(
+                transport=self._transport,
+                trust_env=False,
+                follow_redirects=False,
+                timeout=httpx.Timeout(self.settings.deadline, connect=self.settings.connect_timeout),
+            )
+        return self._httpx
+
+    async def _send_once(self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None,
+                         ) -> _Response:
+        parts = urlsplit(url)
+        try:
+            # aiohttp skips its resolver for IP literals, so those are checked here; names are checked by
+            # _GuardedResolver as each connection is made. An httpx transport resolves on its own, so
+            # names are resolved and checked here first (see README: outbound guard).
+            if self.guard.numeric(parts.hostname or "") is None and self._transport is not None:
+                await self.guard.resolve(parts.hostname or "", parts.port or 443)
+        except BlockedError as error:
+            raise _Failure("blocked", str(error)) from None
+        limit = self.settings.max_response_bytes
+        if self._transport is not None:
+            return await self._send_httpx(method, url, headers, body, limit)
+        try:
+            async with self._client().request(method, url, headers=list(headers), data=body,
+                                              allow_redirects=False) as response:
+                reader = _BodyReader(response.headers.get("Content-Encoding"), limit)
+                async for chunk in response.content.iter_chunked(65536):
+                    reader.feed(chunk)
+                return _Response(response.status, list(response.headers.items()), reader.finish(), url)
+        except BlockedError as error:
+            raise _Failure("blocked", str(error)) from None
+        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
+            raise _Failure("connection", _describe(error), retryable=True) from None
+        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as error:
+            raise _Failure("invalid_response", _describe(error)) from None
+        except aiohttp.ClientError as error:
+            raise _Failure("connection", _describe(error), retryable=True) from None
+
+    async def _send_httpx(self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None,
+                          limit: int) -> _Response:
+        raw_headers = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers]
+        try:
+            async with self._httpx_client().stream(method, url, headers=raw_headers, content=body) as response:
+                reader = _BodyReader(response.headers.get("content-encoding"), limit)
+                if response.is_stream_consumed:  # a mock built the response from bytes already in memory
+                    reader.feed(response.content)
+                else:
+                    async for chunk in response.aiter_raw():
+                        reader.feed(chunk)
+                return _Response(response.status_code, list(response.headers.items()), reader.finish(), url)
+        except httpx.TimeoutException:
+            raise _Failure("timeout", "the remote did not answer in time") from None
+        except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
+            raise _Failure("connection", _describe(error), retryable=True) from None
+        except httpx.HTTPError as error:
+            raise _Failure("invalid_response", _describe(error)) from None
+
+    async def _follow(self, request: RenderedRequest, secret_values: set[str]) -> _Response:
+        method, url, headers, body = request.method, request.url, list(request.headers), request.body
+        for _hop in range(self.settings.max_redirects + 1):
+            response = await self._send_once(method, url, headers, body)
+            location = response.header("Location")
+            if not self.settings.follow_redirects or response.status not in _REDIRECTS or not location:
+                return response
+            next_url = urljoin(url, location)
+            if urlsplit(next_url).scheme.lower() not in ("http", "https"):
+                raise _Failure("blocked", "redirect to a URL that is not http or https")
+            if _origin(next_url) != _origin(url):  # never carry credentials to another origin
+                headers = [(k, v) for k, v in headers
+                           if not is_secret_header(k) and not any(s in v for s in secret_values)]
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+                headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+            url = next_url
+        raise _Failure("invalid_response", f"more than {self.settings.max_redirects} redirects")
+
+    # -- a whole call -----------------------------------------------------------------
+
+    async def execute(
+        self,
+        plan: WebhookPlan,
+        variables: Mapping[str, Any],
+        *,
+        retry_post: bool = False,
+        secret_names: Iterable[str] = (),
+    ) -> CallResult:
+        """Render and send; never raises for a bad remote or bad variables (see ``CallResult.category``)."""
+        started = time.perf_counter()
+        try:
+            request = plan.render(variables)
+        except RenderError as error:
+            return CallResult(False, plan.method, "", category="render", error=str(error),
+                              elapsed_ms=(time.perf_counter() - started) * 1000)
+        request = _with_default_headers(request)
+        result = CallResult(False, request.method, request.url, request=request)
+        secret_values: set[str] = set()
+        if self.settings.follow_redirects:
+            secret_values = Masker.for_variables(variables, list(secret_names) + list(plan.secrets)).values
+        retry = request.method in _IDEMPOTENT or (retry_post and request.method == "POST")
+        deadline = started + self.settings.deadline
+        try:
+            async with asyncio.timeout(self.settings.deadline):
+                while True:
+                    result.attempts += 1
+                    try:
+                        response = await self._follow(request, secret_values)
+                    except _Failure as failure:
+                        if failure.retryable and retry and result.attempts <= self.settings.max_retries:
+                            await asyncio.sleep(self._backoff(result.attempts))
+                            continue
+                        result.category, result.error = failure.category, str(failure)
+                        break
+                    result.status, result.body = response.status, response.body
+                    result.content_type = response.header("Content-Type") or ""
+                    if response.status in _RETRY_STATUSES and retry and result.attempts <= self.settings.max_retries:
+                        delay = _retry_after(response.header("Retry-After"))
+                        delay = self._backoff(result.attempts) if delay is None else delay
+                        if delay <= min(self.settings.retry_after_cap, deadline - time.perf_counter()):
+                            await asyncio.sleep(delay)
+                            continue
+                    if 200 <= response.status < 300:
+                        result.ok = True
+                        if _declares_json(result.content_type) and result.body.strip():
+                            try:
+                                json.loads(result.body)
+                            except ValueError:
+                                result.ok = False
+                                result.category = "invalid_response"
+                                result.error = "the response says it is JSON but does not parse"
+                    else:
+                        result.category = "http_status"
+                        result.error = f"HTTP {response.status}"
+                    break
+        except TimeoutError:
+            result.ok, result.category = False, "timeout"
+            result.error = f"no complete answer within the {self.settings.deadline:g} s deadline"
+        result.elapsed_ms = (time.perf_counter() - started) * 1000
+        return result
+
+    def _backoff(self, attempt: int) -> float:
+        return random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1)))
+
+    # -- triggers and sessions ----------------------------------------------------------
+
+    def _store(self) -> Store:
+        if self.store is None:
+            raise RuntimeError("this Runtime has no store; pass one, e.g. Runtime(SQLiteStore('webhooks.db'))")
+        return self.store
+
+    async def call_trigger(
+        self,
+        trigger: Trigger,
+        session_id: str,
+        arguments: Mapping[str, Any],
+        images: Sequence[str] = (),
+        *,
+        dry_run: bool = False,
+    ) -> TriggerResult:
+        """Validate arguments, build variables from the session, call, merge client_data, log."""
+        store = self._store()
+        session = await store.get_session(session_id)
+        variables, origins = build_variables(session.id, session.company_id, session.assistant_id,
+                                             session.client_data, trigger, arguments, images)
+        masker = Masker.for_variables(variables, trigger.secret_names)
+        argument_errors = trigger.argument_errors(arguments)
+        merged: dict[str, Any] = {}
+        warnings: list[str] = []
+        preview = None
+        if argument_errors:
+            call = CallResult(False, trigger.plan.method, "", category="bad_arguments",
+                              error="; ".join(argument_errors))
+        elif dry_run:
+            call, preview = self._dry_run(trigger, variables, origins, masker)
+        else:
+            call = await self.execute(trigger.plan, variables, retry_post=trigger.retry_post,
+                                      secret_names=trigger.secret_names)
+            if call.ok:
+                merged, warnings = _client_data_update(call)
+                if merged:
+                    await store.merge_client_data(session_id, merged)
+        message = message_for_llm(trigger, call, masker, self.settings.llm_response_chars)
+        log_seq = None
+        if not dry_run:
+            record = _log_record(trigger, session_id, call, variables, merged, warnings, masker,
+                                 self.settings.log_body_chars)
+            log_seq = await store.append_log(session_id, record)
+        return TriggerResult(trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview)
+
+    def _dry_run(self, trigger: Trigger, variables: Mapping[str, Any], origins: Mapping[str, str],
+                 masker: Masker) -> tuple[CallResult, dict[str, Any]]:
+        try:
+            request = _with_default_headers(trigger.plan.render(variables))
+        except RenderError as error:
+            return CallResult(False, trigger.plan.method, "", category="render", error=str(error)), {}
+        sources = {}
+        for slot in trigger.plan.slots():
+            name = next((c for c in slot.candidates if c in variables), None)
+            sources[slot.written] = {"variable": name, "source": origins.get(name or "", "undefined")}
+        preview = {
+            "request": {
+                "method": request.method,
+                "url": masker.text(request.url),
+                "headers": [list(pair) for pair in masker.headers(request.headers)],
+                "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
+            },
+            "variables": sources,
+            "sent": False,
+        }
+        return CallResult(True, request.method, request.url, request=request), preview
+
+
+def build_variables(
+    session_id: str,
+    company_id: str,
+    assistant_id: str,
+    client_data: Mapping[str, Any],
+    trigger: Trigger,
+    arguments: Mapping[str, Any],
+    images: Sequence[str],
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The flat variable mapping for a call, and where each name came from.
+
+    Precedence, lowest first: client_data, then the trigger's declared arguments
+    (undeclared arguments are dropped), then images, then system variables, which
+    nothing can overwrite.
+    """
+    variables: dict[str, Any] = {}
+    origins: dict[str, str] = {}
+    for name, value in client_data.items():
+        if name not in SYSTEM_VARIABLES:
+            variables[name], origins[name] = value, "client_data"
+    for name in trigger.parameter_names:
+        if name in arguments:
+            variables[name], origins[name] = arguments[name], "argument"
+    variables["images"], origins["images"] = list(images), "image"
+    for name, value in zip(SYSTEM_VARIABLES, (session_id, company_id, assistant_id), strict=True):
+        variables[name], origins[name] = value, "system"
+    return variables, origins
+
+
+def _with_default_headers(request: RenderedRequest) -> RenderedRequest:
+    names = {name.lower() for name, _ in request.headers}
+    extra = []
+    if "user-agent" not in names:
+        extra.append(("User-Agent", f"webhook-dsl/{_version}"))
+    if "accept-encoding" not in names:
+        extra.append(("Accept-Encoding", "gzip, deflate"))
+    return request._replace(headers=request.headers + extra) if extra else request
+
+
+def _declares_json(content_type: str) -> bool:
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or kind.endswith("+json")
+
+
+def _client_data_update(call: CallResult) -> tuple[dict[str, Any], list[str]]:
+    """``session.client_data`` of a JSON response: keys to merge, and warnings for what was ignored."""
+    try:
+        document = json.loads(call.body) if call.body.strip() else None
+    except ValueError:
+        return {}, []
+    if not isinstance(document, dict) or "session" not in document:
+        return {}, []
+    session = document["session"]
+    if not isinstance(session, dict) or "client_data" not in session:
+        return {}, ["response 'session' is not an object with 'client_data'; ignored"]
+    data = session["client_data"]
+    if not isinstance(data, dict):
+        return {}, [f"response session.client_data is {type(data).__name__}, not an object; ignored"]
+    warnings = [f"response tried to set system variable '{k}'; ignored" for k in data if k in SYSTEM_VARIABLES]
+    return {k: v for k, v in data.items() if k not in SYSTEM_VARIABLES}, warnings
+
+
+def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: int) -> str:
+    """What the LLM is handed after the call (see README: "What the LLM receives")."""
+    if call.category == "bad_arguments":
+        return masker.text(f'The tool "{trigger.name}" was not called: its arguments are invalid ({call.error}). '
+                           "Ask the user for the missing or corrected values, then call it again.")
+    if not call.ok:
+        detail = call.error or call.category
+        if call.category == "render":
+            detail = "the request could not be built from the session's data"
+        return masker.text(f'The tool "{trigger.name}" failed ({call.category}: {detail}). Tell the user the '
+                           "action could not be completed right now; do not invent a result.")
+    text = call.text
+    try:
+        text = json.dumps(json.loads(call.body), ensure_ascii=False, separators=(",", ":"))
+    except ValueError:
+        pass
+    if len(text) > limit:
+        text = text[:limit] + f"… [truncated, {len(text) - limit} more characters]"
+    parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", masker.text(text)]
+    directive = trigger.plan.response_directive
+    if trigger.interpret_response and directive:
+        parts.append(f"Instruction: {directive}")
+    else:
+        parts.append("Use this response as context for your reply; decide freely what to tell the user.")
+    return "\n".join(parts)
+
+
+def _log_record(trigger: Trigger, session_id: str, call: CallResult, variables: Mapping[str, Any],
+                merged: Mapping[str, Any], warnings: list[str], masker: Masker, limit: int) -> dict[str, Any]:
+    request = call.request
+    body_text = call.text
+    return {
+        "at": time.time(),
+        "session_id": session_id,
+        "trigger": trigger.name,
+        "method": call.method,
+        "url": masker.text(call.url),
+        "request_headers": [list(p) for p in masker.headers(request.headers)] if request else [],
+        "request_body": masker.text(request.body.decode("utf-8")[:limit]) if request and request.body else None,
+        "status": call.status,
+        "response_body": masker.text(body_text[:limit]) if body_text else None,
+        "response_truncated": len(body_text) > limit,
+        "variables": masker.variables(variables, trigger.secret_names),
+        "elapsed_ms": round(call.elapsed_ms, 3),
+        "attempts": call.attempts,
+        "ok": call.ok,
+        "category": call.category,
+        "error": masker.text(call.error) if call.error else None,
+        "client_data_merged": masker.data(dict(merged)),
+        "warnings": warnings,
+    }
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text if len(text) < 300 else text[:300] + "…"
+
+
+def call_trigger_sync(
+    trigger: Trigger,
+    session_id: str,
+    arguments: Mapping[str, Any],
+    images: Sequence[str] = (),
+    *,
+    store: Store | None = None,
+    database: str = "webhooks.db",
+    dry_run: bool = False,
+    **runtime_options: Any,
+) -> TriggerResult:
+    """One trigger call from synchronous code (scripts, the CLI): a Runtime for the duration."""
+
+    async def run() -> TriggerResult:
+        own_store = store is None
+        the_store: Store = store if store is not None else SQLiteStore(database)
+        try:
+            async with Runtime(the_store, **runtime_options) as runtime:
+                return await runtime.call_trigger(trigger, session_id, arguments, images, dry_run=dry_run)
+        finally:
+            if own_store:
+                await the_store.close()
+
+    return asyncio.run(run())
+
