@@ -5,6 +5,7 @@ import webhook_dsl
 
 def test_public_names_are_pinned() -> None:
     assert sorted(webhook_dsl.__all__) == [
+        "CallResult",
         "ConfigError",
         "ConfigSyntaxError",
         "Diagnostic",
@@ -12,13 +13,24 @@ def test_public_names_are_pinned() -> None:
         "PlanFormatError",
         "RenderError",
         "RenderedRequest",
+        "Runtime",
+        "RuntimeSettings",
+        "SQLiteStore",
+        "Session",
+        "SessionNotFound",
+        "Store",
+        "Trigger",
+        "TriggerResult",
         "WebhookDslError",
         "WebhookPlan",
         "__version__",
+        "call_trigger_sync",
         "compile_file",
+        "compile_trigger",
         "compile_webhook",
         "dump_plans",
         "load_plans",
+        "load_trigger",
     ]
     for name in webhook_dsl.__all__:
         assert hasattr(webhook_dsl, name)

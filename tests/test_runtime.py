@@ -6,7 +6,6 @@ import asyncio
 import base64
 import gzip
 import json
-import os
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -28,29 +27,47 @@ def run(coroutine: Awaitable[Any]) -> Any:
 
 
 def trigger_for(url: str, method: str = "GET", **extra: Any) -> Trigger:
-    webhook: dict[str, Any] = {"url": url, "method": method,
-                               "headers": [{"key": "Authorization", "value": "Bearer $erp_token"}]}
+    webhook: dict[str, Any] = {
+        "url": url,
+        "method": method,
+        "headers": [{"key": "Authorization", "value": "Bearer $erp_token"}],
+    }
     if method != "GET":
         webhook["body"] = {"order": "$order_number", "session": "$session.id"}
     webhook["responseDirective"] = "Tell the user the status."
-    return compile_trigger({
-        "name": "check_order", "description": "Look up an order",
-        "parameters": {"type": "object", "properties": {"order_number": {"type": "string", "pattern": "^[A-Z]-[0-9]+$"}},
-                       "required": ["order_number"]},
-        "clientData": ["erp_token", "patient_id"], **extra, "webhook": webhook,
-    })
+    return compile_trigger(
+        {
+            "name": "check_order",
+            "description": "Look up an order",
+            "parameters": {
+                "type": "object",
+                "properties": {"order_number": {"type": "string", "pattern": "^[A-Z]-[0-9]+$"}},
+                "required": ["order_number"],
+            },
+            "clientData": ["erp_token", "patient_id"],
+            **extra,
+            "webhook": webhook,
+        }
+    )
 
 
 async def with_session(tmp_path: Path, client_data: dict[str, Any] | None = None) -> SQLiteStore:
     store = SQLiteStore(tmp_path / "w.db")
-    await store.put_session("s1", company_id="cmp_1", assistant_id="asst_1",
-                            client_data=client_data or {"erp_token": "tok-UNIQUE-7f3a9"})
+    await store.put_session(
+        "s1", company_id="cmp_1", assistant_id="asst_1", client_data=client_data or {"erp_token": "tok-UNIQUE-7f3a9"}
+    )
     return store
 
 
-def call(tmp_path: Path, handler: Callable[..., Awaitable[None]], path: str = "/orders/$order_number",
-         method: str = "GET", arguments: dict[str, Any] | None = None, trigger_extra: dict[str, Any] | None = None,
-         **settings: Any) -> tuple[TriggerResult, StubServer, SQLiteStore]:
+def call(
+    tmp_path: Path,
+    handler: Callable[..., Awaitable[None]],
+    path: str = "/orders/$order_number",
+    method: str = "GET",
+    arguments: dict[str, Any] | None = None,
+    trigger_extra: dict[str, Any] | None = None,
+    **settings: Any,
+) -> tuple[TriggerResult, StubServer, SQLiteStore]:
     async def main() -> tuple[TriggerResult, StubServer, SQLiteStore]:
         store = await with_session(tmp_path)
         async with StubServer(handler) as server:
@@ -65,23 +82,29 @@ def call(tmp_path: Path, handler: Callable[..., Awaitable[None]], path: str = "/
 def test_success_merges_client_data_for_the_next_call(tmp_path: Path) -> None:
     async def handler(request: Request, writer: asyncio.StreamWriter) -> None:
         if request.target.startswith("/orders/"):
-            writer.write(response(200, {"status": "delivered",
-                                        "session": {"client_data": {"patient_id": "pat_12345", "session.id": "x"}}}))
+            writer.write(
+                response(
+                    200,
+                    {"status": "delivered", "session": {"client_data": {"patient_id": "pat_12345", "session.id": "x"}}},
+                )
+            )
         else:
             writer.write(response(200, {"seen": request.target}))
 
     async def main() -> None:
         store = await with_session(tmp_path)
         async with StubServer(handler) as server, Runtime(store, allow_networks=LOOPBACK) as runtime:
-            first = await runtime.call_trigger(trigger_for(server.url("/orders/$order_number")), "s1",
-                                               {"order_number": "A-1"})
+            first = await runtime.call_trigger(
+                trigger_for(server.url("/orders/$order_number")), "s1", {"order_number": "A-1"}
+            )
             assert first.call.ok and first.call.status == 200
             assert first.client_data_merged == {"patient_id": "pat_12345"}
             assert first.warnings == ["response tried to set system variable 'session.id'; ignored"]
             assert "Instruction: Tell the user the status." in first.message_for_llm
             assert '"status":"delivered"' in first.message_for_llm
-            second = await runtime.call_trigger(trigger_for(server.url("/patients/$patient_id")), "s1",
-                                                {"order_number": "A-2"})
+            second = await runtime.call_trigger(
+                trigger_for(server.url("/patients/$patient_id")), "s1", {"order_number": "A-2"}
+            )
             assert second.call.json() == {"seen": "/patients/pat_12345"}
             session = await store.get_session("s1")
             assert session.client_data["patient_id"] == "pat_12345"
@@ -95,8 +118,10 @@ def test_success_merges_client_data_for_the_next_call(tmp_path: Path) -> None:
     run(main())
 
 
-@pytest.mark.parametrize(("status", "method", "attempts"), [(404, "GET", 1), (500, "GET", 1), (502, "GET", 3),
-                                                           (503, "POST", 1), (429, "DELETE", 3)])
+@pytest.mark.parametrize(
+    ("status", "method", "attempts"),
+    [(404, "GET", 1), (500, "GET", 1), (502, "GET", 3), (503, "POST", 1), (429, "DELETE", 3)],
+)
 def test_http_errors_and_which_are_retried(tmp_path: Path, status: int, method: str, attempts: int) -> None:
     result, server, _ = call(tmp_path, answer(status, {"error": "nope"}), method=method, backoff_base=0.001)
     assert (result.call.ok, result.call.category, result.call.status) == (False, "http_status", status)
@@ -120,8 +145,9 @@ def test_503_then_200_honours_retry_after(tmp_path: Path) -> None:
 
 
 def test_post_is_retried_only_when_the_trigger_says_so(tmp_path: Path) -> None:
-    result, server, _ = call(tmp_path, answer(503), method="POST", trigger_extra={"retryPost": True},
-                             backoff_base=0.001)
+    result, server, _ = call(
+        tmp_path, answer(503), method="POST", trigger_extra={"retryPost": True}, backoff_base=0.001
+    )
     assert result.call.attempts == 3 == len(server.requests)
 
 
@@ -207,8 +233,9 @@ def test_redirect_to_another_origin_drops_credentials(tmp_path: Path) -> None:
         async with StubServer(answer(200, {"ok": 1})) as other:
             async with StubServer(answer(307, "", {"Location": other.url("/landed")})) as first:
                 async with Runtime(store, allow_networks=LOOPBACK, follow_redirects=True) as runtime:
-                    result = await runtime.call_trigger(trigger_for(first.url("/o/$order_number")), "s1",
-                                                        {"order_number": "A-1"})
+                    result = await runtime.call_trigger(
+                        trigger_for(first.url("/o/$order_number")), "s1", {"order_number": "A-1"}
+                    )
                 assert first.requests[0].header("Authorization") == "Bearer tok-UNIQUE-7f3a9"
             return other, result
 
@@ -228,8 +255,9 @@ def test_loopback_is_blocked_unless_allowed(tmp_path: Path) -> None:
     async def main() -> tuple[TriggerResult, StubServer]:
         store = await with_session(tmp_path)
         async with StubServer(answer(200)) as server, Runtime(store) as runtime:
-            result = await runtime.call_trigger(trigger_for(server.url("/o/$order_number")), "s1",
-                                                {"order_number": "A-1"})
+            result = await runtime.call_trigger(
+                trigger_for(server.url("/o/$order_number")), "s1", {"order_number": "A-1"}
+            )
         return result, server
 
     result, server = run(main())
@@ -245,10 +273,16 @@ def test_names_are_resolved_once_and_the_checked_address_is_dialled(tmp_path: Pa
         return {"api.test": ["127.0.0.1"], "evil.test": ["127.0.0.1", "10.0.0.7"]}[host]
 
     async def main() -> tuple[Any, Any, StubServer]:
-        async with StubServer(answer(200, {"ok": True})) as server, \
-                Runtime(allow_networks=LOOPBACK, resolver=resolver) as runtime:
-            good = await runtime.execute(compile_webhook({"url": f"http://api.test:{server.port}/x", "method": "GET"}), {})
-            bad = await runtime.execute(compile_webhook({"url": f"http://evil.test:{server.port}/x", "method": "GET"}), {})
+        async with (
+            StubServer(answer(200, {"ok": True})) as server,
+            Runtime(allow_networks=LOOPBACK, resolver=resolver) as runtime,
+        ):
+            good = await runtime.execute(
+                compile_webhook({"url": f"http://api.test:{server.port}/x", "method": "GET"}), {}
+            )
+            bad = await runtime.execute(
+                compile_webhook({"url": f"http://evil.test:{server.port}/x", "method": "GET"}), {}
+            )
         return good, bad, server
 
     good, bad, server = run(main())
@@ -287,15 +321,22 @@ def test_an_httpx_transport_can_be_used_for_mocking() -> None:
 
 def test_secrets_never_appear_in_any_output(tmp_path: Path) -> None:
     secret = "tok-UNIQUE-7f3a9"
-    forms = [secret, base64.b64encode(f"user:{secret}".encode()).decode().rstrip("="),
-             base64.b64encode(f"{secret}:".encode()).decode().rstrip("=")]
+    forms = [
+        secret,
+        base64.b64encode(f"user:{secret}".encode()).decode().rstrip("="),
+        base64.b64encode(f"{secret}:".encode()).decode().rstrip("="),
+    ]
 
     async def echo(request: Request, writer: asyncio.StreamWriter) -> None:
         writer.write(response(500, {"you_sent": dict(request.headers), "path": request.target}))
 
     result, _, store = call(tmp_path, echo, path="/o/$order_number?k=$erp_token", backoff_base=0.001)
-    outputs = [json.dumps(result.to_dict()), result.message_for_llm, json.dumps(run(store.logs("s1"))),
-               repr(result.call.error)]
+    outputs = [
+        json.dumps(result.to_dict()),
+        result.message_for_llm,
+        json.dumps(run(store.logs("s1"))),
+        repr(result.call.error),
+    ]
     for output in outputs:
         for form in forms:
             assert form not in output
@@ -311,8 +352,7 @@ def test_concurrent_merges_on_one_session_lose_nothing(tmp_path: Path) -> None:
         store = await with_session(tmp_path)
         async with StubServer(handler) as server, Runtime(store, allow_networks=LOOPBACK) as runtime:
             trigger = trigger_for(server.url("/k/$order_number"))
-            await asyncio.gather(*(runtime.call_trigger(trigger, "s1", {"order_number": f"K-{i}"})
-                                   for i in range(60)))
+            await asyncio.gather(*(runtime.call_trigger(trigger, "s1", {"order_number": f"K-{i}"}) for i in range(60)))
         data = (await store.get_session("s1")).client_data
         assert len(await store.logs("s1", limit=1000)) == 60
         return data
@@ -347,5 +387,3 @@ def test_render_errors_become_results_not_exceptions() -> None:
 
     result = run(main())
     assert result.category == "render" and "$id is not defined" in result.error
-
-

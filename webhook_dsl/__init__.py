@@ -11,6 +11,7 @@
 'https://erp.example.com/api/orders/A%201%2F2'
 """
 
+from ._version import __version__
 from .compiler import compile_file, compile_webhook
 from .errors import (
     ConfigError,
@@ -22,10 +23,12 @@ from .errors import (
     WebhookDslError,
 )
 from .plan import RenderedRequest, WebhookPlan, dump_plans, load_plans
-
-__version__ = "0.1.0"
+from .runtime import CallResult, Runtime, RuntimeSettings, TriggerResult, call_trigger_sync
+from .store import Session, SessionNotFound, SQLiteStore, Store
+from .trigger import Trigger, compile_trigger, load_trigger
 
 __all__ = [
+    "CallResult",
     "ConfigError",
     "ConfigSyntaxError",
     "Diagnostic",
@@ -33,11 +36,22 @@ __all__ = [
     "PlanFormatError",
     "RenderError",
     "RenderedRequest",
+    "Runtime",
+    "RuntimeSettings",
+    "SQLiteStore",
+    "Session",
+    "SessionNotFound",
+    "Store",
+    "Trigger",
+    "TriggerResult",
     "WebhookDslError",
     "WebhookPlan",
     "__version__",
+    "call_trigger_sync",
     "compile_file",
+    "compile_trigger",
     "compile_webhook",
     "dump_plans",
     "load_plans",
+    "load_trigger",
 ]

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
 from .compiler import compile_webhook
-from .errors import DiagnosticsError, PlanFormatError, WebhookDslError
+from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
 from .plan import WebhookPlan, dump_plans, load_plans
+from .trigger import compile_trigger, is_trigger_document
 
 __all__ = ["main"]
 
@@ -87,6 +90,8 @@ def _plans_from(path: str) -> list[WebhookPlan]:
     text = _read(path)
     if text.lstrip().startswith("{") and '"format": "webhook-dsl/plan"' in text[:2000]:
         return load_plans(text)
+    if is_trigger_document(text):
+        return [compile_trigger(text, source=path).plan]
     return [compile_webhook(text, source=path)]
 
 
@@ -95,7 +100,15 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     report: list[dict[str, object]] = []
     for path in args.files:
         try:
-            plan = compile_webhook(_read(path), source=path)
+            text = _read(path)
+            if is_trigger_document(text):
+                trigger = compile_trigger(text, source=path)
+                undefined = trigger.undefined_references()
+                if undefined:
+                    raise ConfigError(undefined)
+                plan = trigger.plan
+            else:
+                plan = compile_webhook(text, source=path)
         except DiagnosticsError as error:
             failed += 1
             if args.format == "json":
@@ -164,6 +177,152 @@ def _compile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _database(args: argparse.Namespace) -> str:
+    return str(args.database or os.environ.get("WEBHOOK_DSL_DATABASE") or "webhooks.db")
+
+
+def _json_object(text: str, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise _InputError(f"{what}: invalid JSON at column {error.colno}: {error.msg}") from None
+    if not isinstance(value, dict):
+        raise _InputError(f"{what}: expected a JSON object")
+    return value
+
+
+def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .store import SQLiteStore
+
+    client_data = _json_object(args.client_data, "--client-data") if args.client_data else None
+    store = SQLiteStore(_database(args))
+    try:
+        session = store.put_session_sync(
+            args.session_id, company_id=args.company_id, assistant_id=args.assistant_id, client_data=client_data
+        )
+    finally:
+        store.close_sync()
+    print(json.dumps(_masked_session(session.to_dict()), ensure_ascii=False, indent=2), file=out)
+    return 0
+
+
+def _masked_session(session: dict[str, Any]) -> dict[str, Any]:
+    from .masking import Masker
+
+    session["client_data"] = Masker().variables(session["client_data"])
+    return session
+
+
+def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .store import SessionNotFound, SQLiteStore
+
+    store = SQLiteStore(_database(args))
+    try:
+        session = store.get_session_sync(args.session_id)
+    except SessionNotFound:
+        raise _InputError(f"no session {args.session_id!r} in {_database(args)}") from None
+    finally:
+        store.close_sync()
+    print(json.dumps(_masked_session(session.to_dict()), ensure_ascii=False, indent=2), file=out)
+    return 0
+
+
+def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .runtime import call_trigger_sync
+    from .store import SessionNotFound
+
+    text = _read(args.trigger)
+    try:
+        trigger = compile_trigger(text, source=args.trigger)
+    except DiagnosticsError as error:
+        print(error, file=err)
+        return 1
+    arguments: dict[str, Any] = {}
+    for item in args.arg or ():
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise _InputError(f"--arg {item!r}: expected NAME=VALUE")
+        arguments[name] = value
+    if args.args_json:
+        arguments.update(_json_object(args.args_json, "--args-json"))
+    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
+    if args.timeout is not None:
+        options["deadline"] = args.timeout
+    if args.follow_redirects:
+        options["follow_redirects"] = True
+    try:
+        result = call_trigger_sync(
+            trigger,
+            args.session,
+            arguments,
+            args.image or (),
+            database=_database(args),
+            dry_run=args.dry_run,
+            **options,
+        )
+    except SessionNotFound:
+        raise _InputError(
+            f"no session {args.session!r} in {_database(args)}; create it with "
+            f"'webhook-dsl session put {args.session} ...'"
+        ) from None
+    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2), file=out)
+    return 0 if result.call.ok else 1
+
+
+def _logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .store import SQLiteStore
+
+    store = SQLiteStore(_database(args))
+    try:
+        records = store.logs_sync(args.session_id, args.limit)
+    finally:
+        store.close_sync()
+    if args.format == "json":
+        print(json.dumps(records, ensure_ascii=False, indent=2), file=out)
+        return 0
+    for record in records:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record["at"]))
+        status = record["status"] if record["status"] is not None else record["category"]
+        outcome = "ok" if record["ok"] else f"{record['category']}: {record['error']}"
+        print(
+            f"#{record['seq']} {when}Z {record['trigger']} {record['method']} {record['url']} -> {status} "
+            f"({record['elapsed_ms']:.1f} ms, {record['attempts']} attempt(s)) {outcome}",
+            file=out,
+        )
+    if not records:
+        print(f"no calls logged for session {args.session_id!r}", file=err)
+    return 0
+
+
+def _tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    tools = []
+    failed = 0
+    for path in args.files:
+        try:
+            tools.append(compile_trigger(_read(path), source=path).tool_definition(args.style))
+        except DiagnosticsError as error:
+            failed += 1
+            print(error, file=err)
+    if failed:
+        return 1
+    print(json.dumps(tools, ensure_ascii=False, indent=2), file=out)
+    return 0
+
+
+def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .standin import serve
+
+    server = serve(args.host, args.port)
+    print(f"stand-in API for the examples on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)", file=err)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webhook-dsl",
@@ -224,6 +383,81 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("files", nargs="+", metavar="FILE", help="webhook config files")
     compile_.add_argument("-o", "--output", required=True, metavar="OUT", help="plan file to write ('-' for stdout)")
     compile_.set_defaults(handler=_compile)
+
+    database_help = "SQLite file holding sessions and logs (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
+    session = commands.add_parser(
+        "session",
+        help="create, update or show a session and its client_data",
+        description="Sessions hold the system variables and the client_data a "
+        "webhook can use. 'put' merges client_data (keys replace keys).",
+    )
+    session_commands = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
+    put = session_commands.add_parser("put", help="create or update a session (client_data is merged)")
+    put.add_argument("session_id", metavar="SESSION_ID")
+    put.add_argument("--company-id", help="the company the session belongs to ($company.id)")
+    put.add_argument("--assistant-id", help="the assistant of the session ($assistant.id)")
+    put.add_argument("--client-data", metavar="JSON", help='client_data to merge, e.g. \'{"user_id":"usr_999"}\'')
+    put.add_argument("--database", help=database_help)
+    put.set_defaults(handler=_session_put)
+    get = session_commands.add_parser("get", help="show a session (secret-looking values masked)")
+    get.add_argument("session_id", metavar="SESSION_ID")
+    get.add_argument("--database", help=database_help)
+    get.set_defaults(handler=_session_get)
+
+    call = commands.add_parser(
+        "call",
+        help="fire a trigger for a session and print the result as JSON",
+        description="Validate the arguments against the trigger's JSON Schema, build the variables (system, "
+        "client_data, arguments, images), send the request, merge session.client_data from the response, "
+        "log the call, and print the result: status, response, elapsed ms, merged client_data, the message "
+        "for the LLM and the error category if any. Exit 1 when the call did not succeed. Outbound requests "
+        "to loopback, private and other non-public addresses are refused unless allowed.",
+        epilog="example: webhook-dsl call examples/triggers/check_order.json --session S1 "
+        "--arg order_number=A-1001 --allow-network 127.0.0.0/8",
+    )
+    call.add_argument("trigger", metavar="TRIGGER_FILE")
+    call.add_argument("--session", required=True, metavar="SESSION_ID")
+    call.add_argument("--arg", action="append", metavar="NAME=VALUE", help="a string argument; repeatable")
+    call.add_argument("--args-json", metavar="JSON", help="arguments as a JSON object (numbers, lists...)")
+    call.add_argument("--image", action="append", metavar="URL", help="an image URL ($images); repeatable")
+    call.add_argument(
+        "--allow-network",
+        action="append",
+        metavar="CIDR",
+        help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
+    )
+    call.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
+    call.add_argument("--timeout", type=float, metavar="SECONDS", help="overall deadline (default 15)")
+    call.add_argument("--follow-redirects", action="store_true", help="follow redirects (each hop re-checked)")
+    call.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="show the request that would be sent (secrets masked) and where each variable came from; send nothing",
+    )
+    call.add_argument("--database", help=database_help)
+    call.set_defaults(handler=_call)
+
+    logs = commands.add_parser("logs", help="show a session's call log")
+    logs.add_argument("session_id", metavar="SESSION_ID")
+    logs.add_argument("--limit", type=int, default=100, help="most recent N calls (default 100)")
+    logs.add_argument("--format", choices=("text", "json"), default="text")
+    logs.add_argument("--database", help=database_help)
+    logs.set_defaults(handler=_logs)
+
+    tools = commands.add_parser("tools", help="print triggers as LLM tool definitions (OpenAI or Anthropic)")
+    tools.add_argument("files", nargs="+", metavar="TRIGGER_FILE")
+    tools.add_argument("--style", choices=("openai", "anthropic"), default="openai")
+    tools.set_defaults(handler=_tools)
+
+    stand_in = commands.add_parser(
+        "stand-in",
+        help="serve a local stand-in for the examples' APIs",
+        description="Serve the ERP, helpdesk and vision endpoints the examples in "
+        "examples/triggers/ call, on loopback, so they run end to end offline.",
+    )
+    stand_in.add_argument("--host", default="127.0.0.1")
+    stand_in.add_argument("--port", type=int, default=8765)
+    stand_in.set_defaults(handler=_stand_in)
     return parser
 
 

@@ -61,9 +61,7 @@ _V6 = [
     ("fec0::/10", "site-local (deprecated)"),
     ("ff00::/8", "multicast"),
 ]
-BLOCKED_RANGES: tuple[tuple[IPNetwork, str], ...] = tuple(
-    (ipaddress.ip_network(cidr), why) for cidr, why in _V4 + _V6
-)
+BLOCKED_RANGES: tuple[tuple[IPNetwork, str], ...] = tuple((ipaddress.ip_network(cidr), why) for cidr, why in _V4 + _V6)
 _TEREDO = ipaddress.ip_network("2001::/32")
 _SIXTOFOUR = ipaddress.ip_network("2002::/16")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -72,8 +70,15 @@ _MAPPED = ipaddress.ip_network("::ffff:0:0/96")
 _TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 
 #: Names that mean "this machine" or a cloud metadata service whatever DNS says.
-BLOCKED_NAMES = ("localhost", "localhost.localdomain", "metadata.google.internal", "metadata.goog", "instance-data",
-                 "metadata", "kubernetes.default.svc")
+BLOCKED_NAMES = (
+    "localhost",
+    "localhost.localdomain",
+    "metadata.google.internal",
+    "metadata.goog",
+    "instance-data",
+    "metadata",
+    "kubernetes.default.svc",
+)
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 

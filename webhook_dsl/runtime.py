@@ -16,6 +16,7 @@ for mocking or custom networking, with the same guard, limits and results.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
 import random
@@ -30,7 +31,7 @@ import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from . import __version__ as _version
+from ._version import __version__ as _version
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import Masker, is_secret_header
@@ -41,8 +42,16 @@ from .trigger import SYSTEM_VARIABLES, Trigger
 __all__ = ["CATEGORIES", "CallResult", "Runtime", "RuntimeSettings", "TriggerResult", "call_trigger_sync"]
 
 #: Every failure is exactly one of these.
-CATEGORIES = ("timeout", "connection", "http_status", "too_large", "invalid_response", "blocked", "bad_arguments",
-              "render")
+CATEGORIES = (
+    "timeout",
+    "connection",
+    "http_status",
+    "too_large",
+    "invalid_response",
+    "blocked",
+    "bad_arguments",
+    "render",
+)
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
@@ -204,10 +213,16 @@ class _GuardedResolver(AbstractResolver):
         results: list[ResolveResult] = []
         for address in addresses:
             is_v6 = ":" in address
-            results.append({
-                "hostname": host, "host": address, "port": port,
-                "family": socket.AF_INET6 if is_v6 else socket.AF_INET, "proto": 0, "flags": socket.AI_NUMERICHOST,
-            })
+            results.append(
+                {
+                    "hostname": host,
+                    "host": address,
+                    "port": port,
+                    "family": socket.AF_INET6 if is_v6 else socket.AF_INET,
+                    "proto": 0,
+                    "flags": socket.AI_NUMERICHOST,
+                }
+            )
         return results
 
     async def close(self) -> None:
@@ -233,12 +248,11 @@ def _origin(url: str) -> tuple[str, str, int | None]:
 
 
 class Runtime:
-    """Executes webhooks. Create one, reuse it for every call (one connection pool), close it.
+    """Executes webhooks. Create one, reuse it for every call (one connection pool), close it::
 
-    >>> async def main():                                          # doctest: +SKIP
-    ...     async with Runtime(SQLiteStore("webhooks.db")) as runtime:
-    ...         result = await runtime.call_trigger(trigger, "session-1", {"order_number": "A-1"})
-    ...         print(result.message_for_llm)
+    async with Runtime(SQLiteStore("webhooks.db")) as runtime:
+        result = await runtime.call_trigger(trigger, "session-1", {"order_number": "A-1"})
+        print(result.message_for_llm)
     """
 
     def __init__(
@@ -288,8 +302,9 @@ class Runtime:
                 connector=connector,
                 auto_decompress=False,  # we inflate ourselves, so the size cap counts decompressed bytes
                 trust_env=False,  # proxy environment variables are ignored
-                timeout=aiohttp.ClientTimeout(total=None, connect=self.settings.connect_timeout,
-                                              sock_connect=self.settings.connect_timeout),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, connect=self.settings.connect_timeout, sock_connect=self.settings.connect_timeout
+                ),
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
             # aiohttp silently resends idempotent requests once when a connection drops; our retry
@@ -309,8 +324,13 @@ class Runtime:
             )
         return self._httpx
 
-    async def _send_once(self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None,
-                         ) -> _Response:
+    async def _send_once(
+        self,
+        method: str,
+        url: str,
+        headers: Sequence[tuple[str, str]],
+        body: bytes | None,
+    ) -> _Response:
         parts = urlsplit(url)
         try:
             # aiohttp skips its resolver for IP literals, so those are checked here; names are checked by
@@ -324,8 +344,9 @@ class Runtime:
         if self._transport is not None:
             return await self._send_httpx(method, url, headers, body, limit)
         try:
-            async with self._client().request(method, url, headers=list(headers), data=body,
-                                              allow_redirects=False) as response:
+            async with self._client().request(
+                method, url, headers=list(headers), data=body, allow_redirects=False
+            ) as response:
                 reader = _BodyReader(response.headers.get("Content-Encoding"), limit)
                 async for chunk in response.content.iter_chunked(65536):
                     reader.feed(chunk)
@@ -339,8 +360,9 @@ class Runtime:
         except aiohttp.ClientError as error:
             raise _Failure("connection", _describe(error), retryable=True) from None
 
-    async def _send_httpx(self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None,
-                          limit: int) -> _Response:
+    async def _send_httpx(
+        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None, limit: int
+    ) -> _Response:
         raw_headers = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers]
         try:
             async with self._httpx_client().stream(method, url, headers=raw_headers, content=body) as response:
@@ -369,8 +391,9 @@ class Runtime:
             if urlsplit(next_url).scheme.lower() not in ("http", "https"):
                 raise _Failure("blocked", "redirect to a URL that is not http or https")
             if _origin(next_url) != _origin(url):  # never carry credentials to another origin
-                headers = [(k, v) for k, v in headers
-                           if not is_secret_header(k) and not any(s in v for s in secret_values)]
+                headers = [
+                    (k, v) for k, v in headers if not is_secret_header(k) and not any(s in v for s in secret_values)
+                ]
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method, body = "GET", None
                 headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
@@ -392,8 +415,14 @@ class Runtime:
         try:
             request = plan.render(variables)
         except RenderError as error:
-            return CallResult(False, plan.method, "", category="render", error=str(error),
-                              elapsed_ms=(time.perf_counter() - started) * 1000)
+            return CallResult(
+                False,
+                plan.method,
+                "",
+                category="render",
+                error=str(error),
+                elapsed_ms=(time.perf_counter() - started) * 1000,
+            )
         request = _with_default_headers(request)
         result = CallResult(False, request.method, request.url, request=request)
         secret_values: set[str] = set()
@@ -462,35 +491,43 @@ class Runtime:
         """Validate arguments, build variables from the session, call, merge client_data, log."""
         store = self._store()
         session = await store.get_session(session_id)
-        variables, origins = build_variables(session.id, session.company_id, session.assistant_id,
-                                             session.client_data, trigger, arguments, images)
+        variables, origins = build_variables(
+            session.id, session.company_id, session.assistant_id, session.client_data, trigger, arguments, images
+        )
         masker = Masker.for_variables(variables, trigger.secret_names)
         argument_errors = trigger.argument_errors(arguments)
         merged: dict[str, Any] = {}
         warnings: list[str] = []
         preview = None
         if argument_errors:
-            call = CallResult(False, trigger.plan.method, "", category="bad_arguments",
-                              error="; ".join(argument_errors))
+            call = CallResult(
+                False, trigger.plan.method, "", category="bad_arguments", error="; ".join(argument_errors)
+            )
         elif dry_run:
             call, preview = self._dry_run(trigger, variables, origins, masker)
         else:
-            call = await self.execute(trigger.plan, variables, retry_post=trigger.retry_post,
-                                      secret_names=trigger.secret_names)
+            call = await self.execute(
+                trigger.plan, variables, retry_post=trigger.retry_post, secret_names=trigger.secret_names
+            )
             if call.ok:
                 merged, warnings = _client_data_update(call)
                 if merged:
                     await store.merge_client_data(session_id, merged)
-        message = message_for_llm(trigger, call, masker, self.settings.llm_response_chars)
+        if dry_run and call.ok:
+            message = "(dry run: nothing was sent, so there is no response for the LLM)"
+        else:
+            message = message_for_llm(trigger, call, masker, self.settings.llm_response_chars)
         log_seq = None
         if not dry_run:
-            record = _log_record(trigger, session_id, call, variables, merged, warnings, masker,
-                                 self.settings.log_body_chars)
+            record = _log_record(
+                trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars
+            )
             log_seq = await store.append_log(session_id, record)
         return TriggerResult(trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview)
 
-    def _dry_run(self, trigger: Trigger, variables: Mapping[str, Any], origins: Mapping[str, str],
-                 masker: Masker) -> tuple[CallResult, dict[str, Any]]:
+    def _dry_run(
+        self, trigger: Trigger, variables: Mapping[str, Any], origins: Mapping[str, str], masker: Masker
+    ) -> tuple[CallResult, dict[str, Any]]:
         try:
             request = _with_default_headers(trigger.plan.render(variables))
         except RenderError as error:
@@ -577,19 +614,21 @@ def _client_data_update(call: CallResult) -> tuple[dict[str, Any], list[str]]:
 def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: int) -> str:
     """What the LLM is handed after the call (see README: "What the LLM receives")."""
     if call.category == "bad_arguments":
-        return masker.text(f'The tool "{trigger.name}" was not called: its arguments are invalid ({call.error}). '
-                           "Ask the user for the missing or corrected values, then call it again.")
+        return masker.text(
+            f'The tool "{trigger.name}" was not called: its arguments are invalid ({call.error}). '
+            "Ask the user for the missing or corrected values, then call it again."
+        )
     if not call.ok:
         detail = call.error or call.category
         if call.category == "render":
             detail = "the request could not be built from the session's data"
-        return masker.text(f'The tool "{trigger.name}" failed ({call.category}: {detail}). Tell the user the '
-                           "action could not be completed right now; do not invent a result.")
+        return masker.text(
+            f'The tool "{trigger.name}" failed ({call.category}: {detail}). Tell the user the '
+            "action could not be completed right now; do not invent a result."
+        )
     text = call.text
-    try:
+    with contextlib.suppress(ValueError):  # JSON is shown compact; anything else as it came
         text = json.dumps(json.loads(call.body), ensure_ascii=False, separators=(",", ":"))
-    except ValueError:
-        pass
     if len(text) > limit:
         text = text[:limit] + f"… [truncated, {len(text) - limit} more characters]"
     parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", masker.text(text)]
@@ -601,8 +640,16 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
     return "\n".join(parts)
 
 
-def _log_record(trigger: Trigger, session_id: str, call: CallResult, variables: Mapping[str, Any],
-                merged: Mapping[str, Any], warnings: list[str], masker: Masker, limit: int) -> dict[str, Any]:
+def _log_record(
+    trigger: Trigger,
+    session_id: str,
+    call: CallResult,
+    variables: Mapping[str, Any],
+    merged: Mapping[str, Any],
+    warnings: list[str],
+    masker: Masker,
+    limit: int,
+) -> dict[str, Any]:
     request = call.request
     body_text = call.text
     return {
@@ -656,4 +703,3 @@ def call_trigger_sync(
                 await the_store.close()
 
     return asyncio.run(run())
-

@@ -147,8 +147,13 @@ class SQLiteStore:
                 db.execute(
                     "UPDATE sessions SET company_id = ?, assistant_id = ?, client_data = ?, updated_at = ? "
                     "WHERE id = ?",
-                    (company_id if company_id is not None else row[1],
-                     assistant_id if assistant_id is not None else row[2], json.dumps(merged), now, session_id),
+                    (
+                        company_id if company_id is not None else row[1],
+                        assistant_id if assistant_id is not None else row[2],
+                        json.dumps(merged),
+                        now,
+                        session_id,
+                    ),
                 )
             return self._row(db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), session_id)
 
@@ -166,16 +171,20 @@ class SQLiteStore:
             merged = dict(session.client_data)
             merged.update(data)
             now = time.time()
-            db.execute("UPDATE sessions SET client_data = ?, updated_at = ? WHERE id = ?",
-                       (json.dumps(merged), now, session_id))
+            db.execute(
+                "UPDATE sessions SET client_data = ?, updated_at = ? WHERE id = ?",
+                (json.dumps(merged), now, session_id),
+            )
             return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
 
         return self._transaction(work)
 
     def append_log_sync(self, session_id: str, record: Mapping[str, Any]) -> int:
         def work(db: sqlite3.Connection) -> int:
-            cursor = db.execute("INSERT INTO call_logs (session_id, at, record) VALUES (?, ?, ?)",
-                                (session_id, float(record.get("at", time.time())), json.dumps(dict(record))))
+            cursor = db.execute(
+                "INSERT INTO call_logs (session_id, at, record) VALUES (?, ?, ?)",
+                (session_id, float(record.get("at", time.time())), json.dumps(dict(record))),
+            )
             return int(cursor.lastrowid or 0)
 
         return self._transaction(work)
@@ -208,8 +217,9 @@ class SQLiteStore:
         assistant_id: str | None = None,
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
-        return await self._run(self.put_session_sync, session_id, company_id=company_id,
-                               assistant_id=assistant_id, client_data=client_data)
+        return await self._run(
+            self.put_session_sync, session_id, company_id=company_id, assistant_id=assistant_id, client_data=client_data
+        )
 
     async def get_session(self, session_id: str) -> Session:
         return await self._run(self.get_session_sync, session_id)

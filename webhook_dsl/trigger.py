@@ -158,8 +158,10 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         for item in failure.errors():
             loc = item["loc"]
             member = _member(root, str(loc[0])) if loc else None
-            span = (member.key.span if item["type"] == "extra_forbidden" else member.value.span) if member else ast.Span(
-                root.span.line, root.span.column, root.span.start, root.span.start + 1
+            span = (
+                (member.key.span if item["type"] == "extra_forbidden" else member.value.span)
+                if member
+                else ast.Span(root.span.line, root.span.column, root.span.start, root.span.start + 1)
             )
             field = ".".join(map(str, loc))
             message = {
@@ -179,23 +181,35 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         if not _TOOL_NAME.match(model.name):
             member = _member(root, "name")
             assert member is not None
-            problems.append(src.at(member.value.span, "name must be 1-64 letters, digits, '_' or '-' "
-                                   "(what LLM tool-calling APIs accept)", field="name"))
+            problems.append(
+                src.at(
+                    member.value.span,
+                    "name must be 1-64 letters, digits, '_' or '-' (what LLM tool-calling APIs accept)",
+                    field="name",
+                )
+            )
         parameters = _member(root, "parameters")
         try:
             jsonschema.Draft202012Validator.check_schema(model.parameters)
             if model.parameters.get("type", "object") != "object":
-                raise jsonschema.SchemaError("the parameters schema must describe an object (\"type\": \"object\")")
+                raise jsonschema.SchemaError('the parameters schema must describe an object ("type": "object")')
         except jsonschema.SchemaError as error:
             assert parameters is not None
-            problems.append(src.at(parameters.value.span, f"parameters is not a valid JSON Schema: {error.message}",
-                                   field="parameters"))
-        for name_ in model.parameters.get("properties", {}) if isinstance(model.parameters.get("properties"),
-                                                                          dict) else ():
+            problems.append(
+                src.at(
+                    parameters.value.span, f"parameters is not a valid JSON Schema: {error.message}", field="parameters"
+                )
+            )
+        for name_ in (
+            model.parameters.get("properties", {}) if isinstance(model.parameters.get("properties"), dict) else ()
+        ):
             if name_ in SYSTEM_VARIABLES:
                 assert parameters is not None
-                problems.append(src.at(parameters.value.span, f"parameter '{name_}' would shadow a system variable",
-                                       field="parameters"))
+                problems.append(
+                    src.at(
+                        parameters.value.span, f"parameter '{name_}' would shadow a system variable", field="parameters"
+                    )
+                )
     if problems or model is None or plan is None:
         raise ConfigError(sorted(problems, key=lambda d: (d.line, d.column)))
     return Trigger(

@@ -1,0 +1,236 @@
+"""The seed's three examples end to end through the CLI, against the stand-in API on loopback."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from webhook_dsl.cli import main
+from webhook_dsl.standin import start_in_thread
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIGGERS = ROOT / "examples" / "triggers"
+SECRETS = {"erp_token": "erp-SECRET-41d2", "helpdesk_api_key": "hd-SECRET-99ab", "vision_api_key": "vis-SECRET-7c"}
+
+
+def run(*argv: str) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = main(list(argv), out, err)
+    return status, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture
+def stand_in_triggers(tmp_path: Path) -> Iterator[Path]:
+    """The example triggers, pointed at a stand-in on an ephemeral port."""
+    server = start_in_thread()
+    port = server.server_address[1]
+    for trigger in TRIGGERS.glob("*.json"):
+        text = trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{port}")
+        (tmp_path / trigger.name).write_text(text)
+    yield tmp_path
+    server.shutdown()
+    server.server_close()
+
+
+def test_seed_examples_end_to_end(stand_in_triggers: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "sessions.db")
+    client_data = json.dumps({"user_id": "usr_999", "plan": "enterprise", **SECRETS})
+    status, out, err = run(
+        "session",
+        "put",
+        "S1",
+        "--company-id",
+        "cmp_42",
+        "--assistant-id",
+        "asst_7",
+        "--client-data",
+        client_data,
+        "--database",
+        db,
+    )
+    assert status == 0, err
+    assert json.loads(out)["client_data"]["erp_token"] == "***"
+    allow = ("--allow-network", "127.0.0.0/8", "--database", db)
+
+    status, out, err = run(
+        "call", str(stand_in_triggers / "check_order.json"), "--session", "S1", "--arg", "order_number=A-1001/2", *allow
+    )
+    order = json.loads(out)
+    assert status == 0, err
+    assert order["status"] == 200 and order["response"]["order_number"] == "A-1001/2"
+    assert order["url"].endswith("/erp/api/orders/A-1001%2F2")
+    assert order["client_data_merged"] == {"last_order_number": "A-1001/2"}
+    assert "Instruction: Inform the customer" in order["message_for_llm"]
+
+    status, out, err = run(
+        "call",
+        str(stand_in_triggers / "create_ticket.json"),
+        "--session",
+        "S1",
+        "--args-json",
+        json.dumps(
+            {
+                "issue_title": 'Jam "A4"',
+                "issue_description": "line1\nline2",
+                "priority": "high",
+                "customer_name": "Ana",
+                "customer_email": "a@b.co",
+            }
+        ),
+        *allow,
+    )
+    ticket = json.loads(out)
+    assert status == 0, err
+    assert ticket["status"] == 201 and ticket["response"]["received"]["title"] == 'Jam "A4"'
+    assert ticket["response"]["received"]["origin"] == {"channel": "whatsapp", "session": "S1", "company": "cmp_42"}
+    assert ticket["response"]["session_header"] == "S1"
+
+    status, out, err = run(
+        "call",
+        str(stand_in_triggers / "analyze_image.json"),
+        "--session",
+        "S1",
+        "--image",
+        "https://cdn.example.com/1.jpg",
+        "--image",
+        "https://cdn.example.com/2.jpg",
+        *allow,
+    )
+    vision = json.loads(out)
+    assert status == 0, err
+    assert vision["response"]["images_seen"] == 2 and vision["response"]["session"] == "S1"
+
+    status, out, err = run("session", "get", "S1", "--database", db)
+    data = json.loads(out)["client_data"]
+    assert data["last_order_number"] == "A-1001/2" and data["last_ticket"].startswith("TCK-")
+
+    status, out, err = run("logs", "S1", "--database", db)
+    lines = out.splitlines()
+    assert status == 0 and len(lines) == 3
+    assert re.match(
+        r"#1 \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ check_order GET http://127\.0\.0\.1:\d+/erp/api/orders/"
+        r"A-1001%2F2 -> 200 \(\d+\.\d ms, 1 attempt\(s\)\) ok",
+        lines[0],
+    )
+    status, out, _ = run("logs", "S1", "--format", "json", "--database", db)
+    everything = out
+    for secret in SECRETS.values():
+        assert secret not in everything
+
+
+def test_call_refuses_loopback_without_allow_and_bad_arguments(stand_in_triggers: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    run(
+        "session",
+        "put",
+        "S2",
+        "--company-id",
+        "c",
+        "--assistant-id",
+        "a",
+        "--client-data",
+        json.dumps(SECRETS),
+        "--database",
+        db,
+    )
+    status, out, _ = run(
+        "call",
+        str(stand_in_triggers / "check_order.json"),
+        "--session",
+        "S2",
+        "--arg",
+        "order_number=A-1",
+        "--database",
+        db,
+    )
+    assert status == 1 and json.loads(out)["category"] == "blocked"
+    status, out, _ = run(
+        "call",
+        str(stand_in_triggers / "create_ticket.json"),
+        "--session",
+        "S2",
+        "--args-json",
+        '{"priority": "urgent"}',
+        "--allow-network",
+        "127.0.0.0/8",
+        "--database",
+        db,
+    )
+    result = json.loads(out)
+    assert status == 1 and result["category"] == "bad_arguments"
+    assert "'urgent' is not one of" in result["error"] and "issue_title" in result["error"]
+
+
+def test_dry_run_shows_the_request_and_sources_and_sends_nothing(stand_in_triggers: Path, tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    run(
+        "session",
+        "put",
+        "S3",
+        "--company-id",
+        "c",
+        "--assistant-id",
+        "a",
+        "--client-data",
+        json.dumps(SECRETS),
+        "--database",
+        db,
+    )
+    status, out, err = run(
+        "call",
+        str(stand_in_triggers / "check_order.json"),
+        "--session",
+        "S3",
+        "--arg",
+        "order_number=A-9",
+        "--dry-run",
+        "--database",
+        db,
+    )
+    assert status == 0, err
+    preview = json.loads(out)["dry_run"]
+    assert preview["sent"] is False
+    assert ["Authorization", "***"] in preview["request"]["headers"]
+    assert preview["variables"]["$erp_token"] == {"variable": "erp_token", "source": "client_data"}
+    assert preview["variables"]["$order_number"] == {"variable": "order_number", "source": "argument"}
+    assert SECRETS["erp_token"] not in out
+    _, logs, _ = run("logs", "S3", "--format", "json", "--database", db)
+    assert json.loads(logs) == []
+
+
+def test_unknown_session_is_a_clear_error(tmp_path: Path) -> None:
+    status, _, err = run(
+        "call",
+        str(TRIGGERS / "check_order.json"),
+        "--session",
+        "nope",
+        "--arg",
+        "order_number=1",
+        "--database",
+        str(tmp_path / "x.db"),
+    )
+    assert status == 1 and "no session 'nope'" in err and "session put nope" in err
+
+
+def test_check_reports_references_no_source_defines(tmp_path: Path) -> None:
+    trigger = json.loads((TRIGGERS / "check_order.json").read_text())
+    trigger["webhook"]["headers"].append({"key": "X-Plan", "value": "$plna"})
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(trigger, indent=2))
+    status, _, err = run("check", str(path))
+    assert status == 1
+    assert re.search(rf"{re.escape(str(path))}:\d+:\d+: \$plna: no source defines it", err)
+
+
+def test_tools_export_both_shapes() -> None:
+    status, out, _ = run("tools", *map(str, sorted(TRIGGERS.glob("*.json"))))
+    tools = json.loads(out)
+    assert status == 0 and [t["function"]["name"] for t in tools] == ["analyze_image", "check_order", "create_ticket"]
+    status, out, _ = run("tools", "--style", "anthropic", str(TRIGGERS / "check_order.json"))
+    (tool,) = json.loads(out)
+    assert tool["input_schema"]["required"] == ["order_number"] and set(tool) == {"name", "description", "input_schema"}
