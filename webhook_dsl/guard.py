@@ -14,6 +14,7 @@ the checked addresses only (see ``runtime``), leaving no DNS-rebinding window.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import socket
 from collections.abc import Awaitable, Callable, Iterable
@@ -86,6 +87,7 @@ class BlockedError(Exception):
     """The destination is not allowed; nothing was sent. The message says why."""
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_numeric_host(host: str) -> IPAddress | None:
     """The address a host written as numbers reaches, read as ``inet_aton`` (and WHATWG URL) do.
 

@@ -11,6 +11,7 @@ inside Basic-auth base64) and replaces each with ``***``.
 from __future__ import annotations
 
 import base64
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -42,6 +43,17 @@ def is_secret_header(name: str) -> bool:
     return bool(_SECRET_HEADER.match(name))
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_name(name: str) -> bool:
+    return is_secret_name(name)
+
+
+@functools.lru_cache(maxsize=1024)
+def _masker(values: frozenset[str]) -> Masker:
+    """Maskers are immutable; the same secrets (one session, many calls) share one compiled pattern."""
+    return Masker(sorted(values))
+
+
 def _forms(value: str) -> set[str]:
     forms = {value, quote(value, safe=""), orjson.dumps(value).decode("utf-8")[1:-1]}
     # Basic auth: base64("user:password") holds the secret; mask the encoding of any pair containing it.
@@ -68,9 +80,9 @@ class Masker:
         names = set(extra_secret_names)
         values = []
         for name, value in variables.items():
-            if name in names or is_secret_name(name):
+            if name in names or _secret_name(name):
                 values.append(value if isinstance(value, str) else orjson.dumps(value).decode("utf-8"))
-        return cls(values)
+        return _masker(frozenset(values))
 
     def text(self, text: str) -> str:
         if self._pattern is None or not text:
@@ -91,7 +103,7 @@ class Masker:
         """Variables for a log: secret ones replaced whole, the rest masked inside."""
         names = set(extra_secret_names)
         return {
-            name: MASK if (name in names or is_secret_name(name)) else self.data(value)
+            name: MASK if (name in names or _secret_name(name)) else self.data(value)
             for name, value in variables.items()
         }
 

@@ -30,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import httpx
 from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from ._version import __version__ as _version
 from .errors import RenderError
@@ -75,6 +76,9 @@ class RuntimeSettings:
     log_body_chars: int = 65536  # response text kept in a log record
 
 
+_UNPARSED: Any = object()
+
+
 @dataclass
 class CallResult:
     """What happened to one webhook call; ``category`` is None exactly when ``ok``."""
@@ -90,9 +94,13 @@ class CallResult:
     category: str | None = None
     error: str | None = None
     request: RenderedRequest | None = field(default=None, repr=False)
+    _json: Any = field(default=_UNPARSED, repr=False, compare=False)
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The body as JSON (parsed once, then kept); raises ``ValueError`` if it is not JSON."""
+        if self._json is _UNPARSED:
+            self._json = json.loads(self.body)
+        return self._json
 
     @property
     def text(self) -> str:
@@ -120,7 +128,7 @@ class TriggerResult:
         response: Any = None
         if call.body:
             try:
-                response = m.data(json.loads(call.body))
+                response = m.data(call.json())
             except ValueError:
                 response = m.text(call.text[:65536])
         return {
@@ -330,29 +338,48 @@ class Runtime:
         url: str,
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
+        deadline: float,
     ) -> _Response:
-        parts = urlsplit(url)
+        remaining = deadline - time.perf_counter()
+        if remaining <= 0:
+            raise TimeoutError
+        target = URL(url, encoded=True)  # sent exactly as rendered: no second round of quoting
+        host = target.raw_host or ""
         try:
             # aiohttp skips its resolver for IP literals, so those are checked here; names are checked by
             # _GuardedResolver as each connection is made. An httpx transport resolves on its own, so
             # names are resolved and checked here first (see README: outbound guard).
-            if self.guard.numeric(parts.hostname or "") is None and self._transport is not None:
-                await self.guard.resolve(parts.hostname or "", parts.port or 443)
+            if self.guard.numeric(host) is None and self._transport is not None:
+                await self.guard.resolve(host, target.port or 443)
         except BlockedError as error:
             raise _Failure("blocked", str(error)) from None
         limit = self.settings.max_response_bytes
         if self._transport is not None:
-            return await self._send_httpx(method, url, headers, body, limit)
+            async with asyncio.timeout(remaining):
+                return await self._send_httpx(method, url, headers, body, limit)
+        # The overall deadline is aiohttp's total timeout for this attempt: one timer per request,
+        # covering the connection, the request and reading the whole body.
+        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self.settings.connect_timeout)
         try:
             async with self._client().request(
-                method, url, headers=list(headers), data=body, allow_redirects=False
+                method, target, headers=headers, data=body, allow_redirects=False, timeout=timeout
             ) as response:
-                reader = _BodyReader(response.headers.get("Content-Encoding"), limit)
-                async for chunk in response.content.iter_chunked(65536):
-                    reader.feed(chunk)
-                return _Response(response.status, list(response.headers.items()), reader.finish(), url)
+                encoding = response.headers.get("Content-Encoding")
+                length = response.content_length
+                if encoding is None and length is not None and length <= limit:
+                    # Framed by Content-Length and not compressed: aiohttp's parser stops at the length,
+                    # so one read is bounded; no per-chunk loop on the common path.
+                    data = await response.read()
+                else:
+                    reader = _BodyReader(encoding, limit)
+                    async for chunk in response.content.iter_chunked(65536):
+                        reader.feed(chunk)
+                    data = reader.finish()
+                return _Response(response.status, list(response.headers.items()), data, url)
         except BlockedError as error:
             raise _Failure("blocked", str(error)) from None
+        except TimeoutError:
+            raise
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
             raise _Failure("connection", _describe(error), retryable=True) from None
         except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as error:
@@ -374,18 +401,20 @@ class Runtime:
                         reader.feed(chunk)
                 return _Response(response.status_code, list(response.headers.items()), reader.finish(), url)
         except httpx.TimeoutException:
-            raise _Failure("timeout", "the remote did not answer in time") from None
+            raise TimeoutError from None
         except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
             raise _Failure("connection", _describe(error), retryable=True) from None
         except httpx.HTTPError as error:
             raise _Failure("invalid_response", _describe(error)) from None
 
-    async def _follow(self, request: RenderedRequest, secret_values: set[str]) -> _Response:
-        method, url, headers, body = request.method, request.url, list(request.headers), request.body
+    async def _follow(self, request: RenderedRequest, secret_values: set[str], deadline: float) -> _Response:
+        method, url, headers, body = request.method, request.url, request.headers, request.body
         for _hop in range(self.settings.max_redirects + 1):
-            response = await self._send_once(method, url, headers, body)
+            response = await self._send_once(method, url, headers, body, deadline)
+            if not self.settings.follow_redirects or response.status not in _REDIRECTS:
+                return response
             location = response.header("Location")
-            if not self.settings.follow_redirects or response.status not in _REDIRECTS or not location:
+            if not location:
                 return response
             next_url = urljoin(url, location)
             if urlsplit(next_url).scheme.lower() not in ("http", "https"):
@@ -415,14 +444,8 @@ class Runtime:
         try:
             request = plan.render(variables)
         except RenderError as error:
-            return CallResult(
-                False,
-                plan.method,
-                "",
-                category="render",
-                error=str(error),
-                elapsed_ms=(time.perf_counter() - started) * 1000,
-            )
+            elapsed = (time.perf_counter() - started) * 1000
+            return CallResult(False, plan.method, "", category="render", error=str(error), elapsed_ms=elapsed)
         request = _with_default_headers(request)
         result = CallResult(False, request.method, request.url, request=request)
         secret_values: set[str] = set()
@@ -431,43 +454,56 @@ class Runtime:
         retry = request.method in _IDEMPOTENT or (retry_post and request.method == "POST")
         deadline = started + self.settings.deadline
         try:
-            async with asyncio.timeout(self.settings.deadline):
-                while True:
-                    result.attempts += 1
-                    try:
-                        response = await self._follow(request, secret_values)
-                    except _Failure as failure:
-                        if failure.retryable and retry and result.attempts <= self.settings.max_retries:
-                            await asyncio.sleep(self._backoff(result.attempts))
-                            continue
-                        result.category, result.error = failure.category, str(failure)
-                        break
-                    result.status, result.body = response.status, response.body
-                    result.content_type = response.header("Content-Type") or ""
-                    if response.status in _RETRY_STATUSES and retry and result.attempts <= self.settings.max_retries:
-                        delay = _retry_after(response.header("Retry-After"))
-                        delay = self._backoff(result.attempts) if delay is None else delay
-                        if delay <= min(self.settings.retry_after_cap, deadline - time.perf_counter()):
-                            await asyncio.sleep(delay)
-                            continue
-                    if 200 <= response.status < 300:
-                        result.ok = True
-                        if _declares_json(result.content_type) and result.body.strip():
-                            try:
-                                json.loads(result.body)
-                            except ValueError:
-                                result.ok = False
-                                result.category = "invalid_response"
-                                result.error = "the response says it is JSON but does not parse"
-                    else:
-                        result.category = "http_status"
-                        result.error = f"HTTP {response.status}"
+            while True:
+                result.attempts += 1
+                try:
+                    if self.settings.follow_redirects:
+                        response = await self._follow(request, secret_values, deadline)
+                    else:  # one await layer less on the hot path
+                        response = await self._send_once(
+                            request.method, request.url, request.headers, request.body, deadline
+                        )
+                except _Failure as failure:
+                    if failure.retryable and retry and result.attempts <= self.settings.max_retries:
+                        await self._pause(self._backoff(result.attempts), deadline)
+                        continue
+                    result.category, result.error = failure.category, str(failure)
                     break
+                result.status, result.body = response.status, response.body
+                result.content_type = response.header("Content-Type") or ""
+                if response.status in _RETRY_STATUSES and retry and result.attempts <= self.settings.max_retries:
+                    delay = _retry_after(response.header("Retry-After"))
+                    delay = self._backoff(result.attempts) if delay is None else delay
+                    if delay <= min(self.settings.retry_after_cap, deadline - time.perf_counter()):
+                        await self._pause(delay, deadline)
+                        continue
+                if 200 <= response.status < 300:
+                    result.ok = True
+                    if _declares_json(result.content_type) and result.body.strip():
+                        try:
+                            result._json = json.loads(result.body)
+                        except ValueError:
+                            result.ok = False
+                            result.category = "invalid_response"
+                            result.error = "the response says it is JSON but does not parse"
+                else:
+                    result.category = "http_status"
+                    result.error = f"HTTP {response.status}"
+                break
         except TimeoutError:
             result.ok, result.category = False, "timeout"
             result.error = f"no complete answer within the {self.settings.deadline:g} s deadline"
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
+
+    @staticmethod
+    async def _pause(delay: float, deadline: float) -> None:
+        """Sleep before a retry, but never past the deadline (then it is a timeout)."""
+        remaining = deadline - time.perf_counter()
+        if delay >= remaining:
+            await asyncio.sleep(max(remaining, 0))
+            raise TimeoutError
+        await asyncio.sleep(delay)
 
     def _backoff(self, attempt: int) -> float:
         return random.uniform(0, min(self.settings.backoff_cap, self.settings.backoff_base * 2 ** (attempt - 1)))
@@ -511,8 +547,6 @@ class Runtime:
             )
             if call.ok:
                 merged, warnings = _client_data_update(call)
-                if merged:
-                    await store.merge_client_data(session_id, merged)
         if dry_run and call.ok:
             message = "(dry run: nothing was sent, so there is no response for the LLM)"
         else:
@@ -522,7 +556,7 @@ class Runtime:
             record = _log_record(
                 trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars
             )
-            log_seq = await store.append_log(session_id, record)
+            log_seq = await store.finish_call(session_id, merged, record)  # merge and log in one transaction
         return TriggerResult(trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview)
 
     def _dry_run(
@@ -596,7 +630,7 @@ def _declares_json(content_type: str) -> bool:
 def _client_data_update(call: CallResult) -> tuple[dict[str, Any], list[str]]:
     """``session.client_data`` of a JSON response: keys to merge, and warnings for what was ignored."""
     try:
-        document = json.loads(call.body) if call.body.strip() else None
+        document = call.json() if call.body.strip() else None
     except ValueError:
         return {}, []
     if not isinstance(document, dict) or "session" not in document:
@@ -628,7 +662,7 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
         )
     text = call.text
     with contextlib.suppress(ValueError):  # JSON is shown compact; anything else as it came
-        text = json.dumps(json.loads(call.body), ensure_ascii=False, separators=(",", ":"))
+        text = json.dumps(call.json(), ensure_ascii=False, separators=(",", ":"))
     if len(text) > limit:
         text = text[:limit] + f"… [truncated, {len(text) - limit} more characters]"
     parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", masker.text(text)]

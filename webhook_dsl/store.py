@@ -4,12 +4,16 @@
 embedded default: one file, no server. Every client_data merge is one
 ``BEGIN IMMEDIATE`` transaction (read, merge, write), so concurrent merges on one
 session, from threads or from several processes, lose no update. Blocking
-SQLite calls run on one worker thread so the event loop never waits on disk.
+SQLite calls run on one worker thread so the event loop never waits on disk, and
+writes that arrive while one is in progress are committed together (group
+commit): each caller still waits for its own commit, so nothing is acknowledged
+before it is stored, but 64 concurrent calls cost a few transactions, not 64.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import threading
@@ -67,6 +71,12 @@ class Store(Protocol):
 
     async def append_log(self, session_id: str, record: Mapping[str, Any]) -> int: ...
 
+    async def finish_call(
+        self, session_id: str, client_data_update: Mapping[str, Any], record: Mapping[str, Any]
+    ) -> int:
+        """Merge a response's client_data and append the call's log record, atomically; return the log seq."""
+        ...
+
     async def logs(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
 
     async def close(self) -> None: ...
@@ -102,6 +112,9 @@ class SQLiteStore:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._connection.executescript(_SCHEMA)
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]] = []
+        self._pending_lock = threading.Lock()
+        self._flushing = False
 
     # -- synchronous core (also used by the CLI) -------------------------------------
 
@@ -117,12 +130,6 @@ class SQLiteStore:
             db.execute("COMMIT")
             return result
 
-    @staticmethod
-    def _row(row: tuple[Any, ...] | None, session_id: str) -> Session:
-        if row is None:
-            raise SessionNotFound(session_id)
-        return Session(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
-
     def put_session_sync(
         self,
         session_id: str,
@@ -132,62 +139,18 @@ class SQLiteStore:
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
         """Create or update a session; client_data is merged (keys replace keys), never replaced."""
-
-        def work(db: sqlite3.Connection) -> Session:
-            now = time.time()
-            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            if row is None:
-                db.execute(
-                    "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-                    (session_id, company_id or "", assistant_id or "", json.dumps(dict(client_data or {})), now, now),
-                )
-            else:
-                merged = json.loads(row[3])
-                merged.update(client_data or {})
-                db.execute(
-                    "UPDATE sessions SET company_id = ?, assistant_id = ?, client_data = ?, updated_at = ? "
-                    "WHERE id = ?",
-                    (
-                        company_id if company_id is not None else row[1],
-                        assistant_id if assistant_id is not None else row[2],
-                        json.dumps(merged),
-                        now,
-                        session_id,
-                    ),
-                )
-            return self._row(db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), session_id)
-
-        return self._transaction(work)
+        return self._transaction(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
 
     def get_session_sync(self, session_id: str) -> Session:
         with self._lock:
             row = self._connection.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return self._row(row, session_id)
+        return _row(row, session_id)
 
     def merge_client_data_sync(self, session_id: str, data: Mapping[str, Any]) -> Session:
-        def work(db: sqlite3.Connection) -> Session:
-            row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-            session = self._row(row, session_id)
-            merged = dict(session.client_data)
-            merged.update(data)
-            now = time.time()
-            db.execute(
-                "UPDATE sessions SET client_data = ?, updated_at = ? WHERE id = ?",
-                (json.dumps(merged), now, session_id),
-            )
-            return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
-
-        return self._transaction(work)
+        return self._transaction(lambda db: _merge(db, session_id, data))
 
     def append_log_sync(self, session_id: str, record: Mapping[str, Any]) -> int:
-        def work(db: sqlite3.Connection) -> int:
-            cursor = db.execute(
-                "INSERT INTO call_logs (session_id, at, record) VALUES (?, ?, ?)",
-                (session_id, float(record.get("at", time.time())), json.dumps(dict(record))),
-            )
-            return int(cursor.lastrowid or 0)
-
-        return self._transaction(work)
+        return self._transaction(lambda db: _append_log(db, session_id, record))
 
     def logs_sync(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
         with self._lock:
@@ -209,6 +172,48 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """Queue a write; it commits with whatever other writes are waiting (group commit)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        with self._pending_lock:
+            self._pending.append((work, future, loop))
+            start = not self._flushing
+            self._flushing = True
+        if start:
+            self._executor.submit(self._flush)
+        return await future
+
+    def _flush(self) -> None:
+        """Worker thread: commit every queued write in one transaction, each in its own savepoint."""
+        while True:
+            with self._pending_lock:
+                batch, self._pending = self._pending, []
+                if not batch:
+                    self._flushing = False
+                    return
+            outcomes: list[tuple[bool, Any]] = []
+            try:
+                with self._lock:
+                    db = self._connection
+                    db.execute("BEGIN IMMEDIATE")
+                    for work, _future, _loop in batch:
+                        db.execute("SAVEPOINT one_write")
+                        try:
+                            outcomes.append((True, work(db)))
+                            db.execute("RELEASE one_write")
+                        except Exception as error:  # handed to that caller; the others go on
+                            db.execute("ROLLBACK TO one_write")
+                            db.execute("RELEASE one_write")
+                            outcomes.append((False, error))
+                    db.execute("COMMIT")
+            except Exception as error:  # the whole batch failed to commit
+                with contextlib.suppress(sqlite3.Error):
+                    self._connection.execute("ROLLBACK")
+                outcomes = [(False, error)] * len(batch)
+            for (_work, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+                loop.call_soon_threadsafe(_settle, future, ok, value)
+
     async def put_session(
         self,
         session_id: str,
@@ -217,18 +222,26 @@ class SQLiteStore:
         assistant_id: str | None = None,
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
-        return await self._run(
-            self.put_session_sync, session_id, company_id=company_id, assistant_id=assistant_id, client_data=client_data
-        )
+        return await self._write(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
 
     async def get_session(self, session_id: str) -> Session:
         return await self._run(self.get_session_sync, session_id)
 
     async def merge_client_data(self, session_id: str, data: Mapping[str, Any]) -> Session:
-        return await self._run(self.merge_client_data_sync, session_id, data)
+        return await self._write(lambda db: _merge(db, session_id, data))
 
     async def append_log(self, session_id: str, record: Mapping[str, Any]) -> int:
-        return await self._run(self.append_log_sync, session_id, record)
+        return await self._write(lambda db: _append_log(db, session_id, record))
+
+    async def finish_call(
+        self, session_id: str, client_data_update: Mapping[str, Any], record: Mapping[str, Any]
+    ) -> int:
+        def work(db: sqlite3.Connection) -> int:
+            if client_data_update:
+                _merge(db, session_id, client_data_update)
+            return _append_log(db, session_id, record)
+
+        return await self._write(work)
 
     async def logs(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
         return await self._run(self.logs_sync, session_id, limit)
@@ -236,3 +249,67 @@ class SQLiteStore:
     async def close(self) -> None:
         await self._run(lambda: None)
         self.close_sync()
+
+
+def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
+    if future.cancelled():
+        return
+    if ok:
+        future.set_result(value)
+    else:
+        future.set_exception(value)
+
+
+def _row(row: tuple[Any, ...] | None, session_id: str) -> Session:
+    if row is None:
+        raise SessionNotFound(session_id)
+    return Session(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
+def _put(
+    db: sqlite3.Connection,
+    session_id: str,
+    company_id: str | None,
+    assistant_id: str | None,
+    client_data: Mapping[str, Any] | None,
+) -> Session:
+    now = time.time()
+    row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+    if row is None:
+        db.execute(
+            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, company_id or "", assistant_id or "", json.dumps(dict(client_data or {})), now, now),
+        )
+    else:
+        merged = json.loads(row[3])
+        merged.update(client_data or {})
+        db.execute(
+            "UPDATE sessions SET company_id = ?, assistant_id = ?, client_data = ?, updated_at = ? WHERE id = ?",
+            (
+                company_id if company_id is not None else row[1],
+                assistant_id if assistant_id is not None else row[2],
+                json.dumps(merged),
+                now,
+                session_id,
+            ),
+        )
+    return _row(db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), session_id)
+
+
+def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any]) -> Session:
+    session = _row(db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), session_id)
+    merged = dict(session.client_data)
+    merged.update(data)
+    now = time.time()
+    db.execute(
+        "UPDATE sessions SET client_data = ?, updated_at = ? WHERE id = ?", (json.dumps(merged), now, session_id)
+    )
+    return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
+
+
+def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, Any]) -> int:
+    cursor = db.execute(
+        "INSERT INTO call_logs (session_id, at, record) VALUES (?, ?, ?)",
+        (session_id, float(record.get("at", time.time())), json.dumps(dict(record))),
+    )
+    return int(cursor.lastrowid or 0)

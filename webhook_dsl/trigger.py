@@ -77,7 +77,7 @@ class Trigger:
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
         """Every way the arguments break the schema, in words an LLM can act on (empty if valid)."""
-        validator = jsonschema.Draft202012Validator(self.parameters)
+        validator = _validator(self)
         messages = []
         for error in sorted(validator.iter_errors(dict(arguments)), key=lambda e: list(e.path)):
             where = "/".join(str(p) for p in error.path)
@@ -114,6 +114,20 @@ class Trigger:
                     )
                 )
         return problems
+
+
+_VALIDATORS: dict[int, tuple[Trigger, jsonschema.protocols.Validator]] = {}
+
+
+def _validator(trigger: Trigger) -> jsonschema.protocols.Validator:
+    """Building a validator costs more than using it: one per trigger, kept while the trigger lives."""
+    cached = _VALIDATORS.get(id(trigger))
+    if cached is None or cached[0] is not trigger:
+        if len(_VALIDATORS) > 10_000:
+            _VALIDATORS.clear()
+        cached = (trigger, jsonschema.Draft202012Validator(dict(trigger.parameters)))
+        _VALIDATORS[id(trigger)] = cached
+    return cached[1]
 
 
 def _plain(node: ast.JsonNode) -> Any:

@@ -1,0 +1,149 @@
+"""Throughput of Runtime.execute and of a full trigger call against a loopback server,
+next to the bare HTTP clients doing the same requests, in one run.
+
+    python benchmarks/runtime_bench.py [--requests N] [--json PATH]
+
+The stand-in server runs in its own process (aiohttp.web), so client and server do not share
+one event loop; on a 2-core machine they share the two cores. Figures are requests per second,
+the median of several rounds; ratios are taken against bare aiohttp in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from webhook_dsl import Runtime, SQLiteStore, compile_trigger, compile_webhook  # noqa: E402
+
+BODY = json.dumps({"status": "in_transit", "session": {"client_data": {"last_order": "A-1"}}}).encode()
+
+
+def _serve(port_queue: Any) -> None:
+    from aiohttp import web
+
+    async def order(request: web.Request) -> web.Response:
+        return web.Response(body=BODY, content_type="application/json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_get("/orders/{number}", order)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, backlog=1024)
+        await site.start()
+        port_queue.put(site._server.sockets[0].getsockname()[1])  # type: ignore[union-attr]
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def _drive(concurrency: int, total: int, one: Callable[[int], Awaitable[None]]) -> float:
+    counter = iter(range(total))
+
+    async def worker() -> None:
+        for i in counter:
+            await one(i)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return total / (time.perf_counter() - started)
+
+
+async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[str, float]:
+    url = f"http://127.0.0.1:{port}/orders/"
+    plan = compile_webhook({"url": f"http://127.0.0.1:{port}/orders/$order_number", "method": "GET",
+                            "headers": [{"key": "Authorization", "value": "Bearer $erp_token"}]})
+    trigger = compile_trigger({
+        "name": "check_order", "description": "d",
+        "parameters": {"type": "object", "properties": {"order_number": {"type": "string"}}},
+        "clientData": ["erp_token"],
+        "webhook": {"url": f"http://127.0.0.1:{port}/orders/$order_number", "method": "GET",
+                    "headers": [{"key": "Authorization", "value": "Bearer $erp_token"}]},
+    })
+    headers = {"Authorization": "Bearer t0k"}
+    results: dict[str, list[float]] = {}
+    tmp = tempfile.mkdtemp()
+    store = SQLiteStore(Path(tmp) / "bench.db")
+    await store.put_session("s", company_id="c", assistant_id="a", client_data={"erp_token": "t0k"})
+    connector_limit = max(100, concurrency)
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connector_limit)) as session, \
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=connector_limit)) as client, \
+            Runtime(allow_networks=["127.0.0.0/8"]) as runtime, \
+            Runtime(store, allow_networks=["127.0.0.0/8"]) as trigger_runtime:
+
+        async def bare_aiohttp(i: int) -> None:
+            async with session.get(url + f"A-{i}", headers=headers) as response:
+                await response.read()
+
+        async def bare_httpx(i: int) -> None:
+            response = await client.get(url + f"A-{i}", headers=headers)
+            response.read()
+
+        async def execute(i: int) -> None:
+            result = await runtime.execute(plan, {"order_number": f"A-{i}", "erp_token": "t0k"})
+            assert result.ok, result.error
+
+        async def call_trigger(i: int) -> None:
+            result = await trigger_runtime.call_trigger(trigger, "s", {"order_number": f"A-{i}"})
+            assert result.call.ok, result.call.error
+
+        contenders = {"aiohttp (bare)": bare_aiohttp, "httpx (bare)": bare_httpx,
+                      "Runtime.execute": execute, "Runtime.call_trigger (merge + log)": call_trigger}
+        for name, one in contenders.items():
+            await _drive(concurrency, max(20, total // 10), one)  # warm up: pools, code paths
+        for _ in range(rounds):
+            for name, one in contenders.items():
+                n = total if "httpx" not in name or concurrency == 1 else max(200, total // 4)
+                results.setdefault(name, []).append(await _drive(concurrency, n, one))
+    await store.close()
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--requests", type=int, default=2000, help="requests per round and contender")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args(argv)
+    queue: Any = multiprocessing.Queue()
+    server = multiprocessing.Process(target=_serve, args=(queue,), daemon=True)
+    server.start()
+    port = queue.get(timeout=30)
+    report: dict[str, Any] = {"requests_per_round": args.requests, "rounds": args.rounds, "concurrency": {}}
+    try:
+        for concurrency in (1, 64):
+            figures = asyncio.run(measure(port, concurrency, args.requests, args.rounds))
+            base = figures["aiohttp (bare)"]
+            report["concurrency"][str(concurrency)] = {
+                name: {"requests_per_s": round(value, 1), "vs_bare_aiohttp": round(value / base, 3)}
+                for name, value in figures.items()
+            }
+    finally:
+        server.terminate()
+    print(f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9}")
+    for concurrency, figures in report["concurrency"].items():
+        for name, row in figures.items():
+            print(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9.0f} {row['vs_bare_aiohttp']:>9.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+if __name__ == "__main__":
+    main()
