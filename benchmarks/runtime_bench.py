@@ -104,7 +104,7 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
 
         contenders = {"aiohttp (bare)": bare_aiohttp, "httpx (bare)": bare_httpx,
                       "Runtime.execute": execute, "Runtime.call_trigger (merge + log)": call_trigger}
-        for name, one in contenders.items():
+        for one in contenders.values():
             await _drive(concurrency, max(20, total // 10), one)  # warm up: pools, code paths
         for _ in range(rounds):
             for name, one in contenders.items():
