@@ -139,3 +139,17 @@ def test_render_errors_never_quote_values() -> None:
     text = str(caught.value) + repr(caught.value) + repr(caught.value.diagnostics)
     assert "s3cr3t" not in text
     assert len(caught.value.diagnostics) == 2
+
+
+def test_rendered_size_limits() -> None:
+    from webhook_dsl.plan import MAX_BODY_BYTES, MAX_URL_LENGTH
+
+    plan = compile_webhook({"url": "https://x.example/$p", "method": "POST", "body": {"a": "$b"},
+                            "headers": [{"key": "X-H", "value": "$h"}]})
+    assert plan.render({"p": "a" * 100, "b": "b" * 1000, "h": "h"}).url.endswith("a" * 100)
+    with pytest.raises(RenderError, match="rendered URL is"):
+        plan.render({"p": "a" * MAX_URL_LENGTH, "b": "", "h": ""})
+    with pytest.raises(RenderError, match="rendered body is"):
+        plan.render({"p": "", "b": "b" * MAX_BODY_BYTES, "h": ""})
+    with pytest.raises(RenderError, match="rendered headers are"):
+        plan.render({"p": "", "b": "", "h": "h" * 40_000})

@@ -26,7 +26,16 @@ from .encode import (
     percent_encode,
     to_text,
 )
-from .plan import JsonStringPlan, RenderedRequest, Slot, UrlGroup, WebhookPlan
+from .plan import (
+    MAX_BODY_BYTES,
+    MAX_HEADERS_SIZE,
+    MAX_URL_LENGTH,
+    JsonStringPlan,
+    RenderedRequest,
+    Slot,
+    UrlGroup,
+    WebhookPlan,
+)
 
 __all__ = ["generate_render_function", "generate_source"]
 
@@ -77,6 +86,8 @@ class _Writer:
     def __init__(self) -> None:
         self.lines: list[str] = []
         self.count = 0
+        self.header_slots: list[str] = []  # locals holding header slot texts, for the size check
+        self.in_headers = False
 
     def local(self) -> str:
         self.count += 1
@@ -92,6 +103,8 @@ class _Writer:
         if slot.index is not None:
             self.emit(f"{name} = I({name}, {slot.index!r})")
         self.emit(f"if {name}.__class__ is not str: {name} = T({name})")
+        if self.in_headers:
+            self.header_slots.append(name)
         context = slot.context
         if context in (Context.URL_PATH, Context.URL_QUERY, Context.URL_FRAGMENT):
             self.emit(f"{name} = P({name})")
@@ -129,6 +142,7 @@ class _Writer:
         return " + ".join(terms) or "''"
 
     def headers(self, plan: WebhookPlan) -> str:
+        self.in_headers = True
         pairs = []
         for header in plan.headers:
             name = self.join(header.name)
@@ -137,6 +151,7 @@ class _Writer:
                 self.emit(f"{local} = N({name})")
                 name = local
             pairs.append(f"({name}, {self.join(header.value)})")
+        self.in_headers = False
         return "[" + ", ".join(pairs) + "]"
 
     def body(self, plan: WebhookPlan) -> str:
@@ -166,7 +181,19 @@ def generate_source(plan: WebhookPlan) -> str:
     url = writer.url(plan)
     headers = writer.headers(plan)
     body = writer.body(plan)
-    writer.emit(f"return R({plan.method!r}, {url}, {headers}, {body})")
+    writer.emit(f"u = {url}")
+    writer.emit(f"h = {headers}")
+    writer.emit(f"b = {body}")
+    # Size limits: anything near them is rare, so the careful renderer words the error.
+    checks = [f"len(u) > {MAX_URL_LENGTH}"]
+    if writer.header_slots:
+        static = sum(len(p) for h in plan.headers for p in h.name + h.value if isinstance(p, str))
+        lengths = " + ".join(f"len({name})" for name in writer.header_slots)
+        checks.append(f"{lengths} > {MAX_HEADERS_SIZE - static}")
+    if plan.body is not None:
+        checks.append(f"len(b) > {MAX_BODY_BYTES}")
+    writer.emit(f"if {' or '.join(checks)}: raise F")
+    writer.emit(f"return R({plan.method!r}, u, h, b)")
     return "def render(v):\n" + "\n".join(writer.lines) + "\n"
 
 

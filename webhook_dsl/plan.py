@@ -51,6 +51,13 @@ __all__ = [
     "load_plans",
 ]
 
+#: Largest rendered URL, in characters (RFC 9110 section 4.1 recommends supporting 8,000).
+MAX_URL_LENGTH = 8000
+#: Largest total of rendered header names and values, in characters.
+MAX_HEADERS_SIZE = 32 * 1024
+#: Largest rendered body, in bytes.
+MAX_BODY_BYTES = 1024 * 1024
+
 PLAN_FORMAT = "webhook-dsl/plan"
 PLAN_VERSION = 1
 
@@ -467,9 +474,26 @@ class _CarefulRenderer:
 
     def render(self) -> RenderedRequest:
         request = RenderedRequest(self.plan.method, self.url(), self.headers(), self.body())
+        if not self.problems:
+            self.check_sizes(request)
         if self.problems:
             raise RenderError(self.problems)
         return request
+
+    def check_sizes(self, request: RenderedRequest) -> None:
+        """The limits of section 7 of the spec: a request too large to be sensible is not built."""
+        slots = self.plan.slots()
+        if len(request.url) > MAX_URL_LENGTH:
+            url_slots = [s for s in slots if s.field == "url"] or slots
+            self.problem(url_slots, f"the rendered URL is {len(request.url)} characters, more than the "
+                         f"{MAX_URL_LENGTH} servers reliably accept")
+        size = sum(len(name) + len(value) for name, value in request.headers)
+        if size > MAX_HEADERS_SIZE:
+            header_slots = [s for s in slots if s.field.startswith("headers")] or slots
+            self.problem(header_slots, f"the rendered headers are {size} characters, more than {MAX_HEADERS_SIZE}")
+        if request.body is not None and len(request.body) > MAX_BODY_BYTES:
+            body_slots = [s for s in slots if s.field.startswith("body")] or slots
+            self.problem(body_slots, f"the rendered body is {len(request.body)} bytes, more than {MAX_BODY_BYTES}")
 
 
 def _names(candidates: tuple[str, ...]) -> str:
