@@ -106,3 +106,11 @@ def test_whole_urls() -> None:
     ):
         with pytest.raises(ValueProblem):
             check_whole_url(bad)
+
+
+def test_integers_beyond_pythons_text_limit_are_render_errors() -> None:
+    """Regression (found by the property tests): 10**4300 raised a bare ValueError."""
+    with pytest.raises(ValueProblem, match="too large"):
+        to_text(10**4300)
+    with pytest.raises(ValueProblem, match="too large"):
+        json_value([10**4300])

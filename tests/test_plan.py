@@ -144,8 +144,14 @@ def test_render_errors_never_quote_values() -> None:
 def test_rendered_size_limits() -> None:
     from webhook_dsl.plan import MAX_BODY_BYTES, MAX_URL_LENGTH
 
-    plan = compile_webhook({"url": "https://x.example/$p", "method": "POST", "body": {"a": "$b"},
-                            "headers": [{"key": "X-H", "value": "$h"}]})
+    plan = compile_webhook(
+        {
+            "url": "https://x.example/$p",
+            "method": "POST",
+            "body": {"a": "$b"},
+            "headers": [{"key": "X-H", "value": "$h"}],
+        }
+    )
     assert plan.render({"p": "a" * 100, "b": "b" * 1000, "h": "h"}).url.endswith("a" * 100)
     with pytest.raises(RenderError, match="rendered URL is"):
         plan.render({"p": "a" * MAX_URL_LENGTH, "b": "", "h": ""})
@@ -153,3 +159,9 @@ def test_rendered_size_limits() -> None:
         plan.render({"p": "", "b": "b" * MAX_BODY_BYTES, "h": ""})
     with pytest.raises(RenderError, match="rendered headers are"):
         plan.render({"p": "", "b": "", "h": "h" * 40_000})
+
+
+def test_lenient_references_are_encoded_like_text_in_the_url() -> None:
+    """Regression: lenient mode used to leave `${zz}` raw in the URL, making it invalid."""
+    plan = compile_webhook({"url": "https://x.example/a/${zz}/$y[0]?q=$zz", "method": "GET"})
+    assert plan.render({}, lenient=True).url == "https://x.example/a/%24%7Bzz%7D/%24y%5B0%5D?q=%24zz"

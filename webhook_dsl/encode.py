@@ -93,6 +93,8 @@ def json_value(value: Any) -> bytes:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
     except UnicodeEncodeError:
         raise ValueProblem("contains a lone surrogate, which is not Unicode text") from None
+    except ValueError:  # an integer beyond Python's int-to-text digit limit
+        raise ValueProblem("holds an integer too large to write as text") from None
 
 
 def to_text(value: Any) -> str:
@@ -103,7 +105,10 @@ def to_text(value: Any) -> str:
     if kind is bool:
         return "true" if value else "false"
     if kind is int:
-        return str(value)
+        try:
+            return str(value)
+        except ValueError:  # Python refuses integers of more than sys.get_int_max_str_digits() digits
+            raise ValueProblem("is an integer too large to write as text") from None
     if value is None:
         return ""
     if kind is float:

@@ -372,7 +372,9 @@ class _CarefulRenderer:
         """The slot's text, encoded for its context (group checks come later)."""
         found = self.lookup(slot)
         if found is None:
-            return slot.written if self.lenient and not self.problems_for(slot) else None
+            if not self.lenient or self.problems_for(slot):
+                return None
+            found = (slot.written, "")  # lenient: the reference as written, encoded like any text here
         value, rest = found
         try:
             text = to_text(value) + rest
@@ -485,8 +487,11 @@ class _CarefulRenderer:
         slots = self.plan.slots()
         if len(request.url) > MAX_URL_LENGTH:
             url_slots = [s for s in slots if s.field == "url"] or slots
-            self.problem(url_slots, f"the rendered URL is {len(request.url)} characters, more than the "
-                         f"{MAX_URL_LENGTH} servers reliably accept")
+            self.problem(
+                url_slots,
+                f"the rendered URL is {len(request.url)} characters, more than the "
+                f"{MAX_URL_LENGTH} servers reliably accept",
+            )
         size = sum(len(name) + len(value) for name, value in request.headers)
         if size > MAX_HEADERS_SIZE:
             header_slots = [s for s in slots if s.field.startswith("headers")] or slots
