@@ -44,9 +44,9 @@ HOSTILE: list[str] = [
     "evil.com:80",
     "[::1]",
     "127.0.0.1",
-    "／",
-    "．．",
-    "＠",
+    "\uff0f",  # full-width solidus
+    "\uff0e\uff0e",  # full-width full stops
+    "\uff20",  # full-width commercial at
     "\u202eevil",
     "\u200f",
     "\ufeff",
@@ -126,7 +126,7 @@ def expected(context: str, value: str) -> str:
     if context == "url_whole":
         return "ok" if value in ("http://evil.com/",) else "error"
     if context == "header_value":
-        bad = any(ord(c) < 0x20 and c != "\t" or ord(c) == 0x7F for c in value)
+        bad = any((ord(c) < 0x20 and c != "\t") or ord(c) == 0x7F for c in value)
         return "error" if bad or len(value) > 30000 else "ok"
     return "ok"
 
