@@ -335,7 +335,8 @@ def test_secrets_never_appear_in_any_output(tmp_path: Path) -> None:
         json.dumps(result.to_dict()),
         result.message_for_llm,
         json.dumps(run(store.logs("s1"))),
-        repr(result.call.error),
+        repr(result),
+        repr(result.call),
     ]
     for output in outputs:
         for form in forms:

@@ -81,18 +81,22 @@ _UNPARSED: Any = object()
 
 @dataclass
 class CallResult:
-    """What happened to one webhook call; ``category`` is None exactly when ``ok``."""
+    """What happened to one webhook call; ``category`` is None exactly when ``ok``.
+
+    The URL, body and error may hold secrets (a key in a query, an echoed header), so the repr
+    leaves them out; ``TriggerResult.to_dict`` gives the masked view.
+    """
 
     ok: bool
     method: str
-    url: str
+    url: str = field(repr=False)
     status: int | None = None
-    body: bytes = b""
+    body: bytes = field(default=b"", repr=False)
     content_type: str = ""
     elapsed_ms: float = 0.0
     attempts: int = 0
     category: str | None = None
-    error: str | None = None
+    error: str | None = field(default=None, repr=False)
     request: RenderedRequest | None = field(default=None, repr=False)
     _json: Any = field(default=_UNPARSED, repr=False, compare=False)
 
@@ -115,11 +119,11 @@ class TriggerResult:
     session_id: str
     call: CallResult
     message_for_llm: str
-    client_data_merged: dict[str, Any]
+    client_data_merged: dict[str, Any] = field(repr=False)
     warnings: list[str]
     log_seq: int | None
     masker: Masker = field(repr=False)
-    dry_run: dict[str, Any] | None = None
+    dry_run: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The masked JSON form printed by ``webhook-dsl call``."""
