@@ -75,7 +75,7 @@ def test_error_text_shows_the_line_and_a_caret() -> None:
     with pytest.raises(ConfigSyntaxError) as caught:
         parse_config('{"url": "x",\n "method" "GET"}', "w.json")
     assert str(caught.value).splitlines()[:3] == [
-        "w.json:2:11: unexpected '\"'; expected ':'",
+        'w.json:2:11: unexpected string "GET"; expected \':\'',
         '     "method" "GET"}',
         "              ^",
     ]

@@ -18,6 +18,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from . import ast
 from .errors import ConfigSyntaxError, Diagnostic
+from .fastparse import parse_fast
 from .grammar import parser
 
 __all__ = ["MAX_CONFIG_BYTES", "MAX_NESTING", "SourceText", "parse_config", "parse_mapping"]
@@ -37,6 +38,7 @@ _HUMAN_TERMINALS = {
     "COMMA": "','",
     "COLON": "':'",
     "DQUOTE": "'\"'",
+    "SIMPLE_STRING": "a string",
     "NUMBER": "a number",
     "TRUE": "true",
     "FALSE": "false",
@@ -225,6 +227,13 @@ class _Converter:
                 self.source.at(_span(token), f"escape {token} is half of a surrogate pair; JSON text must be Unicode")
             )
 
+        first = node.children[0]
+        if isinstance(first, Token) and first.type == "SIMPLE_STRING":
+            span = _span(first)
+            if len(first) == 2:
+                return ast.StringTemplate((), span)
+            inner = ast.Span(span.line, span.column + 1, span.start + 1, span.end - 1)
+            return ast.StringTemplate((ast.Text(first[1:-1], inner),), span)
         for token in node.children[1:-1]:
             assert isinstance(token, Token)
             kind = token.type
@@ -257,6 +266,8 @@ class _Converter:
                             continue
                         combined = 0x10000 + ((ord(pending_high) - 0xD800) << 10) + (code - 0xDC00)
                         pending_high = None
+                        if text_span is None and pending_token is not None:  # the pair starts the run
+                            text_span = _span(pending_token)
                         add_text(chr(combined), token)
                         continue
                     add_text(chr(code), token)
@@ -323,6 +334,8 @@ def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic
         else:
             if token.type in ("CHARS", "PUNCT_CHARS"):  # text outside any string
                 message = f"unexpected {str(token)[:1]!r}"
+            elif token.type == "SIMPLE_STRING":
+                message = f"unexpected string {token if len(token) <= 40 else token[:37] + '...'}"
             else:
                 message = f"unexpected {_describe(token.type)}"
             if token.type in ("NUMBER", "VAR", "BRACED_VAR"):
@@ -349,8 +362,16 @@ def parse_config(text: str, source: str = "<config>") -> ast.JsonNode:
     src = SourceText(text, source)
     if len(text) > MAX_CONFIG_BYTES or len(text.encode("utf-8", "surrogatepass")) > MAX_CONFIG_BYTES:
         raise ConfigSyntaxError([src.diagnostic(f"config larger than {MAX_CONFIG_BYTES} bytes", 1, 1)])
+    fast = parse_fast(text, MAX_NESTING)
+    if fast is not None:
+        return fast
+    return _parse_with_lark(src)
+
+
+def _parse_with_lark(src: SourceText) -> ast.JsonNode:
+    """The grammar's own parser: the definition of the language, and every syntax error's source."""
+    text = src.text
     syntax: list[Diagnostic] = []
-    recovered = [False]
 
     def on_error(error: UnexpectedInput) -> bool:
         diagnostic = _syntax_diagnostic(src, error)
@@ -361,9 +382,7 @@ def parse_config(text: str, source: str = "<config>") -> ast.JsonNode:
         if isinstance(error, UnexpectedToken):
             if error.token.type == "$END":
                 return False
-            recovered[0] = True
             _repair(error)
-        recovered[0] = True
         return True
 
     try:
