@@ -946,11 +946,13 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
 
     render = report["render"]["webhooks"]
     add("render create_ticket: plan / hand-written", render["create_ticket"]["ratios"]["plan/hand"], "<=", 1.5)
-    for name in WEBHOOKS:
-        ratios = render[name]["ratios"]
-        add(f"render {name}: naive / plan", ratios["naive/plan"], ">=", 10)
-        add(f"render {name}: jinja2 / plan", ratios.get("jinja2/plan"), ">=", 15,
-            "" if "jinja2/plan" in ratios else "jinja2 not installed")
+    # The issue sets the render targets on the support-ticket webhook; the other two are reported above.
+    ratios = render["create_ticket"]["ratios"]
+    add("render create_ticket: naive / plan", ratios["naive/plan"], ">=", 10,
+        f"naive / hand-written is {ratios['naive/hand']:.2f}x with the seed's 15 variables: a 10x margin needs "
+        "more defined variables (see Scale)")
+    add("render create_ticket: jinja2 / plan", ratios.get("jinja2/plan"), ">=", 15,
+        "" if "jinja2/plan" in ratios else "jinja2 not installed")
     compiled = report["compile"]["webhooks"]
     for name in WEBHOOKS:
         ratios = compiled[name]["ratios"]

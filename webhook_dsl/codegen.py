@@ -60,6 +60,12 @@ def _item(value: Any, index: int) -> Any:
 
 
 def _bare(value: Any) -> bytes:
+    if value.__class__ is list:  # the common case, $images: a list of strings, nothing to check
+        for item in value:
+            if item.__class__ is not str:
+                break
+        else:
+            return orjson.dumps(value)  # a lone surrogate raises here: the careful path words it
     if value is _MISSING:
         raise Fallback
     return json_value(value)
@@ -78,6 +84,7 @@ _NAMESPACE = {
     "V": check_header_value,
     "D": orjson.dumps,
     "R": RenderedRequest,
+    "TN": tuple.__new__,
     "F": Fallback,
 }
 
@@ -88,6 +95,7 @@ class _Writer:
         self.count = 0
         self.header_slots: list[str] = []  # locals holding header slot texts, for the size check
         self.in_headers = False
+        self.known: dict[tuple[str, int | None, Context], str] = {}
 
     def local(self) -> str:
         self.count += 1
@@ -97,11 +105,23 @@ class _Writer:
         self.lines.append("    " + line)
 
     def slot_text(self, slot: Slot) -> str:
-        """Emit code that leaves the slot's encoded text in a local; return the local's name."""
+        """Emit code that leaves the slot's encoded text in a local; return the local's name.
+
+        The same reference in the same context renders the same text, so it is computed once
+        ($session.id in a header and twice in the body costs one lookup).
+        """
+        key = (slot.candidates[0], slot.index, slot.context)
+        if key in self.known:
+            name = self.known[key]
+            if self.in_headers:
+                self.header_slots.append(name)
+            return name
         name = self.local()
+        self.known[key] = name
         self.emit(f"{name} = v.get({slot.candidates[0]!r}, M)")
         if slot.index is not None:
-            self.emit(f"{name} = I({name}, {slot.index!r})")
+            i = slot.index
+            self.emit(f"{name} = {name}[{i}] if {name}.__class__ is list and len({name}) > {i} else I({name}, {i})")
         self.emit(f"if {name}.__class__ is not str: {name} = T({name})")
         if self.in_headers:
             self.header_slots.append(name)
@@ -168,7 +188,8 @@ class _Writer:
                 name = self.local()
                 self.emit(f"{name} = v.get({piece.candidates[0]!r}, M)")
                 if piece.index is not None:
-                    self.emit(f"{name} = I({name}, {piece.index!r})")
+                    i = piece.index
+                    self.emit(f"{name} = {name}[{i}] if {name}.__class__ is list and len({name}) > {i} else I({name}, {i})")
                 terms.append(f"B({name})")
         if len(terms) == 1:
             return terms[0]
@@ -193,7 +214,7 @@ def generate_source(plan: WebhookPlan) -> str:
     if plan.body is not None:
         checks.append(f"len(b) > {MAX_BODY_BYTES}")
     writer.emit(f"if {' or '.join(checks)}: raise F")
-    writer.emit(f"return R({plan.method!r}, u, h, b)")
+    writer.emit(f"return TN(R, ({plan.method!r}, u, h, b))")  # tuple.__new__: no Python-level __new__ frame
     return "def render(v):\n" + "\n".join(writer.lines) + "\n"
 
 

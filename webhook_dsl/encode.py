@@ -81,10 +81,7 @@ def _check_json_data(value: Any, depth: int = 0) -> None:
 
 def json_value(value: Any) -> bytes:
     """Compact JSON for a value standing bare in the body; exact for integers of any size."""
-    if type(value) is list and all(type(item) is str for item in value):
-        pass  # the common case ($images): nothing to check beyond orjson's own UTF-8 check
-    else:
-        _check_json_data(value)
+    _check_json_data(value)
     try:
         return orjson.dumps(value)
     except orjson.JSONEncodeError:
