@@ -958,6 +958,11 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
         ratios = compiled[name]["ratios"]
         add(f"compile {name}: jinja2 compile / plan compile", ratios.get("jinja2_compile/compile"), ">=", 3,
             "" if "jinja2_compile/compile" in ratios else "jinja2 not installed")
+    if "runtime" in report:
+        at64 = report["runtime"]["concurrency"]["64"]
+        add("runtime c=64: Runtime.execute / bare aiohttp", at64["Runtime.execute"]["vs_bare_aiohttp"], ">=", 0.8)
+        add("runtime c=64: trigger call (merge + log) / bare aiohttp",
+            at64["Runtime.call_trigger (merge + log)"]["vs_bare_aiohttp"], ">=", 0.5)
     for extra in ("1000", "100000"):
         add(f"scale: render with {int(extra):,} extra vars / 10", report["scale"]["variables"][extra]["ratio_to_10"],
             "<=", 1.2)
@@ -970,6 +975,19 @@ def _fmt_ns(ns: float) -> str:
     if ns >= 1e5:
         return f"{ns / 1e3:,.0f} us"
     return f"{ns:,.0f} ns"
+
+
+def bench_runtime(settings: Settings, report: dict[str, Any]) -> None:
+    """Section 5: Runtime.execute and a full trigger call against a loopback server (benchmarks/runtime_bench.py)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import runtime_bench
+
+    requests = 300 if settings.quick else 3000
+    rounds = 1 if settings.quick else 3
+    report["runtime"] = runtime_bench.main(["--requests", str(requests), "--rounds", str(rounds), "--quiet"])
+    for concurrency, figures in report["runtime"]["concurrency"].items():
+        shown = ", ".join(f"{name} {row['requests_per_s']:,.0f}/s" for name, row in figures.items())
+        _progress(f"runtime c={concurrency}: {shown}")
 
 
 def print_report(report: dict[str, Any]) -> None:
@@ -1037,6 +1055,15 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"  {r['plans']:,} plans resident: {r['bytes_compiled'] / 2**20:,.2f} MiB compiled, "
           f"{r['bytes_after_first_render'] / 2**20:,.2f} MiB after first render")
 
+    if "runtime" in report:
+        rt = report["runtime"]
+        print(f"\n5. Runtime (requests/s against a loopback aiohttp.web server in another process, median of "
+              f"{rt['rounds']} rounds of {rt['requests_per_round']:,} requests)")
+        print(f"  {'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9}")
+        for concurrency, figures in rt["concurrency"].items():
+            for name, row in figures.items():
+                print(f"  {name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f} {row['vs_bare_aiohttp']:>9.2f}")
+
     print("\nTargets")
     for target in report["targets"]:
         status = "skip" if target["met"] is None else ("PASS" if target["met"] else "MISS")
@@ -1087,7 +1114,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"meta": environment_info(settings)}
     sections = report["meta"]["section_seconds"] = {}
     for name, bench in (("render", bench_render), ("compile", bench_compile), ("scale", bench_scale),
-                        ("memory", bench_memory)):
+                        ("memory", bench_memory), ("runtime", bench_runtime)):
         section_start = time.perf_counter()
         bench(settings, report)
         sections[name] = round(time.perf_counter() - section_start, 2)

@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and contender")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--quiet", action="store_true", help="do not print the table (run.py prints it)")
     args = parser.parse_args(argv)
     queue: Any = multiprocessing.Queue()
     server = multiprocessing.Process(target=_serve, args=(queue,), daemon=True)
@@ -135,10 +136,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             }
     finally:
         server.terminate()
-    print(f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9}")
-    for concurrency, figures in report["concurrency"].items():
-        for name, row in figures.items():
-            print(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9.0f} {row['vs_bare_aiohttp']:>9.2f}")
+    if not args.quiet:
+        print(f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9}")
+        for concurrency, figures in report["concurrency"].items():
+            for name, row in figures.items():
+                print(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9.0f} {row['vs_bare_aiohttp']:>9.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")

@@ -165,13 +165,12 @@ class _Failure(Exception):
 @dataclass
 class _Response:
     status: int
-    headers: list[tuple[str, str]]
+    headers: Mapping[str, str]  # case-insensitive: aiohttp's CIMultiDictProxy or httpx.Headers
     body: bytes
     url: str
 
     def header(self, name: str) -> str | None:
-        lowered = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lowered), None)
+        return self.headers.get(name)
 
 
 class _BodyReader:
@@ -314,9 +313,9 @@ class Runtime:
                 connector=connector,
                 auto_decompress=False,  # we inflate ourselves, so the size cap counts decompressed bytes
                 trust_env=False,  # proxy environment variables are ignored
-                timeout=aiohttp.ClientTimeout(
-                    total=None, connect=self.settings.connect_timeout, sock_connect=self.settings.connect_timeout
-                ),
+                # The whole-call deadline as aiohttp's total timeout: one timer per request, covering
+                # pool wait, connection, request and body. Retries pass what is left of it.
+                timeout=aiohttp.ClientTimeout(total=self.settings.deadline, sock_connect=self.settings.connect_timeout),
                 skip_auto_headers=("User-Agent", "Accept-Encoding"),
             )
             # aiohttp silently resends idempotent requests once when a connection drops; our retry
@@ -361,9 +360,13 @@ class Runtime:
         if self._transport is not None:
             async with asyncio.timeout(remaining):
                 return await self._send_httpx(method, url, headers, body, limit)
-        # The overall deadline is aiohttp's total timeout for this attempt: one timer per request,
-        # covering the connection, the request and reading the whole body.
-        timeout = aiohttp.ClientTimeout(total=remaining, sock_connect=self.settings.connect_timeout)
+        # First attempts run under the session's timeout (total = the deadline, started a few
+        # microseconds ago by the render); later attempts and hops get what is left of the deadline.
+        timeout = (
+            aiohttp.ClientTimeout(total=remaining, sock_connect=self.settings.connect_timeout)
+            if remaining < self.settings.deadline - 0.05
+            else aiohttp.helpers.sentinel
+        )
         try:
             async with self._client().request(
                 method, target, headers=headers, data=body, allow_redirects=False, timeout=timeout
@@ -379,7 +382,7 @@ class Runtime:
                     async for chunk in response.content.iter_chunked(65536):
                         reader.feed(chunk)
                     data = reader.finish()
-                return _Response(response.status, list(response.headers.items()), data, url)
+                return _Response(response.status, response.headers, data, url)
         except BlockedError as error:
             raise _Failure("blocked", str(error)) from None
         except TimeoutError:
@@ -403,7 +406,7 @@ class Runtime:
                 else:
                     async for chunk in response.aiter_raw():
                         reader.feed(chunk)
-                return _Response(response.status_code, list(response.headers.items()), reader.finish(), url)
+                return _Response(response.status_code, response.headers, reader.finish(), url)
         except httpx.TimeoutException:
             raise TimeoutError from None
         except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
