@@ -80,6 +80,17 @@ class VarRef:
     written: str
     span: Span
 
+    @classmethod
+    def from_written(cls, written: str, span: Span) -> VarRef:
+        """Split ``$name``, ``$name[N]``, ``${name}`` or ``${name[N]}`` (already lexed) into its parts."""
+        braced = written.startswith("${")
+        inner = written[2:-1] if braced else written[1:]
+        index = None
+        if inner.endswith("]"):
+            inner, _, digits = inner[:-1].partition("[")
+            index = int(digits)
+        return cls(inner, index, braced, written, span)
+
 
 @dataclass(frozen=True, slots=True)
 class Text:

@@ -22,7 +22,7 @@ from .encode import FORBIDDEN_HEADER_NAMES, ValueProblem, check_header_value, ch
 from .errors import ConfigError, Diagnostic
 from .parse import SourceText
 
-__all__ = ["METHODS", "validate_webhook"]
+__all__ = ["METHODS", "skeleton", "validate_webhook"]
 
 METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
 
@@ -57,11 +57,12 @@ _FIELDS = tuple(_WebhookModel.model_fields)
 _TYPE_NAMES = {"string_type": "a string", "list_type": "a list", "model_type": "an object", "dict_type": "an object"}
 
 
-def _skeleton(node: ast.JsonNode) -> Any:
+def skeleton(node: ast.JsonNode) -> Any:
+    """The node as plain data: templates as their text, bare variables as markers (for validation)."""
     if isinstance(node, ast.JsonObject):
-        return {m.key.literal: _skeleton(m.value) for m in node.members}
+        return {m.key.literal: skeleton(m.value) for m in node.members}
     if isinstance(node, ast.JsonArray):
-        return [_skeleton(item) for item in node.items]
+        return [skeleton(item) for item in node.items]
     if isinstance(node, ast.StringTemplate):
         return node.literal
     if isinstance(node, ast.JsonNumber):
@@ -118,7 +119,7 @@ class _Validator:
             self.error(self.root.span, "a webhook config must be a JSON object with at least 'url' and 'method'")
             return False
         try:
-            _WebhookModel.model_validate(_skeleton(self.root))
+            _WebhookModel.model_validate(skeleton(self.root))
         except ValidationError as failure:
             for item in failure.errors():
                 self.pydantic_error(tuple(item["loc"]), item["type"], item.get("ctx") or {})

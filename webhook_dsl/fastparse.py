@@ -103,7 +103,7 @@ class _Reader:
             if written == "null":
                 return ast.JsonNull(span)
             return ast.JsonBool(written == "true", span)
-        return ast.BareVar(_var_ref(written, span), span)
+        return ast.BareVar(ast.VarRef.from_written(written, span), span)
 
     def object(self, depth: int) -> ast.JsonObject:
         if depth > self.depth_limit:
@@ -175,7 +175,7 @@ class _Reader:
                         )
                     )
                     run = []
-                parts.append(_var_ref(match.group(), self.span(token_start, pos)))
+                parts.append(ast.VarRef.from_written(match.group(), self.span(token_start, pos)))
                 continue
             if kind == "escape":
                 letter = text[token_start + 1]
@@ -211,16 +211,6 @@ class _Reader:
             )
         self.pos = pos
         return ast.StringTemplate(tuple(parts), self.span(start, pos))
-
-
-def _var_ref(written: str, span: ast.Span) -> ast.VarRef:
-    braced = written.startswith("${")
-    inner = written[2:-1] if braced else written[1:]
-    index = None
-    if inner.endswith("]"):
-        inner, _, digits = inner[:-1].partition("[")
-        index = int(digits)
-    return ast.VarRef(inner, index, braced, written, span)
 
 
 def parse_fast(text: str, depth_limit: int) -> ast.JsonNode | None:

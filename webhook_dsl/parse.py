@@ -191,14 +191,7 @@ class _Converter:
         return ast.JsonArray(items, span)
 
     def var_ref(self, token: Token) -> ast.VarRef:
-        written = str(token)
-        braced = written.startswith("${")
-        inner = written[2:-1] if braced else written[1:]
-        index = None
-        if inner.endswith("]"):
-            inner, _, digits = inner[:-1].partition("[")
-            index = int(digits)
-        return ast.VarRef(inner, index, braced, written, _span(token))
+        return ast.VarRef.from_written(str(token), _span(token))
 
     def string(self, node: Tree[Token]) -> ast.StringTemplate:
         parts: list[ast.Text | ast.VarRef | ast.BadDollar] = []

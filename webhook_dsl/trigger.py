@@ -28,7 +28,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import ast
 from .compiler import compile_template
-from .config import validate_webhook
+from .config import skeleton, validate_webhook
 from .errors import ConfigError, Diagnostic
 from .parse import SourceText, parse_config, parse_mapping
 from .plan import WebhookPlan
@@ -130,23 +130,6 @@ def _validator(trigger: Trigger) -> jsonschema.protocols.Validator:
     return cached[1]
 
 
-def _plain(node: ast.JsonNode) -> Any:
-    """JSON data of a node that must hold no template (a schema): bare variables become markers."""
-    if isinstance(node, ast.JsonObject):
-        return {m.key.literal: _plain(m.value) for m in node.members}
-    if isinstance(node, ast.JsonArray):
-        return [_plain(i) for i in node.items]
-    if isinstance(node, ast.StringTemplate):
-        return node.literal
-    if isinstance(node, ast.JsonNumber):
-        return json.loads(node.text)
-    if isinstance(node, ast.JsonBool):
-        return node.value
-    if isinstance(node, ast.JsonNull):
-        return None
-    return {"$bare": node.ref.written}
-
-
 def _member(node: ast.JsonObject, key: str) -> ast.JsonMember | None:
     return next((m for m in node.members if m.key.literal == key), None)
 
@@ -165,7 +148,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
     problems: list[Diagnostic] = []
     if not isinstance(root, ast.JsonObject):
         raise ConfigError([src.at(root.span, "a trigger must be a JSON object with name, description and webhook")])
-    data = {m.key.literal: _plain(m.value) for m in root.members}
+    data = {m.key.literal: skeleton(m.value) for m in root.members}
     try:
         model = _TriggerModel.model_validate(data)
     except ValidationError as failure:
