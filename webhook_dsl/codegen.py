@@ -104,6 +104,13 @@ class _Writer:
     def emit(self, line: str) -> None:
         self.lines.append("    " + line)
 
+    def lookup(self, name: str, slot: Slot) -> None:
+        """Emit the full-name lookup (and the index, inline) into local *name*."""
+        self.emit(f"{name} = v.get({slot.candidates[0]!r}, M)")
+        if slot.index is not None:
+            i = slot.index
+            self.emit(f"{name} = {name}[{i}] if {name}.__class__ is list and len({name}) > {i} else I({name}, {i})")
+
     def slot_text(self, slot: Slot) -> str:
         """Emit code that leaves the slot's encoded text in a local; return the local's name.
 
@@ -118,10 +125,7 @@ class _Writer:
             return name
         name = self.local()
         self.known[key] = name
-        self.emit(f"{name} = v.get({slot.candidates[0]!r}, M)")
-        if slot.index is not None:
-            i = slot.index
-            self.emit(f"{name} = {name}[{i}] if {name}.__class__ is list and len({name}) > {i} else I({name}, {i})")
+        self.lookup(name, slot)
         self.emit(f"if {name}.__class__ is not str: {name} = T({name})")
         if self.in_headers:
             self.header_slots.append(name)
@@ -186,10 +190,7 @@ class _Writer:
             else:
                 assert isinstance(piece, Slot)
                 name = self.local()
-                self.emit(f"{name} = v.get({piece.candidates[0]!r}, M)")
-                if piece.index is not None:
-                    i = piece.index
-                    self.emit(f"{name} = {name}[{i}] if {name}.__class__ is list and len({name}) > {i} else I({name}, {i})")
+                self.lookup(name, piece)
                 terms.append(f"B({name})")
         if len(terms) == 1:
             return terms[0]
