@@ -323,6 +323,110 @@ def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import logging
+    import re
+
+    import uvicorn
+
+    from .openapi import ID_PATTERN
+    from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app, open_store
+
+    try:
+        catalog = TriggerCatalog.load(args.triggers)
+    except TriggerLoadError as error:
+        print(error, file=err)
+        print(f"not started: the triggers in {args.triggers} have errors", file=err)
+        return 1
+    try:
+        store = open_store(_database(args))
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+    if args.anonymous_company is not None and not re.match(ID_PATTERN, args.anonymous_company):
+        raise _InputError(f"--anonymous-company {args.anonymous_company!r}: not a company id")
+    settings = ServiceSettings(
+        max_body_bytes=args.max_body_bytes,
+        access_log=not args.no_access_log,
+        dashboard=not args.no_dashboard,
+        anonymous_company=args.anonymous_company,
+    )
+    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
+    if args.timeout is not None:
+        options["deadline"] = args.timeout
+    app = create_app(store, catalog, settings=settings, **options)
+    if args.anonymous_company is not None:
+        print(
+            f"warning: requests without an API key act as company {args.anonymous_company!r} "
+            "(--anonymous-company); do not expose this port",
+            file=err,
+        )
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    shared = len(catalog.shared)
+    own = ", ".join(f"{c}: {len(t)}" for c, t in sorted(catalog.companies.items())) or "none"
+    print(
+        f"webhook-dsl service: {shared} shared trigger(s), per company: {own}; "
+        f"database {getattr(store, 'kind', 'sqlite')}; http://{args.host}:{args.port}/ (dashboard at /dashboard/)",
+        file=err,
+    )
+    config = uvicorn.Config(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,  # ours leaves out query strings (a dashboard ?key= must not reach a log)
+        proxy_headers=args.proxy_headers,
+        server_header=False,
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 0 if server.started else 1
+
+
+def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    import asyncio
+    import re
+
+    from .openapi import ID_PATTERN
+    from .service import open_store
+    from .store import API_KEY_PREFIX, hash_api_key, new_api_key
+
+    if not re.match(ID_PATTERN, args.company_id):
+        raise _InputError(
+            f"--company-id {args.company_id!r}: 1-128 letters, digits and . _ : @ ~ -, starting with a letter or digit"
+        )
+    try:
+        store = open_store(_database(args))
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+
+    async def work() -> int:
+        try:
+            if args.keys_command == "create":
+                key = new_api_key()
+                await store.add_api_key(args.company_id, hash_api_key(key), key[: len(API_KEY_PREFIX) + 6], args.label)
+                print(key, file=out)
+                print(
+                    f"API key for company {args.company_id!r} (shown once; only its SHA-256 is stored)",
+                    file=err,
+                )
+            elif args.keys_command == "list":
+                keys = await store.api_keys(args.company_id)
+                for item in keys:
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item.created_at))
+                    print(f"{item.prefix}…  {when}Z  {item.label}", file=out)
+                if not keys:
+                    print(f"no keys for company {args.company_id!r}", file=err)
+            else:
+                removed = await store.revoke_api_key(args.company_id, args.prefix)
+                print(f"revoked {removed} key(s)", file=err)
+                return 0 if removed else 1
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(work())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webhook-dsl",
@@ -458,6 +562,96 @@ def build_parser() -> argparse.ArgumentParser:
     stand_in.add_argument("--host", default="127.0.0.1")
     stand_in.add_argument("--port", type=int, default=8765)
     stand_in.set_defaults(handler=_stand_in)
+
+    serve = commands.add_parser(
+        "serve",
+        help="run the HTTP service: sessions, trigger calls, call logs, the logs dashboard",
+        description="Serve the session API, trigger calls and call logs over HTTP, with the logs dashboard\n"
+        "at /dashboard/ and the OpenAPI document at /openapi.json.\n\n"
+        "Triggers are compiled once, at start-up: TRIGGERS/*.json are every company's,\n"
+        "TRIGGERS/<company_id>/*.json that company's own; a file with errors stops start-up with\n"
+        "every error as FILE:LINE:COLUMN.\n\n"
+        "Requests carry an API key ('Authorization: Bearer KEY' or 'X-Api-Key: KEY'; create one\n"
+        "with 'webhook-dsl keys create'), and a key sees only its company's sessions, logs and\n"
+        "triggers. Outbound webhooks to loopback, private and other non-public addresses are\n"
+        "refused unless allowed (--allow-network).",
+        epilog="examples:\n"
+        "  webhook-dsl keys create --company-id cmp_42\n"
+        "  webhook-dsl serve --triggers examples/triggers --port 8080 --allow-network 127.0.0.0/8\n"
+        "  webhook-dsl serve --triggers triggers/ --database postgresql://webhooks@db.internal/webhooks\n"
+        '  curl -X PUT localhost:8080/session/S1 -H "Authorization: Bearer $KEY" '
+        '-F \'client_data={"user_id":"usr_999"}\'',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    serve.add_argument("--triggers", required=True, metavar="DIR", help="folder of trigger files (or one trigger file)")
+    serve.add_argument(
+        "--database",
+        metavar="URL",
+        help="sqlite:///FILE, sqlite:////ABSOLUTE/FILE, a plain FILE, or postgresql://USER:PASSWORD@HOST/DB "
+        "(default: $WEBHOOK_DSL_DATABASE or webhooks.db)",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--allow-network",
+        action="append",
+        metavar="CIDR",
+        help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable "
+        "(default: none)",
+    )
+    serve.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
+    serve.add_argument(
+        "--timeout", type=float, metavar="SECONDS", help="overall deadline of a webhook call (default 15)"
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1024 * 1024,
+        metavar="N",
+        help="larger request bodies are refused with 413 (default 1048576)",
+    )
+    serve.add_argument(
+        "--proxy-headers",
+        action="store_true",
+        help="trust X-Forwarded-Proto/For from a reverse proxy on 127.0.0.1 (marks dashboard cookies Secure "
+        "behind HTTPS)",
+    )
+    serve.add_argument(
+        "--anonymous-company",
+        metavar="COMPANY_ID",
+        help="serve requests that carry no API key as this company (local trials only: anyone who can reach "
+        "the port acts as it); a wrong key is still refused",
+    )
+    serve.add_argument("--no-dashboard", action="store_true", help="serve the API only")
+    serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
+    serve.add_argument(
+        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default info"
+    )
+    serve.set_defaults(handler=_serve)
+
+    keys = commands.add_parser(
+        "keys",
+        help="create, list or revoke the service's API keys",
+        description="API keys of the service. Each key belongs to one company and sees only that company's "
+        "sessions, logs and triggers. 'create' prints the new key once, on stdout; only its SHA-256 is stored.",
+        epilog="example: KEY=$(webhook-dsl keys create --company-id cmp_42 --label 'assistant backend')",
+    )
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
+    keys_database_help = (
+        "sqlite:///FILE, a plain FILE or postgresql://... (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
+    )
+    keys_create = keys_commands.add_parser("create", help="make a key for a company and print it (once)")
+    keys_create.add_argument("--company-id", required=True, help="the company the key belongs to")
+    keys_create.add_argument("--label", default="", help="a note to recognise the key by, e.g. who uses it")
+    keys_create.add_argument("--database", metavar="URL", help=keys_database_help)
+    keys_list = keys_commands.add_parser("list", help="list a company's keys (their first characters only)")
+    keys_list.add_argument("--company-id", required=True)
+    keys_list.add_argument("--database", metavar="URL", help=keys_database_help)
+    keys_revoke = keys_commands.add_parser("revoke", help="delete a company's keys that start with PREFIX")
+    keys_revoke.add_argument("prefix", metavar="PREFIX", help="the start of the key, as 'keys list' shows it")
+    keys_revoke.add_argument("--company-id", required=True)
+    keys_revoke.add_argument("--database", metavar="URL", help=keys_database_help)
+    keys.set_defaults(handler=_keys)
     return parser
 
 

@@ -1,20 +1,30 @@
-"""Keeps sessions (their client_data) and their call logs; SQLite by default.
+"""Keeps sessions (their client_data), their call logs and the service's API keys; SQLite by default.
 
 ``Store`` is the small interface a backend implements. ``SQLiteStore`` is the
-embedded default: one file, no server. Every client_data merge is one
+embedded default: one file, no server; ``webhook_dsl.pgstore.PostgresStore`` is the
+backend for several service replicas. Every client_data merge is one
 ``BEGIN IMMEDIATE`` transaction (read, merge, write), so concurrent merges on one
 session, from threads or from several processes, lose no update. Blocking
 SQLite calls run on one worker thread so the event loop never waits on disk, and
 writes that arrive while one is in progress are committed together (group
 commit): each caller still waits for its own commit, so nothing is acknowledged
 before it is stored, but 64 concurrent calls cost a few transactions, not 64.
+
+**Tenancy.** A session is identified by its company and its id: two companies may
+both have a session ``S1`` and never see each other's. Every method takes
+``company_id``; ``None`` means "whichever company has a session with this id"
+(the single-tenant command line and a bare ``Runtime`` work that way), which is
+an error when several companies do. The service always passes the company of the
+request's API key. API keys are stored as SHA-256 hashes (see ``hash_api_key``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
+import secrets
 import sqlite3
 import threading
 import time
@@ -24,13 +34,47 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Session", "SQLiteStore", "Store", "SessionNotFound"]
+__all__ = [
+    "API_KEY_PREFIX",
+    "AmbiguousSession",
+    "ApiKey",
+    "Session",
+    "SessionNotFound",
+    "SessionSummary",
+    "SQLiteStore",
+    "Store",
+    "hash_api_key",
+    "new_api_key",
+]
 
 T = TypeVar("T")
 
+#: Every key this project makes starts with this, so a leaked one is easy to recognise (and to grep for).
+API_KEY_PREFIX = "wdsl_"
+
 
 class SessionNotFound(LookupError):
-    """No session with that id."""
+    """No session with that id (for that company)."""
+
+
+class AmbiguousSession(SessionNotFound):
+    """A session id given without a company matches sessions of several companies."""
+
+
+def new_api_key() -> str:
+    """A new API key: the prefix and 256 random bits (URL-safe base64)."""
+    return API_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def hash_api_key(key: str) -> str:
+    """What is stored for a key: its SHA-256, hex.
+
+    A fast hash is enough here, unlike for passwords: bcrypt and its kin make each guess
+    expensive because people choose guessable passwords, but a key holds 256 random bits,
+    which no number of fast guesses can find. An unsalted hash is also what lets a request's
+    key be looked up by an index instead of checked against every stored key.
+    """
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +97,40 @@ class Session:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class SessionSummary:
+    """One line of a company's session list: no client_data, but how many calls and when the last was."""
+
+    id: str
+    assistant_id: str
+    created_at: float
+    updated_at: float
+    calls: int
+    last_call_at: float | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "assistant_id": self.assistant_id,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "calls": self.calls,
+            "last_call_at": self.last_call_at,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """A stored key, as listed: never the key itself, only the first characters to recognise it."""
+
+    company_id: str
+    prefix: str
+    label: str
+    created_at: float
+
+
 class Store(Protocol):
-    """What the runtime needs from storage. All methods are coroutines."""
+    """What the runtime and the service need from storage. All methods are coroutines."""
 
     async def put_session(
         self,
@@ -63,46 +139,101 @@ class Store(Protocol):
         company_id: str | None = None,
         assistant_id: str | None = None,
         client_data: Mapping[str, Any] | None = None,
+    ) -> Session:
+        """Create or update a session; client_data is merged (keys replace keys), never replaced."""
+        ...
+
+    async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session: ...
+
+    async def merge_client_data(
+        self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
     ) -> Session: ...
 
-    async def get_session(self, session_id: str) -> Session: ...
-
-    async def merge_client_data(self, session_id: str, data: Mapping[str, Any]) -> Session: ...
-
-    async def append_log(self, session_id: str, record: Mapping[str, Any]) -> int: ...
+    async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int: ...
 
     async def finish_call(
-        self, session_id: str, client_data_update: Mapping[str, Any], record: Mapping[str, Any]
+        self,
+        session_id: str,
+        client_data_update: Mapping[str, Any],
+        record: Mapping[str, Any],
+        *,
+        company_id: str | None = None,
     ) -> int:
         """Merge a response's client_data and append the call's log record, atomically; return the log seq."""
         ...
 
-    async def logs(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
+        """The session's most recent ``limit`` log records, oldest first, each with its ``seq``."""
+        ...
+
+    async def list_sessions(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
+        """A company's sessions, most recently updated first."""
+        ...
+
+    async def add_api_key(self, company_id: str, key_hash: str, prefix: str, label: str = "") -> None: ...
+
+    async def company_for_key(self, key_hash: str) -> str | None:
+        """The company a key (given by its hash) belongs to, or None."""
+        ...
+
+    async def api_keys(self, company_id: str) -> list[ApiKey]: ...
+
+    async def revoke_api_key(self, company_id: str, prefix: str) -> int:
+        """Delete the company's keys starting with ``prefix``; return how many."""
+        ...
+
+    async def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        ...
 
     async def close(self) -> None: ...
 
 
+_SCHEMA_VERSION = 2
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
-    id TEXT PRIMARY KEY,
     company_id TEXT NOT NULL DEFAULT '',
+    id TEXT NOT NULL,
     assistant_id TEXT NOT NULL DEFAULT '',
     client_data TEXT NOT NULL DEFAULT '{}',
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (company_id, id)
 );
+CREATE INDEX IF NOT EXISTS sessions_by_id ON sessions (id);
+CREATE INDEX IF NOT EXISTS sessions_by_company_updated ON sessions (company_id, updated_at);
 CREATE TABLE IF NOT EXISTS call_logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    company_id TEXT NOT NULL DEFAULT '',
     session_id TEXT NOT NULL,
     at REAL NOT NULL,
     record TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS call_logs_by_session ON call_logs (session_id, seq);
+CREATE INDEX IF NOT EXISTS call_logs_by_company_session ON call_logs (company_id, session_id, seq);
+CREATE TABLE IF NOT EXISTS api_keys (
+    key_hash TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    prefix TEXT NOT NULL,
+    label TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_company ON api_keys (company_id);
 """
+
+# Version 1 (before tenancy) keyed sessions by id alone and logs had no company.
+_MIGRATE_FROM_1 = """
+ALTER TABLE sessions RENAME TO sessions_v1;
+DROP INDEX IF EXISTS call_logs_by_session;
+ALTER TABLE call_logs ADD COLUMN company_id TEXT NOT NULL DEFAULT '';
+"""
+
+_SESSION_COLUMNS = "id, company_id, assistant_id, client_data, created_at, updated_at"
 
 
 class SQLiteStore:
     """Sessions and logs in one SQLite file (``":memory:"`` for a private in-memory store)."""
+
+    kind = "sqlite"
 
     def __init__(self, path: str | Path = "webhooks.db") -> None:
         self.path = str(path)
@@ -111,10 +242,38 @@ class SQLiteStore:
         self._connection = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
-        self._connection.executescript(_SCHEMA)
+        self._create_schema()
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]] = []
         self._pending_lock = threading.Lock()
         self._flushing = False
+
+    def _create_schema(self) -> None:
+        db = self._connection
+        if db.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
+            return
+        db.execute("BEGIN IMMEDIATE")  # another process may be doing the same: one of us does it
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < _SCHEMA_VERSION:
+                columns = db.execute("PRAGMA table_info(sessions)").fetchall()
+                old = bool(columns) and sum(1 for c in columns if c[5]) == 1  # PRIMARY KEY (id) alone
+                if old:
+                    for statement in _MIGRATE_FROM_1.strip().split(";\n"):
+                        db.execute(statement)
+                for statement in _SCHEMA.strip().split(";\n"):
+                    db.execute(statement)
+                if old:
+                    db.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}) SELECT {_SESSION_COLUMNS} FROM sessions_v1")
+                    db.execute(
+                        "UPDATE call_logs SET company_id = COALESCE((SELECT company_id FROM sessions "
+                        "WHERE sessions.id = call_logs.session_id), '')"
+                    )
+                    db.execute("DROP TABLE sessions_v1")
+                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     # -- synchronous core (also used by the CLI) -------------------------------------
 
@@ -130,6 +289,10 @@ class SQLiteStore:
             db.execute("COMMIT")
             return result
 
+    def _read(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            return work(self._connection)
+
     def put_session_sync(
         self,
         session_id: str,
@@ -141,25 +304,57 @@ class SQLiteStore:
         """Create or update a session; client_data is merged (keys replace keys), never replaced."""
         return self._transaction(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
 
-    def get_session_sync(self, session_id: str) -> Session:
-        with self._lock:
-            row = self._connection.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return _row(row, session_id)
+    def get_session_sync(self, session_id: str, *, company_id: str | None = None) -> Session:
+        return self._read(lambda db: _find(db, session_id, company_id))
 
-    def merge_client_data_sync(self, session_id: str, data: Mapping[str, Any]) -> Session:
-        return self._transaction(lambda db: _merge(db, session_id, data))
+    def merge_client_data_sync(
+        self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
+    ) -> Session:
+        return self._transaction(lambda db: _merge(db, session_id, data, company_id))
 
-    def append_log_sync(self, session_id: str, record: Mapping[str, Any]) -> int:
-        return self._transaction(lambda db: _append_log(db, session_id, record))
+    def append_log_sync(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
+        return self._transaction(lambda db: _append_log(db, session_id, record, company_id))
 
-    def logs_sync(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._connection.execute(
-                "SELECT seq, record FROM (SELECT seq, record FROM call_logs WHERE session_id = ? "
-                "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
-                (session_id, limit),
+    def logs_sync(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
+        return self._read(lambda db: _logs(db, session_id, limit, company_id))
+
+    def list_sessions_sync(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
+        return self._read(lambda db: _list_sessions(db, company_id, limit, offset))
+
+    def add_api_key_sync(self, company_id: str, key_hash: str, prefix: str, label: str = "") -> None:
+        self._transaction(
+            lambda db: db.execute(
+                "INSERT INTO api_keys (key_hash, company_id, prefix, label, created_at) VALUES (?, ?, ?, ?, ?)",
+                (key_hash, company_id, prefix, label, time.time()),
+            )
+        )
+
+    def company_for_key_sync(self, key_hash: str) -> str | None:
+        row = self._read(
+            lambda db: db.execute("SELECT company_id FROM api_keys WHERE key_hash = ?", (key_hash,)).fetchone()
+        )
+        return None if row is None else str(row[0])
+
+    def api_keys_sync(self, company_id: str) -> list[ApiKey]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT company_id, prefix, label, created_at FROM api_keys WHERE company_id = ? ORDER BY created_at",
+                (company_id,),
             ).fetchall()
-        return [{"seq": seq, **json.loads(record)} for seq, record in rows]
+        )
+        return [ApiKey(*row) for row in rows]
+
+    def revoke_api_key_sync(self, company_id: str, prefix: str) -> int:
+        if not prefix:
+            return 0
+        return self._transaction(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM api_keys WHERE company_id = ? AND substr(prefix, 1, ?) = ?",
+                    (company_id, len(prefix), prefix),
+                ).rowcount
+            )
+        )
 
     def close_sync(self) -> None:
         with self._lock:
@@ -224,27 +419,53 @@ class SQLiteStore:
     ) -> Session:
         return await self._write(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
 
-    async def get_session(self, session_id: str) -> Session:
-        return await self._run(self.get_session_sync, session_id)
+    async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
+        return await self._run(self.get_session_sync, session_id, company_id=company_id)
 
-    async def merge_client_data(self, session_id: str, data: Mapping[str, Any]) -> Session:
-        return await self._write(lambda db: _merge(db, session_id, data))
+    async def merge_client_data(
+        self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
+    ) -> Session:
+        return await self._write(lambda db: _merge(db, session_id, data, company_id))
 
-    async def append_log(self, session_id: str, record: Mapping[str, Any]) -> int:
-        return await self._write(lambda db: _append_log(db, session_id, record))
+    async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
+        return await self._write(lambda db: _append_log(db, session_id, record, company_id))
 
     async def finish_call(
-        self, session_id: str, client_data_update: Mapping[str, Any], record: Mapping[str, Any]
+        self,
+        session_id: str,
+        client_data_update: Mapping[str, Any],
+        record: Mapping[str, Any],
+        *,
+        company_id: str | None = None,
     ) -> int:
         def work(db: sqlite3.Connection) -> int:
+            company = company_id
             if client_data_update:
-                _merge(db, session_id, client_data_update)
-            return _append_log(db, session_id, record)
+                company = _merge(db, session_id, client_data_update, company_id).company_id
+            return _append_log(db, session_id, record, company)
 
         return await self._write(work)
 
-    async def logs(self, session_id: str, limit: int = 100) -> list[dict[str, Any]]:
-        return await self._run(self.logs_sync, session_id, limit)
+    async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
+        return await self._run(self.logs_sync, session_id, limit, company_id=company_id)
+
+    async def list_sessions(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
+        return await self._run(self.list_sessions_sync, company_id, limit, offset)
+
+    async def add_api_key(self, company_id: str, key_hash: str, prefix: str, label: str = "") -> None:
+        await self._run(self.add_api_key_sync, company_id, key_hash, prefix, label)
+
+    async def company_for_key(self, key_hash: str) -> str | None:
+        return await self._run(self.company_for_key_sync, key_hash)
+
+    async def api_keys(self, company_id: str) -> list[ApiKey]:
+        return await self._run(self.api_keys_sync, company_id)
+
+    async def revoke_api_key(self, company_id: str, prefix: str) -> int:
+        return await self._run(self.revoke_api_key_sync, company_id, prefix)
+
+    async def ping(self) -> None:
+        await self._run(lambda: self._read(lambda db: db.execute("SELECT 1").fetchone()))
 
     async def close(self) -> None:
         await self._run(lambda: None)
@@ -260,10 +481,28 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
-def _row(row: tuple[Any, ...] | None, session_id: str) -> Session:
-    if row is None:
-        raise SessionNotFound(session_id)
+def _session(row: tuple[Any, ...]) -> Session:
     return Session(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+
+
+def _lookup(db: sqlite3.Connection, session_id: str, company_id: str | None) -> Session | None:
+    """The session, or None; without a company, the one session with this id (ambiguous if several)."""
+    if company_id is not None:
+        row = db.execute(
+            f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE company_id = ? AND id = ?", (company_id, session_id)
+        ).fetchone()
+        return None if row is None else _session(row)
+    rows = db.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ? LIMIT 2", (session_id,)).fetchall()
+    if len(rows) > 1:
+        raise AmbiguousSession(f"session {session_id!r} exists for several companies; name the company")
+    return _session(rows[0]) if rows else None
+
+
+def _find(db: sqlite3.Connection, session_id: str, company_id: str | None) -> Session:
+    session = _lookup(db, session_id, company_id)
+    if session is None:
+        raise SessionNotFound(session_id)
+    return session
 
 
 def _put(
@@ -274,42 +513,64 @@ def _put(
     client_data: Mapping[str, Any] | None,
 ) -> Session:
     now = time.time()
-    row = db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-    if row is None:
+    session = _lookup(db, session_id, company_id)
+    if session is None:
+        created = Session(session_id, company_id or "", assistant_id or "", dict(client_data or {}), now, now)
         db.execute(
-            "INSERT INTO sessions VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, company_id or "", assistant_id or "", json.dumps(dict(client_data or {})), now, now),
+            f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+            (session_id, created.company_id, created.assistant_id, json.dumps(created.client_data), now, now),
         )
-    else:
-        merged = json.loads(row[3])
-        merged.update(client_data or {})
-        db.execute(
-            "UPDATE sessions SET company_id = ?, assistant_id = ?, client_data = ?, updated_at = ? WHERE id = ?",
-            (
-                company_id if company_id is not None else row[1],
-                assistant_id if assistant_id is not None else row[2],
-                json.dumps(merged),
-                now,
-                session_id,
-            ),
-        )
-    return _row(db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), session_id)
+        return created
+    merged = dict(session.client_data)
+    merged.update(client_data or {})
+    assistant = assistant_id if assistant_id is not None else session.assistant_id
+    db.execute(
+        "UPDATE sessions SET assistant_id = ?, client_data = ?, updated_at = ? WHERE company_id = ? AND id = ?",
+        (assistant, json.dumps(merged), now, session.company_id, session_id),
+    )
+    return Session(session_id, session.company_id, assistant, merged, session.created_at, now)
 
 
-def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any]) -> Session:
-    session = _row(db.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone(), session_id)
+def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], company_id: str | None) -> Session:
+    session = _find(db, session_id, company_id)
     merged = dict(session.client_data)
     merged.update(data)
     now = time.time()
     db.execute(
-        "UPDATE sessions SET client_data = ?, updated_at = ? WHERE id = ?", (json.dumps(merged), now, session_id)
+        "UPDATE sessions SET client_data = ?, updated_at = ? WHERE company_id = ? AND id = ?",
+        (json.dumps(merged), now, session.company_id, session_id),
     )
     return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
 
 
-def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, Any]) -> int:
+def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, Any], company_id: str | None) -> int:
+    if company_id is None:
+        session = _lookup(db, session_id, None)
+        company_id = session.company_id if session is not None else ""
     cursor = db.execute(
-        "INSERT INTO call_logs (session_id, at, record) VALUES (?, ?, ?)",
-        (session_id, float(record.get("at", time.time())), json.dumps(dict(record))),
+        "INSERT INTO call_logs (company_id, session_id, at, record) VALUES (?, ?, ?, ?)",
+        (company_id, session_id, float(record.get("at", time.time())), json.dumps(dict(record))),
     )
     return int(cursor.lastrowid or 0)
+
+
+def _logs(db: sqlite3.Connection, session_id: str, limit: int, company_id: str | None) -> list[dict[str, Any]]:
+    where = "company_id = ? AND session_id = ?" if company_id is not None else "session_id = ?"
+    params: tuple[str, ...] = (company_id, session_id) if company_id is not None else (session_id,)
+    rows = db.execute(
+        f"SELECT seq, record FROM (SELECT seq, record FROM call_logs WHERE {where} "
+        "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+        (*params, limit),
+    ).fetchall()
+    return [{"seq": seq, **json.loads(record)} for seq, record in rows]
+
+
+def _list_sessions(db: sqlite3.Connection, company_id: str, limit: int, offset: int) -> list[SessionSummary]:
+    rows = db.execute(
+        "SELECT s.id, s.assistant_id, s.created_at, s.updated_at, "
+        "(SELECT COUNT(*) FROM call_logs c WHERE c.company_id = s.company_id AND c.session_id = s.id), "
+        "(SELECT MAX(c.at) FROM call_logs c WHERE c.company_id = s.company_id AND c.session_id = s.id) "
+        "FROM sessions s WHERE s.company_id = ? ORDER BY s.updated_at DESC, s.id LIMIT ? OFFSET ?",
+        (company_id, limit, offset),
+    ).fetchall()
+    return [SessionSummary(*row) for row in rows]

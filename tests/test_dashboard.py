@@ -1,0 +1,267 @@
+"""The logs dashboard: sign-in, tenancy, escaping and masking in-process; then the real thing in headless Chromium."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+import struct
+import subprocess
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from tests.service_support import StoreFactory, make_key, services, write_triggers
+from webhook_dsl.dashboard import COOKIE
+from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
+from webhook_dsl.standin import start_in_thread
+
+SECRET = "hd-SECRET-99ab77"
+HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=1">'
+TICKET = {
+    "issue_title": HOSTILE,
+    "issue_description": "Tray 2 jams on every A4 sheet",
+    "priority": "high",
+    "customer_name": "Ana",
+    "customer_email": "ana@example.com",
+}
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[int]:
+    server = start_in_thread()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def app_parts(tmp_path: Path, stand_in: int) -> Iterator[tuple[TestClient, dict[str, str]]]:
+    factory = StoreFactory("sqlite", tmp_path)
+    keys = {c: make_key(factory, c) for c in ("cmp_42", "acme")}
+    triggers = write_triggers(tmp_path / "triggers", stand_in)
+    app = create_app(
+        factory(),
+        TriggerCatalog.load(triggers),
+        settings=ServiceSettings(access_log=False),
+        allow_networks=["127.0.0.0/8"],
+    )
+    with TestClient(app, follow_redirects=False) as client:
+        yield client, keys
+
+
+def seed(client: TestClient | httpx.Client, key: str, session_id: str = "S1") -> None:
+    """A session with a secret in client_data and three calls: ok, failed remote, bad arguments."""
+    headers = {"Authorization": f"Bearer {key}"}
+    client_data = {"user_id": "usr_999", "plan": "enterprise", "erp_token": "erp-t0k", "helpdesk_api_key": SECRET}
+    response = client.put(
+        f"/session/{session_id}", headers=headers, json={"client_data": client_data, "assistant_id": "asst_7"}
+    )
+    assert response.status_code == 200
+    calls = [
+        ("check_order", {"arguments": {"order_number": "A-1001"}}),
+        ("create_ticket", {"arguments": TICKET}),
+        ("check_order", {"arguments": {}}),
+    ]
+    for name, payload in calls:
+        response = client.post(f"/session/{session_id}/triggers/{name}", headers=headers, json=payload)
+        assert response.status_code == 200, response.text
+
+
+def signed_in(client: TestClient, key: str) -> None:
+    response = client.post("/dashboard/login", data={"key": key, "next": "/dashboard/"})
+    assert response.status_code == 303 and response.headers["location"] == "/dashboard/"
+    cookie = response.headers["set-cookie"]
+    assert (
+        f"{COOKIE}=" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/dashboard" in cookie
+    )
+
+
+def test_pages_need_a_key_and_the_form_signs_in(app_parts: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = app_parts
+    response = client.get("/dashboard/")
+    assert (
+        response.status_code == 401 and '<form class="login" method="post" action="/dashboard/login">' in response.text
+    )
+    response = client.post("/dashboard/login", data={"key": "wdsl_wrong"})
+    assert response.status_code == 401 and "That key is not valid." in response.text
+    signed_in(client, keys["cmp_42"])
+    response = client.get("/dashboard/")
+    assert response.status_code == 200 and "company <b>cmp_42</b>" in response.text
+    response = client.post("/dashboard/logout")
+    assert response.status_code == 303 and f'{COOKIE}=""' in response.headers["set-cookie"]
+    client.cookies.clear()
+    assert client.get("/dashboard/").status_code == 401
+    assert client.get("/dashboard").status_code == 307
+
+
+def test_a_key_in_the_address_is_moved_into_the_cookie(app_parts: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = app_parts
+    seed(client, keys["cmp_42"])
+    response = client.get("/dashboard/sessions/S1", params={"key": keys["cmp_42"]})
+    assert response.status_code == 303 and response.headers["location"] == "/dashboard/sessions/S1"
+    assert keys["cmp_42"] not in response.headers["location"]
+    assert client.get("/dashboard/sessions/S1").status_code == 200
+    assert client.get("/dashboard/", params={"key": "wdsl_wrong"}).status_code == 401
+    response = client.post("/dashboard/login", data={"key": keys["cmp_42"], "next": "//evil.example/"})
+    assert response.headers["location"] == "/dashboard/"  # no open redirect
+
+
+def test_session_page_shows_calls_escaped_and_masked(app_parts: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = app_parts
+    seed(client, keys["cmp_42"])
+    signed_in(client, keys["cmp_42"])
+    listing = client.get("/dashboard/")
+    assert '<a href="/dashboard/sessions/S1">S1</a>' in listing.text
+    assert re.search(r'<td class="num">3</td>', listing.text)
+    page = client.get("/dashboard/sessions/S1")
+    assert page.status_code == 200
+    headers = page.headers
+    assert "default-src 'none'" in headers["content-security-policy"] and headers["x-content-type-options"] == "nosniff"
+    text = page.text
+    for expected in ("check_order", "create_ticket", "200 ok", "201 ok", "bad_arguments", " ms", "TCK-", "A-1001"):
+        assert expected in text, expected
+    assert "Authorization: ***" in text
+    assert SECRET not in text and "erp-t0k" not in text
+    assert "<script>" not in text and "<img src=x" not in text  # escaped, never markup
+    assert "&lt;script&gt;document.title=" in text and "&lt;img src=x onerror=" in text
+    assert "&#34;helpdesk_api_key&#34;: &#34;***&#34;" in text or '"helpdesk_api_key": "***"' in html.unescape(text)
+
+
+def test_a_company_sees_only_its_own_sessions(app_parts: tuple[TestClient, dict[str, str]]) -> None:
+    client, keys = app_parts
+    seed(client, keys["cmp_42"], "only-42")
+    signed_in(client, keys["acme"])
+    assert "only-42" not in client.get("/dashboard/").text
+    response = client.get("/dashboard/sessions/only-42")
+    assert response.status_code == 404 and "No session only-42" in response.text
+    assert client.get("/dashboard/sessions/..%2F..%2Fx").status_code == 404
+    client.cookies.clear()
+    response = client.get("/dashboard/sessions/only-42", headers={"Authorization": f"Bearer {keys['acme']}"})
+    assert response.status_code == 404
+    response = client.get("/dashboard/sessions/only-42", headers={"Authorization": f"Bearer {keys['cmp_42']}"})
+    assert response.status_code == 200
+
+
+# -- a real browser ---------------------------------------------------------------------------------
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
+
+
+def chromium(profile: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
+    assert CHROMIUM is not None
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--hide-scrollbars",
+        f"--user-data-dir={profile}",
+    ]
+    return subprocess.run([CHROMIUM, *flags, *arguments], capture_output=True, text=True, timeout=90)
+
+
+def png_size_and_colours(path: Path) -> tuple[int, int, int]:
+    """Width, height and the number of distinct colours of an 8-bit RGB(A) PNG (no imaging library)."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    position, idat, header = 8, b"", b""
+    while position < len(data):
+        (length,) = struct.unpack(">I", data[position : position + 4])
+        kind = data[position + 4 : position + 8]
+        chunk = data[position + 8 : position + 8 + length]
+        if kind == b"IHDR":
+            header = chunk
+        elif kind == b"IDAT":
+            idat += chunk
+        position += 12 + length
+    width, height, depth, colour = struct.unpack(">IIBB", header[:10])
+    assert depth == 8 and colour in (2, 6)
+    channels = 3 if colour == 2 else 4
+    raw = zlib.decompress(idat)
+    stride = width * channels
+    previous = bytearray(stride)
+    colours: set[bytes] = set()
+    for row in range(height):
+        start = row * (stride + 1)
+        kind, line = raw[start], bytearray(raw[start + 1 : start + 1 + stride])
+        for i in range(stride):
+            left = line[i - channels] if i >= channels else 0
+            up = previous[i]
+            corner = previous[i - channels] if i >= channels else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                estimate = left + up - corner
+                pa, pb, pc = abs(estimate - left), abs(estimate - up), abs(estimate - corner)
+                line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
+        if row % 8 == 0:
+            colours.update(bytes(line[i : i + 3]) for i in range(0, stride, channels * 4))
+        previous = line
+    return width, height, len(colours)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium on this machine (apt-get install chromium; .ci/run does)")
+def test_dashboard_in_headless_chromium(tmp_path: Path, stand_in: int) -> None:
+    factory = StoreFactory("sqlite", tmp_path)
+    key = make_key(factory, "cmp_42")
+    other = make_key(factory, "acme")
+    triggers = write_triggers(tmp_path / "triggers", stand_in)
+    with services(triggers, factory.url, 1) as (service,), httpx.Client(base_url=service.url) as client:
+        seed(client, key)
+        seed(client, other, "acme-private")
+        base = service.url + "/dashboard"
+
+        # The sessions page, signed in through ?key= (which redirects to a clean address with the cookie).
+        listing = chromium(tmp_path / "profile-list", "--dump-dom", f"{base}/?key={key}")
+        assert listing.returncode == 0, listing.stderr[-2000:]
+        assert "company <b>cmp_42</b>" in listing.stdout and "/dashboard/sessions/S1" in listing.stdout
+        assert "acme-private" not in listing.stdout
+
+        profile = tmp_path / "profile"
+        dom = chromium(profile, "--dump-dom", f"{base}/sessions/S1?key={key}")
+        assert dom.returncode == 0, dom.stderr[-2000:]
+        page = dom.stdout
+        assert "<title>Session S1 · webhook-dsl</title>" in page  # a script would have changed the title
+        for expected in (
+            "check_order",
+            "create_ticket",
+            "200 ok",
+            "201 ok",
+            "bad_arguments",
+            "Authorization: ***",
+            "TCK-",
+        ):
+            assert expected in page, expected
+        assert "&lt;script&gt;" in page and "<script>" not in page and "<img" not in page
+        assert SECRET not in page and key not in page
+
+        shot = tmp_path / "dashboard.png"
+        result = chromium(profile, f"--screenshot={shot}", "--window-size=1280,900", f"{base}/sessions/S1?key={key}")
+        assert result.returncode == 0 and shot.exists(), result.stderr[-2000:]
+        width, height, colours = png_size_and_colours(shot)
+        assert (width, height) == (1280, 900)
+        assert colours >= 8, "the screenshot is blank"
+        assert shot.stat().st_size > 20_000
+        if os.environ.get("WEBHOOK_DSL_SAVE_SCREENSHOT"):  # how docs/dashboard.png is made
+            target = Path(os.environ["WEBHOOK_DSL_SAVE_SCREENSHOT"])
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(shot, target)
+
+        # Signed in as another company, the same address is a "no session" page.
+        foreign = chromium(tmp_path / "profile-acme", "--dump-dom", f"{base}/sessions/S1?key={other}")
+        assert "No session S1" in foreign.stdout and "create_ticket" not in foreign.stdout

@@ -1,0 +1,560 @@
+"""The HTTP service: the seed's flow, tenancy on every endpoint, errors, secrets, and the OpenAPI document.
+
+Most tests drive the ASGI app in-process (Starlette's TestClient) against a stand-in API on loopback;
+the last ones start real ``webhook-dsl serve`` processes, two of them on one database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jsonschema
+import pytest
+from starlette.testclient import TestClient
+
+from tests.service_support import BACKENDS, StoreFactory, make_key, services, start_echo, write_triggers
+from webhook_dsl.cli import main
+from webhook_dsl.openapi import openapi_document
+from webhook_dsl.service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
+from webhook_dsl.standin import start_in_thread
+
+SECRET = "erp-SECRET-41d2c9"
+DOCUMENT = openapi_document()
+
+
+@pytest.fixture(scope="module")
+def stand_in() -> Iterator[int]:
+    server = start_in_thread()
+    yield int(server.server_address[1])
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def triggers(tmp_path: Path, stand_in: int) -> Path:
+    return write_triggers(tmp_path / "triggers", stand_in)
+
+
+@dataclass
+class Service:
+    client: TestClient
+    factory: StoreFactory
+    keys: dict[str, str]
+
+    def as_(self, company: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[company]}"}
+
+
+@pytest.fixture(params=BACKENDS)
+def service(request: pytest.FixtureRequest, tmp_path: Path, triggers: Path) -> Iterator[Service]:
+    factory = StoreFactory(request.param, tmp_path)
+    keys = {company: make_key(factory, company) for company in ("cmp_42", "acme")}
+    app = create_app(
+        factory(),
+        TriggerCatalog.load(triggers),
+        settings=ServiceSettings(max_body_bytes=64 * 1024, access_log=False),
+        allow_networks=["127.0.0.0/8"],
+    )
+    with TestClient(app) as client:
+        yield Service(client, factory, keys)
+    factory.drop()
+
+
+# -- checking responses against the OpenAPI document ------------------------------------------
+
+
+def check(response: httpx.Response, path: str, method: str) -> Any:
+    """Assert the response is one the document describes (status, JSON, schema); return its JSON."""
+    operation = DOCUMENT["paths"][path][method.lower()]
+    described = operation["responses"].get(str(response.status_code))
+    assert described is not None, f"{method} {path}: status {response.status_code} is not documented"
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    schema = {**described["content"]["application/json"]["schema"], "components": DOCUMENT["components"]}
+    jsonschema.Draft202012Validator(schema).validate(body)
+    return body
+
+
+def put(service: Service, company: str, session_id: str, **kwargs: Any) -> Any:
+    response = service.client.put(f"/session/{session_id}", headers=service.as_(company), **kwargs)
+    body = check(response, "/session/{session_id}", "PUT")
+    assert response.status_code == 200, body
+    return body
+
+
+def fire(service: Service, company: str, session_id: str, name: str, payload: Any) -> httpx.Response:
+    response = service.client.post(f"/session/{session_id}/triggers/{name}", headers=service.as_(company), json=payload)
+    check(response, "/session/{session_id}/triggers/{name}", "POST")
+    return response
+
+
+# -- the seed's flow ------------------------------------------------------------------------------
+
+
+def test_the_seed_flow_multipart_client_data_then_a_trigger(service: Service) -> None:
+    client_data = {"user_id": "usr_999", "plan": "enterprise", "erp_token": SECRET}
+    # curl -X PUT .../session/$ID -F 'client_data={...}'  (multipart, as in the seed)
+    session = put(service, "cmp_42", "S1", files={"client_data": (None, json.dumps(client_data))})
+    assert session["company_id"] == "cmp_42" and session["client_data"]["erp_token"] == "***"
+    assert session["client_data"]["user_id"] == "usr_999"
+
+    response = fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": "A-1001"}, "images": []})
+    assert response.status_code == 200
+    body = response.json()
+    assert body["message_for_llm"].startswith('The tool "check_order" answered (HTTP 200).')
+    assert "Instruction: Inform the customer" in body["message_for_llm"]
+    result = body["result"]
+    assert result["ok"] and result["status"] == 200 and result["response"]["order_number"] == "A-1001"
+    assert result["client_data_merged"] == {"last_order_number": "A-1001"} and result["log_seq"]
+
+    response = service.client.get("/session/S1", headers=service.as_("cmp_42"))
+    session = check(response, "/session/{session_id}", "GET")
+    assert session["client_data"] == {**client_data, "erp_token": "***", "last_order_number": "A-1001"}
+
+    response = service.client.get("/session/S1/logs", headers=service.as_("cmp_42"))
+    logs = check(response, "/session/{session_id}/logs", "GET")["logs"]
+    assert [(r["trigger"], r["status"], r["ok"]) for r in logs] == [("check_order", 200, True)]
+    assert ["Authorization", "***"] in logs[0]["request_headers"]
+    assert SECRET not in response.text
+
+
+def test_put_accepts_json_and_forms_and_merges(service: Service) -> None:
+    put(service, "cmp_42", "S2", json={"client_data": {"a": 1, "b": {"c": [1, 2]}}, "assistant_id": "asst_7"})
+    put(service, "cmp_42", "S2", data={"client_data": '{"b": 2, "d": null}'})  # urlencoded form
+    put(service, "cmp_42", "S2", files={"client_data": ("cd.json", b'{"e": "from a file"}', "application/json")})
+    session = put(service, "cmp_42", "S2")  # no body: the session as it is
+    assert session["client_data"] == {"a": 1, "b": 2, "d": None, "e": "from a file"}
+    assert session["assistant_id"] == "asst_7"
+    assert put(service, "cmp_42", "S2", json={"assistant_id": "asst_8"})["client_data"]["a"] == 1
+
+
+def test_triggers_are_listed_as_tools_of_the_key_s_company(service: Service) -> None:
+    for style, name_of in (("openai", lambda t: t["function"]["name"]), ("anthropic", lambda t: t["name"])):
+        response = service.client.get("/triggers", params={"style": style}, headers=service.as_("cmp_42"))
+        tools = check(response, "/triggers", "GET")["tools"]
+        assert [name_of(t) for t in tools] == ["analyze_image", "check_order", "create_ticket", "echo"]
+        response = service.client.get("/triggers", params={"style": style}, headers=service.as_("acme"))
+        assert "acme_inventory" in [name_of(t) for t in check(response, "/triggers", "GET")["tools"]]
+    response = service.client.get("/triggers", headers=service.as_("cmp_42"))
+    assert check(response, "/triggers", "GET")["style"] == "openai"
+    response = service.client.get("/triggers", params={"style": "gemini"}, headers=service.as_("cmp_42"))
+    assert response.status_code == 400 and check(response, "/triggers", "GET")["error"]["code"] == "bad_request"
+
+
+def test_bad_arguments_are_a_result_for_the_llm_not_an_http_error(service: Service) -> None:
+    put(service, "cmp_42", "S3", json={"client_data": {"erp_token": SECRET}})
+    response = fire(service, "cmp_42", "S3", "check_order", {"arguments": {"order_number": 7}})
+    assert response.status_code == 200
+    result = response.json()["result"]
+    assert not result["ok"] and result["category"] == "bad_arguments"
+    assert "Ask the user" in response.json()["message_for_llm"]
+    logs = service.client.get("/session/S3/logs", headers=service.as_("cmp_42")).json()["logs"]
+    assert logs[-1]["category"] == "bad_arguments"
+
+
+def test_a_failing_remote_is_a_result_with_its_category(service: Service, tmp_path: Path) -> None:
+    put(service, "cmp_42", "S4", json={"client_data": {"erp_token": SECRET}})
+    # The stand-in answers 404 for an unknown path: the webhook call failed, the service did its job.
+    response = fire(service, "cmp_42", "S4", "analyze_image", {"images": ["https://cdn.example.com/1.jpg"]})
+    assert response.status_code == 200
+    result = response.json()["result"]
+    assert result["ok"] is False and result["category"] == "render"  # no vision_api_key in the session
+    assert "failed" in response.json()["message_for_llm"]
+
+
+def test_dry_run_sends_nothing_and_logs_nothing(service: Service) -> None:
+    put(service, "cmp_42", "S5", json={"client_data": {"erp_token": SECRET}})
+    response = fire(service, "cmp_42", "S5", "check_order", {"arguments": {"order_number": "A-1"}, "dry_run": True})
+    result = response.json()["result"]
+    assert result["dry_run"]["sent"] is False and result["log_seq"] is None
+    assert SECRET not in response.text
+    assert service.client.get("/session/S5/logs", headers=service.as_("cmp_42")).json()["logs"] == []
+
+
+# -- tenancy: every endpoint, across the line ----------------------------------------------------
+
+
+def test_no_endpoint_crosses_from_one_company_to_another(service: Service) -> None:
+    a, b = "cmp_42", "acme"
+    put(service, a, "S1", json={"client_data": {"owner": "a", "erp_token": SECRET}, "assistant_id": "asst_a"})
+    assert fire(service, a, "S1", "check_order", {"arguments": {"order_number": "A-1"}}).status_code == 200
+
+    # B cannot read A's session, its logs, or fire a trigger on it.
+    response = service.client.get("/session/S1", headers=service.as_(b))
+    assert response.status_code == 404
+    assert check(response, "/session/{session_id}", "GET")["error"]["code"] == "session_not_found"
+    response = service.client.get("/session/S1/logs", headers=service.as_(b))
+    assert response.status_code == 404 and check(response, "/session/{session_id}/logs", "GET")
+    response = fire(service, b, "S1", "check_order", {"arguments": {"order_number": "B-1"}})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "session_not_found"
+
+    # B's PUT on the same id makes B's own session; A's is untouched.
+    session = put(service, b, "S1", json={"client_data": {"owner": "b"}})
+    assert session["company_id"] == b and session["client_data"] == {"owner": "b"}
+    assert session["assistant_id"] == ""
+    a_session = service.client.get("/session/S1", headers=service.as_(a)).json()
+    assert a_session["client_data"]["owner"] == "a" and a_session["assistant_id"] == "asst_a"
+
+    # A trigger B fires on its S1 merges into B's session and logs into B's log only.
+    put(service, b, "S1", json={"client_data": {"erp_token": "b-token-123"}})
+    assert fire(service, b, "S1", "check_order", {"arguments": {"order_number": "B-7"}}).status_code == 200
+    a_logs = service.client.get("/session/S1/logs", headers=service.as_(a)).json()["logs"]
+    b_logs = service.client.get("/session/S1/logs", headers=service.as_(b)).json()["logs"]
+    assert [r["url"].rsplit("/", 1)[1] for r in a_logs] == ["A-1"]
+    assert [r["url"].rsplit("/", 1)[1] for r in b_logs] == ["B-7"]
+    assert service.client.get("/session/S1", headers=service.as_(a)).json()["client_data"]["last_order_number"] == "A-1"
+
+    # A body cannot choose the company.
+    response = service.client.put("/session/S9", headers=service.as_(b), json={"client_data": {}, "company_id": a})
+    assert response.status_code == 400 and "company_id" in response.json()["error"]["message"]
+    response = service.client.put("/session/S9", headers=service.as_(b), data={"company_id": a})
+    assert response.status_code == 400
+    assert service.client.get("/session/S9", headers=service.as_(a)).status_code == 404
+
+    # Company triggers: acme's own trigger is invisible and unusable for cmp_42.
+    put(service, a, "S2")
+    response = fire(service, a, "S2", "acme_inventory", {"arguments": {"sku": "X"}})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "trigger_not_found"
+    put(service, b, "S2", json={"client_data": {"erp_token": "b-token-123"}})
+    assert fire(service, b, "S2", "acme_inventory", {"arguments": {"sku": "X"}}).status_code == 200
+
+
+ENDPOINTS = [
+    ("PUT", "/session/S1", "/session/{session_id}"),
+    ("GET", "/session/S1", "/session/{session_id}"),
+    ("GET", "/session/S1/logs", "/session/{session_id}/logs"),
+    ("POST", "/session/S1/triggers/check_order", "/session/{session_id}/triggers/{name}"),
+    ("GET", "/triggers", "/triggers"),
+]
+
+
+@pytest.mark.parametrize(("method", "url", "path"), ENDPOINTS)
+def test_every_endpoint_wants_a_valid_key(service: Service, method: str, url: str, path: str) -> None:
+    put(service, "cmp_42", "S1")
+    for headers in (
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Basic dXNlcjpwYXNz"},
+        {"Authorization": "Bearer wdsl_not-a-key"},
+        {"X-Api-Key": "wdsl_not-a-key"},
+        {"Authorization": f"Bearer {service.keys['cmp_42']}x"},
+    ):
+        response = service.client.request(method, url, headers=headers)
+        assert response.status_code == 401, headers
+        assert check(response, path, method)["error"]["code"] == "unauthorized"
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    ok = service.client.request(method, url, headers={"X-Api-Key": service.keys["cmp_42"]})
+    assert ok.status_code == 200, ok.text
+
+
+def test_a_revoked_key_stops_working(service: Service, tmp_path: Path) -> None:
+    assert service.client.get("/triggers", headers=service.as_("acme")).status_code == 200
+    status = main(
+        ["keys", "revoke", service.keys["acme"][:11], "--company-id", "acme", "--database", service.factory.url],
+        io.StringIO(),
+        io.StringIO(),
+    )
+    assert status == 0
+    service.client.app.state.keys._known.clear()  # the service remembers a key's company for 10 s
+    assert service.client.get("/triggers", headers=service.as_("acme")).status_code == 401
+
+
+# -- errors ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "status", "fragment"),
+    [
+        ({"content": b"{", "headers": {"content-type": "application/json"}}, 400, "not valid JSON"),
+        ({"json": {"client_data": [1]}}, 400, "must be a JSON object"),
+        ({"json": [1]}, 400, "must be a JSON object"),
+        ({"json": {"client_data": {"session.id": "x"}}}, 400, "system variable"),
+        ({"json": {"client_data": {}, "extra": 1}}, 400, "unknown field"),
+        ({"json": {"assistant_id": 5}}, 400, "assistant_id"),
+        ({"json": {"assistant_id": "x" * 129}}, 400, "assistant_id"),
+        ({"content": b'{"client_data": {"x": NaN}}', "headers": {"content-type": "application/json"}}, 400, "JSON"),
+        (
+            {
+                "content": b'{"client_data": ' + b"[" * 40 + b"]" * 40 + b"}",
+                "headers": {"content-type": "application/json"},
+            },
+            400,
+            "nested",
+        ),
+        ({"content": b"[" * 100_00 + b"]" * 100_00, "headers": {"content-type": "application/json"}}, 400, "nested"),
+        (
+            {"content": b'{"client_data": {"x": "\\ud800"}}', "headers": {"content-type": "application/json"}},
+            400,
+            "surrogate",
+        ),
+        ({"json": {"assistant_id": None}}, 400, "assistant_id"),
+        ({"json": {"assistant_id": "a\x00b"}}, 400, "assistant_id"),
+        ({"data": {"client_data": "not json"}}, 400, "not valid JSON"),
+        ({"files": {"client_data": (None, "[]")}}, 400, "must be a JSON object"),
+        ({"content": b"client_data=x", "headers": {"content-type": "text/plain"}}, 415, "as JSON"),
+        ({"json": {"client_data": {"x": "y" * 70_000}}}, 413, "larger than"),
+    ],
+)
+def test_bad_session_updates_are_400s_with_a_message(
+    service: Service, kwargs: dict[str, Any], status: int, fragment: str
+) -> None:
+    kwargs = dict(kwargs)
+    headers = {**service.as_("cmp_42"), **kwargs.pop("headers", {})}
+    response = service.client.put("/session/S1", headers=headers, **kwargs)
+    assert response.status_code == status, response.text
+    assert fragment in check(response, "/session/{session_id}", "PUT")["error"]["message"]
+
+
+def test_a_body_without_length_is_cut_off_at_the_limit(service: Service) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"client_data": {"x": "'
+        for _ in range(100):
+            yield b"y" * 1024
+        yield b'"}}'
+
+    headers = {**service.as_("cmp_42"), "content-type": "application/json"}
+    response = service.client.put("/session/S1", headers=headers, content=chunks())
+    assert response.status_code == 413 and response.json()["error"]["code"] == "payload_too_large"
+
+
+@pytest.mark.parametrize(
+    ("payload", "fragment"),
+    [
+        ({"arguments": []}, "arguments must be a JSON object"),
+        ({"images": "x"}, "images must be"),
+        ({"images": [1]}, "images must be"),
+        ({"images": ["u"] * 101}, "images must be"),
+        ({"dry_run": "yes"}, "dry_run"),
+        ({"arguments": {}, "session": {}}, "unknown field"),
+        ("text", "must be a JSON object"),
+    ],
+)
+def test_bad_trigger_calls_are_400s(service: Service, payload: Any, fragment: str) -> None:
+    put(service, "cmp_42", "S1")
+    response = fire(service, "cmp_42", "S1", "check_order", payload)
+    assert response.status_code == 400 and fragment in response.json()["error"]["message"]
+
+
+def test_unknown_things_are_json_errors(service: Service) -> None:
+    key = service.as_("cmp_42")
+    response = service.client.get("/session/nope", headers=key)
+    assert response.status_code == 404 and check(response, "/session/{session_id}", "GET")
+    response = service.client.get("/session/nope/logs", headers=key)
+    assert response.status_code == 404 and check(response, "/session/{session_id}/logs", "GET")
+    put(service, "cmp_42", "S1")
+    response = fire(service, "cmp_42", "S1", "no_such_trigger", {})
+    assert response.status_code == 404 and response.json()["error"]["code"] == "trigger_not_found"
+    response = service.client.get("/session/bad%20id", headers=key)
+    assert (
+        response.status_code == 400
+        and "session id" in check(response, "/session/{session_id}", "GET")["error"]["message"]
+    )
+    for limit in ("0", "1001", "x"):
+        response = service.client.get("/session/S1/logs", params={"limit": limit}, headers=key)
+        assert response.status_code == 400 and check(response, "/session/{session_id}/logs", "GET")
+    response = service.client.get("/no/such/endpoint", headers=key)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    response = service.client.delete("/session/S1", headers=key)
+    assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
+    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT"}
+
+
+def test_responses_survive_a_lone_surrogate_from_a_remote() -> None:
+    from webhook_dsl.service import JSONResponse
+
+    assert JSONResponse({"x": "\ud800", "y": "é"}).body == b'{"x": "\\ud800", "y": "\\u00e9"}'.replace(b" ", b"")
+    assert JSONResponse({"y": "é"}).body == '{"y":"é"}'.encode()
+
+
+def test_health_and_openapi_need_no_key(service: Service) -> None:
+    response = service.client.get("/health")
+    assert check(response, "/health", "GET") == {
+        "status": "ok",
+        "store": service.factory.kind,
+        "version": DOCUMENT["info"]["version"],
+    }
+    document = service.client.get("/openapi.json").json()
+    assert document["components"] == DOCUMENT["components"]
+    name = document["paths"]["/session/{session_id}/triggers/{name}"]["parameters"][1]
+    assert sorted(name["examples"]) == ["analyze_image", "check_order", "create_ticket", "echo"]  # not acme's
+    assert {path for path in document["paths"]} == {p for _, _, p in ENDPOINTS} | {"/health", "/openapi.json"}
+
+
+def test_secrets_in_client_data_never_come_back(service: Service) -> None:
+    client_data = {"erp_token": SECRET, "note": f"the token is {SECRET}", "password": "hunter22"}
+    session = put(service, "cmp_42", "S1", json={"client_data": client_data})
+    texts = [json.dumps(session)]
+    texts.append(fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": SECRET}}).text)
+    texts.append(service.client.get("/session/S1", headers=service.as_("cmp_42")).text)
+    texts.append(service.client.get("/session/S1/logs", headers=service.as_("cmp_42")).text)
+    for text in texts:
+        assert SECRET not in text and "hunter22" not in text
+    assert session["client_data"]["note"] == "the token is ***"
+
+
+def test_the_anonymous_company_option_serves_the_seed_s_bare_curl(tmp_path: Path, triggers: Path) -> None:
+    factory = StoreFactory("sqlite", tmp_path)
+    key = make_key(factory, "cmp_42")
+    app = create_app(
+        factory(), TriggerCatalog.load(triggers), settings=ServiceSettings(anonymous_company="demo", access_log=False)
+    )
+    with TestClient(app) as client:
+        response = client.put("/session/S1", files={"client_data": (None, '{"user_id":"usr_999","plan":"enterprise"}')})
+        assert response.status_code == 200 and response.json()["company_id"] == "demo"
+        assert client.get("/session/S1", headers={"X-Api-Key": key}).status_code == 404  # another company
+        assert client.get("/session/S1", headers={"X-Api-Key": "wdsl_wrong"}).status_code == 401
+
+
+# -- start-up --------------------------------------------------------------------------------------
+
+
+def test_a_bad_trigger_file_stops_start_up_with_file_line_column(tmp_path: Path, triggers: Path) -> None:
+    bad = triggers / "acme" / "broken.json"
+    bad.write_text(
+        '{\n  "name": "broken",\n  "description": "x",\n'
+        '  "webhook": {"url": "https://x.example/a b", "method": "FETCH"}\n}\n'
+    )
+    out, err = io.StringIO(), io.StringIO()
+    status = main(["serve", "--triggers", str(triggers), "--database", str(tmp_path / "w.db")], out, err)
+    assert status == 1
+    assert f"{bad}:4:42: the URL path holds a space" in err.getvalue()
+    assert f"{bad}:4:57: method must be one of" in err.getvalue()
+    checked = io.StringIO()
+    assert main(["check", str(bad)], io.StringIO(), checked) == 1
+    assert checked.getvalue() in err.getvalue()  # the same errors as 'check', word for word
+    assert "not started" in err.getvalue()
+
+
+def test_trigger_folders_are_checked(tmp_path: Path, triggers: Path) -> None:
+    (triggers / "bad name").mkdir()
+    duplicate = json.loads((triggers / "echo.json").read_text())
+    (triggers / "echo2.json").write_text(json.dumps(duplicate))
+    undefined = {**duplicate, "name": "u", "webhook": {"url": "https://x.example/$nothing", "method": "GET"}}
+    (triggers / "undefined.json").write_text(json.dumps(undefined, indent=2))
+    with pytest.raises(TriggerLoadError) as caught:
+        TriggerCatalog.load(triggers)
+    message = str(caught.value)
+    assert "bad name: a folder of triggers is named after a company id" in message
+    assert "trigger name 'echo' is also used by" in message
+    assert "undefined.json:18:31:" in message and "$nothing: no source defines it" in message
+    catalog = TriggerCatalog.load(triggers / "check_order.json")
+    assert list(catalog.for_company("anyone")) == ["check_order"]
+
+
+def test_keys_command_prints_a_key_once_and_stores_its_hash(tmp_path: Path) -> None:
+    database = str(tmp_path / "keys.db")
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        main(["keys", "create", "--company-id", "cmp_42", "--label", "backend", "--database", database], out, err) == 0
+    )
+    key = out.getvalue().strip()
+    assert key.startswith("wdsl_") and "shown once" in err.getvalue()
+    assert key.encode() not in Path(database).read_bytes()
+    out = io.StringIO()
+    assert main(["keys", "list", "--company-id", "cmp_42", "--database", database], out, io.StringIO()) == 0
+    assert key[:11] in out.getvalue() and key not in out.getvalue() and "backend" in out.getvalue()
+    assert main(["keys", "create", "--company-id", "../x", "--database", database], io.StringIO(), err) == 1
+
+
+# -- real processes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_two_service_processes_on_one_database_lose_nothing(kind: str, tmp_path: Path, stand_in: int) -> None:
+    """Two ``serve`` processes, one database: concurrent client_data PUTs and trigger calls on shared
+    sessions, spread over both processes. Every PUT key and every key merged from a trigger response
+    is in the session afterwards, and every call has its log record."""
+    echo = start_echo()
+    try:
+        triggers = write_triggers(tmp_path / "triggers", stand_in, echo.server_address[1])
+        factory = StoreFactory(kind, tmp_path)
+        factory.create_schema()
+        key = make_key(factory, "cmp_42")
+        sessions, puts_per_session, calls_per_session = 4, 40, 40
+        with services(triggers, factory.url, 2) as processes:
+            urls = [p.url for p in processes]
+
+            async def hammer() -> None:
+                headers = {"Authorization": f"Bearer {key}"}
+                limits = httpx.Limits(max_connections=32)
+                async with httpx.AsyncClient(headers=headers, limits=limits, timeout=30) as client:
+                    for s in range(sessions):
+                        response = await client.put(f"{urls[s % 2]}/session/shared-{s}", json={"client_data": {}})
+                        assert response.status_code == 200
+                    semaphore = asyncio.Semaphore(32)
+
+                    async def one(i: int, s: int) -> None:
+                        base = urls[(i + s) % 2]
+                        async with semaphore:
+                            if i < puts_per_session:
+                                response = await client.put(
+                                    f"{base}/session/shared-{s}",
+                                    files={"client_data": (None, json.dumps({f"put{i}": i}))},
+                                )
+                                assert response.status_code == 200, response.text
+                            else:
+                                response = await client.post(
+                                    f"{base}/session/shared-{s}/triggers/echo",
+                                    json={"arguments": {"name": f"call{i}"}},
+                                )
+                                assert response.status_code == 200 and response.json()["result"]["ok"], response.text
+
+                    await asyncio.gather(
+                        *(one(i, s) for s in range(sessions) for i in range(puts_per_session + calls_per_session))
+                    )
+                    for s in range(sessions):
+                        data = (await client.get(f"{urls[s % 2]}/session/shared-{s}")).json()["client_data"]
+                        expected = {f"put{i}" for i in range(puts_per_session)}
+                        expected |= {f"call{i}" for i in range(puts_per_session, puts_per_session + calls_per_session)}
+                        assert set(data) == expected, f"lost updates: {sorted(expected - set(data))}"
+                        logs = (await client.get(f"{urls[1 - s % 2]}/session/shared-{s}/logs?limit=1000")).json()
+                        assert len(logs["logs"]) == calls_per_session, "lost log records"
+                        assert len({r["seq"] for r in logs["logs"]}) == calls_per_session
+
+            asyncio.run(hammer())
+        factory.drop()
+    finally:
+        echo.shutdown()
+        echo.server_close()
+
+
+SCHEMATHESIS = shutil.which("schemathesis", path=str(Path(sys.executable).parent)) or shutil.which("schemathesis")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SCHEMATHESIS is None, reason="schemathesis is not installed (pip install -e '.[test]')")
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(kind: str, tmp_path: Path, stand_in: int) -> None:
+    """Schemathesis against a running service and its own /openapi.json, every check on, bounded in size:
+    no 500, every response as documented, invalid input refused, valid input accepted, auth enforced."""
+    assert SCHEMATHESIS is not None
+    factory = StoreFactory(kind, tmp_path)
+    factory.create_schema()
+    key = make_key(factory, "cmp_42")
+    triggers = write_triggers(tmp_path / "triggers", stand_in)
+    examples = os.environ.get("WEBHOOK_DSL_SCHEMATHESIS_EXAMPLES", "25")
+    with services(triggers, factory.url, 1) as (process,):
+        headers = {"Authorization": f"Bearer {key}"}
+        secrets = {"erp_token": "t-1", "helpdesk_api_key": "h-1", "vision_api_key": "v-1"}
+        assert httpx.put(f"{process.url}/session/S1", headers=headers, json={"client_data": secrets}).status_code == 200
+        command = [SCHEMATHESIS, "run", f"{process.url}/openapi.json", "-H", f"Authorization: Bearer {key}"]
+        command += ["--checks", "all", "--max-examples", examples, "--workers", "1", "--no-color"]
+        command += ["--generation-database", "none", "--request-timeout", "20"]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+        assert "No issues found" in result.stdout
+        assert "Runtime Error" not in result.stdout
+        errors = process.stop()
+    assert "Traceback" not in errors, errors[-3000:]

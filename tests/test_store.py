@@ -1,0 +1,241 @@
+"""The Store contract, run against every backend: SQLite always, PostgreSQL when WEBHOOK_DSL_TEST_POSTGRES is set."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.service_support import BACKENDS, StoreFactory
+from webhook_dsl.store import (
+    AmbiguousSession,
+    SessionNotFound,
+    SQLiteStore,
+    Store,
+    hash_api_key,
+    new_api_key,
+)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreFactory]:
+    factory = StoreFactory(request.param, tmp_path)
+    yield factory
+    factory.drop()
+
+
+def run(factory: StoreFactory, test: Callable[[Store], Awaitable[Any]]) -> Any:
+    async def main() -> Any:
+        store = factory()
+        try:
+            return await test(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(main())
+
+
+def record(trigger: str = "t", **extra: Any) -> dict[str, Any]:
+    return {"at": 1_700_000_000.5, "trigger": trigger, "method": "GET", "url": "u", "ok": True, **extra}
+
+
+def test_put_creates_then_merges_never_replaces(backend: StoreFactory) -> None:
+    async def test(store: Store) -> None:
+        created = await store.put_session("S1", company_id="c1", assistant_id="a1", client_data={"a": 1, "b": 2})
+        assert (created.id, created.company_id, created.assistant_id, created.client_data) == (
+            "S1",
+            "c1",
+            "a1",
+            {"a": 1, "b": 2},
+        )
+        updated = await store.put_session("S1", company_id="c1", client_data={"b": 3, "c": {"x": [1, None]}})
+        assert updated.client_data == {"a": 1, "b": 3, "c": {"x": [1, None]}}
+        assert updated.assistant_id == "a1"  # not given: kept
+        assert updated.created_at == created.created_at and updated.updated_at >= created.updated_at
+        again = await store.get_session("S1", company_id="c1")
+        assert again.client_data == updated.client_data
+        merged = await store.merge_client_data("S1", {"a": "one"}, company_id="c1")
+        assert merged.client_data["a"] == "one" and merged.client_data["b"] == 3
+        with pytest.raises(SessionNotFound):
+            await store.get_session("nope", company_id="c1")
+        with pytest.raises(SessionNotFound):
+            await store.merge_client_data("nope", {"a": 1}, company_id="c1")
+
+    run(backend, test)
+
+
+def test_json_values_round_trip(backend: StoreFactory) -> None:
+    data = {"big": 2**62, "float": 1.5, "text": 'ünï "q" \\ \n', "list": [True, False, None], "empty": {}}
+
+    async def test(store: Store) -> None:
+        await store.put_session("S", company_id="c", client_data=data)
+        assert (await store.get_session("S", company_id="c")).client_data == data
+        await store.put_session("S", company_id="c", client_data={"nul": "a\x00b"})
+        nul = (await store.get_session("S", company_id="c")).client_data["nul"]
+        # jsonb holds no U+0000 and no lone surrogate: PostgreSQL keeps U+FFFD instead (documented).
+        assert nul == ("a\x00b" if backend.kind == "sqlite" else "a\ufffdb")
+        await store.merge_client_data("S", {"lone": "x\ud800y", "pair": "\U0001f600"}, company_id="c")
+        stored = (await store.get_session("S", company_id="c")).client_data
+        assert stored["lone"] == ("x\ud800y" if backend.kind == "sqlite" else "x\ufffdy")  # noqa: RUF034
+        assert stored["pair"] == "\U0001f600"
+        seq = await store.append_log("S", record(body="x\x00y"), company_id="c")
+        assert (await store.logs("S", company_id="c"))[-1] == {"seq": seq, **record(body="x\x00y")}
+
+    run(backend, test)
+
+
+def test_companies_never_see_each_others_sessions_or_logs(backend: StoreFactory) -> None:
+    async def test(store: Store) -> None:
+        await store.put_session("S1", company_id="a", assistant_id="x", client_data={"owner": "a"})
+        await store.put_session("S1", company_id="b", client_data={"owner": "b"})
+        await store.put_session("only-a", company_id="a")
+        assert (await store.get_session("S1", company_id="a")).client_data == {"owner": "a"}
+        assert (await store.get_session("S1", company_id="b")).client_data == {"owner": "b"}
+        assert (await store.get_session("S1", company_id="b")).assistant_id == ""
+        with pytest.raises(SessionNotFound):
+            await store.get_session("only-a", company_id="b")
+        await store.finish_call("S1", {"merged": "a"}, record("ta"), company_id="a")
+        await store.finish_call("S1", {}, record("tb"), company_id="b")
+        assert [r["trigger"] for r in await store.logs("S1", company_id="a")] == ["ta"]
+        assert [r["trigger"] for r in await store.logs("S1", company_id="b")] == ["tb"]
+        assert "merged" not in (await store.get_session("S1", company_id="b")).client_data
+        with pytest.raises(SessionNotFound):  # a call can only finish on a session of its company
+            await store.finish_call("only-a", {"x": 1}, record(), company_id="b")
+        assert await store.logs("only-a", company_id="b") == []
+        assert {s.id for s in await store.list_sessions("a")} == {"S1", "only-a"}
+        assert [s.id for s in await store.list_sessions("b")] == ["S1"]
+        assert await store.list_sessions("nobody") == []
+        # Without a company (the single-tenant command line), an id two companies use is ambiguous.
+        with pytest.raises(AmbiguousSession):
+            await store.get_session("S1")
+        assert (await store.get_session("only-a")).company_id == "a"
+
+    run(backend, test)
+
+
+def test_finish_call_merges_and_logs_together(backend: StoreFactory) -> None:
+    async def test(store: Store) -> None:
+        await store.put_session("S", company_id="c", client_data={"keep": 1})
+        seq1 = await store.finish_call("S", {"last": "A-1"}, record("one"), company_id="c")
+        seq2 = await store.finish_call("S", {}, record("two"), company_id="c")
+        assert seq2 > seq1
+        assert (await store.get_session("S", company_id="c")).client_data == {"keep": 1, "last": "A-1"}
+        logs = await store.logs("S", company_id="c")
+        assert [(r["seq"], r["trigger"]) for r in logs] == [(seq1, "one"), (seq2, "two")]
+        with pytest.raises(SessionNotFound):  # nothing logged when the merge has no session
+            await store.finish_call("missing", {"x": 1}, record("three"), company_id="c")
+        assert await store.logs("missing", company_id="c") == []
+
+    run(backend, test)
+
+
+def test_logs_are_the_most_recent_oldest_first(backend: StoreFactory) -> None:
+    async def test(store: Store) -> None:
+        await store.put_session("S", company_id="c")
+        for i in range(12):
+            await store.append_log("S", record(f"t{i}"), company_id="c")
+        recent = await store.logs("S", 5, company_id="c")
+        assert [r["trigger"] for r in recent] == [f"t{i}" for i in range(7, 12)]
+        assert len(await store.logs("S", 100, company_id="c")) == 12
+
+    run(backend, test)
+
+
+def test_list_sessions_counts_calls_newest_first(backend: StoreFactory) -> None:
+    async def test(store: Store) -> None:
+        for name in ("old", "mid", "new"):
+            await store.put_session(name, company_id="c", assistant_id="asst")
+            await asyncio.sleep(0.01)
+        await store.finish_call("old", {"x": 1}, record(), company_id="c")  # updated: now the newest
+        await store.append_log("old", record(), company_id="c")
+        rows = await store.list_sessions("c")
+        assert [r.id for r in rows] == ["old", "new", "mid"]
+        assert [r.calls for r in rows] == [2, 0, 0]
+        assert rows[0].last_call_at == record()["at"] and rows[1].last_call_at is None
+        assert [r.id for r in await store.list_sessions("c", limit=1, offset=1)] == ["new"]
+        assert rows[0].to_dict()["assistant_id"] == "asst"
+
+    run(backend, test)
+
+
+def test_concurrent_merges_lose_nothing(backend: StoreFactory) -> None:
+    """60 writers at once on one session, through merges, puts and call finishes: every key survives."""
+
+    async def test(store: Store) -> None:
+        await store.put_session("S", company_id="c")
+
+        async def writer(i: int) -> None:
+            if i % 3 == 0:
+                await store.merge_client_data("S", {f"m{i}": i}, company_id="c")
+            elif i % 3 == 1:
+                await store.put_session("S", company_id="c", client_data={f"p{i}": i})
+            else:
+                await store.finish_call("S", {f"f{i}": i}, record(f"t{i}"), company_id="c")
+
+        await asyncio.gather(*(writer(i) for i in range(60)))
+        data = (await store.get_session("S", company_id="c")).client_data
+        assert len(data) == 60
+        assert len(await store.logs("S", 1000, company_id="c")) == 20
+
+    run(backend, test)
+
+
+def test_api_keys_are_stored_hashed_and_scoped(backend: StoreFactory) -> None:
+    key_a, key_b = new_api_key(), new_api_key()
+    assert key_a.startswith("wdsl_") and len(key_a) > 40 and key_a != key_b
+
+    async def test(store: Store) -> None:
+        await store.add_api_key("a", hash_api_key(key_a), key_a[:11], "backend")
+        await store.add_api_key("b", hash_api_key(key_b), key_b[:11])
+        assert await store.company_for_key(hash_api_key(key_a)) == "a"
+        assert await store.company_for_key(hash_api_key(key_b)) == "b"
+        assert await store.company_for_key(hash_api_key("wdsl_guess")) is None
+        assert await store.company_for_key(key_a) is None  # the key itself is not what is stored
+        listed = await store.api_keys("a")
+        assert [(k.company_id, k.prefix, k.label) for k in listed] == [("a", key_a[:11], "backend")]
+        assert await store.revoke_api_key("b", key_a[:11]) == 0  # not b's key
+        assert await store.revoke_api_key("a", "") == 0
+        assert await store.revoke_api_key("a", key_a[:11]) == 1
+        assert await store.company_for_key(hash_api_key(key_a)) is None
+        assert await store.company_for_key(hash_api_key(key_b)) == "b"
+        await store.ping()
+
+    run(backend, test)
+
+
+def test_api_key_hashes_are_sha256_hex() -> None:
+    assert hash_api_key("abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+
+
+def test_sqlite_database_of_the_first_version_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "v1.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE sessions (id TEXT PRIMARY KEY, company_id TEXT NOT NULL DEFAULT '',
+            assistant_id TEXT NOT NULL DEFAULT '', client_data TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL, updated_at REAL NOT NULL);
+        CREATE TABLE call_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, session_id TEXT NOT NULL,
+            at REAL NOT NULL, record TEXT NOT NULL);
+        CREATE INDEX call_logs_by_session ON call_logs (session_id, seq);
+        """
+    )
+    db.execute("INSERT INTO sessions VALUES ('S1', 'cmp_42', 'asst', ?, 1.0, 2.0)", (json.dumps({"k": "v"}),))
+    db.execute("INSERT INTO call_logs (session_id, at, record) VALUES ('S1', 3.0, ?)", (json.dumps(record()),))
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    try:
+        session = store.get_session_sync("S1", company_id="cmp_42")
+        assert (session.assistant_id, session.client_data, session.created_at) == ("asst", {"k": "v"}, 1.0)
+        assert [r["trigger"] for r in store.logs_sync("S1", company_id="cmp_42")] == ["t"]
+        store.put_session_sync("S1", company_id="other")  # now possible: a second company's S1
+        assert store.get_session_sync("S1", company_id="other").client_data == {}
+    finally:
+        store.close_sync()
+    SQLiteStore(path).close_sync()  # opening a migrated database again changes nothing

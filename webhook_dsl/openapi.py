@@ -1,0 +1,395 @@
+"""The service's OpenAPI 3.1 document, written by hand so that it says exactly what the code does.
+
+``tests/test_service.py`` checks every response of the service against it, and CI runs
+Schemathesis against it (see ``.ci/run``). Change both together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._version import __version__
+
+__all__ = ["ID_PATTERN", "TRIGGER_NAME_PATTERN", "openapi_document"]
+
+#: Session and company ids: what fits in a URL segment and a directory name as is.
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$"
+#: Trigger names: what LLM tool-calling APIs accept (see ``webhook_dsl.trigger``).
+TRIGGER_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+MAX_IMAGES = 100
+MAX_IMAGE_URL = 4096
+MAX_ASSISTANT_ID = 128
+MAX_LOGS = 1000
+
+_CATEGORIES = [
+    "timeout",
+    "connection",
+    "http_status",
+    "too_large",
+    "invalid_response",
+    "blocked",
+    "bad_arguments",
+    "render",
+]
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref("Error")}}}
+
+
+def _ok(description: str, schema: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_SESSION_ID = {
+    "name": "session_id",
+    "in": "path",
+    "required": True,
+    "description": "The session's id, chosen by the caller; each company has its own ids.",
+    "schema": {"type": "string", "pattern": ID_PATTERN},
+    "examples": {"S1": {"value": "S1"}},
+}
+_BAD = _error("Bad input: the message says what is wrong.")
+_UNAUTHORIZED = _error("No API key, or a key that is not valid.")
+_NO_SESSION = _error("No such session for the key's company.")
+_TOO_LARGE = _error("The request body is larger than the service accepts.")
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {
+                        "type": "string",
+                        "description": "bad_request, unauthorized, not_found, session_not_found, trigger_not_found, "
+                        "method_not_allowed, payload_too_large, unsupported_media_type, unavailable, internal",
+                    },
+                    "message": {"type": "string"},
+                },
+            }
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "store", "version"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"const": "ok"},
+            "store": {"type": "string", "enum": ["sqlite", "postgresql"]},
+            "version": {"type": "string"},
+        },
+    },
+    "Session": {
+        "type": "object",
+        "required": ["id", "company_id", "assistant_id", "client_data", "created_at", "updated_at"],
+        "additionalProperties": False,
+        "properties": {
+            "id": {"type": "string"},
+            "company_id": {"type": "string", "description": "The company of the API key that created it."},
+            "assistant_id": {"type": "string"},
+            "client_data": {
+                "type": "object",
+                "description": "Values whose key names a secret (token, key, password...) read as ***.",
+            },
+            "created_at": {"type": "number", "description": "Unix time, seconds."},
+            "updated_at": {"type": "number"},
+        },
+    },
+    "SessionUpdate": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "client_data": {
+                "type": "object",
+                "description": "Merged into the session's client_data: keys replace keys, others stay.",
+            },
+            "assistant_id": {"type": "string", "maxLength": MAX_ASSISTANT_ID, "pattern": "^[^\\x00]*$"},
+        },
+    },
+    "SessionUpdateForm": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "client_data": {
+                "type": "object",
+                "description": "A JSON object, sent as the text of the form field (curl -F 'client_data={...}').",
+            },
+            "assistant_id": {"type": "string", "maxLength": MAX_ASSISTANT_ID, "pattern": "^[^\\x00]*$"},
+        },
+    },
+    "TriggerCall": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "arguments": {
+                "type": "object",
+                "description": "The tool call's arguments; checked against the trigger's parameter schema.",
+            },
+            "images": {
+                "type": "array",
+                "maxItems": MAX_IMAGES,
+                "items": {"type": "string", "maxLength": MAX_IMAGE_URL},
+            },
+            "dry_run": {"type": "boolean", "description": "Build and show the request, send nothing, log nothing."},
+        },
+    },
+    "TriggerResult": {
+        "type": "object",
+        "required": [
+            "trigger",
+            "session_id",
+            "ok",
+            "status",
+            "category",
+            "error",
+            "elapsed_ms",
+            "attempts",
+            "method",
+            "url",
+            "response",
+            "client_data_merged",
+            "message_for_llm",
+            "warnings",
+            "log_seq",
+        ],
+        "additionalProperties": False,
+        "properties": {
+            "trigger": {"type": "string"},
+            "session_id": {"type": "string"},
+            "ok": {"type": "boolean"},
+            "status": {"type": ["integer", "null"], "description": "The remote's HTTP status, if it answered."},
+            "category": {"enum": [*_CATEGORIES, None], "description": "Why the call failed (null when ok)."},
+            "error": {"type": ["string", "null"]},
+            "elapsed_ms": {"type": "number"},
+            "attempts": {"type": "integer"},
+            "method": {"type": "string"},
+            "url": {"type": "string"},
+            "response": {"description": "The remote's answer: JSON as JSON, anything else as text; null if none."},
+            "client_data_merged": {"type": "object"},
+            "message_for_llm": {"type": "string"},
+            "warnings": {"type": "array", "items": {"type": "string"}},
+            "log_seq": {"type": ["integer", "null"]},
+            "dry_run": {"type": "object"},
+        },
+    },
+    "TriggerCallResult": {
+        "type": "object",
+        "required": ["message_for_llm", "result"],
+        "additionalProperties": False,
+        "properties": {
+            "message_for_llm": {"type": "string", "description": "Hand this to the LLM as the tool's result."},
+            "result": _ref("TriggerResult"),
+        },
+    },
+    "LogRecord": {
+        "type": "object",
+        "required": ["seq", "at", "trigger", "method", "url", "status", "elapsed_ms", "ok", "category"],
+        "additionalProperties": True,
+        "properties": {
+            "seq": {"type": "integer"},
+            "at": {"type": "number"},
+            "session_id": {"type": "string"},
+            "trigger": {"type": "string"},
+            "method": {"type": "string"},
+            "url": {"type": "string"},
+            "request_headers": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+            "request_body": {"type": ["string", "null"]},
+            "status": {"type": ["integer", "null"]},
+            "response_body": {"type": ["string", "null"]},
+            "elapsed_ms": {"type": "number"},
+            "attempts": {"type": "integer"},
+            "ok": {"type": "boolean"},
+            "category": {"type": ["string", "null"]},
+            "error": {"type": ["string", "null"]},
+        },
+    },
+    "Logs": {
+        "type": "object",
+        "required": ["session_id", "logs"],
+        "additionalProperties": False,
+        "properties": {
+            "session_id": {"type": "string"},
+            "logs": {"type": "array", "items": _ref("LogRecord"), "description": "Oldest first."},
+        },
+    },
+    "Tools": {
+        "type": "object",
+        "required": ["style", "tools"],
+        "additionalProperties": False,
+        "properties": {
+            "style": {"type": "string", "enum": ["openai", "anthropic"]},
+            "tools": {"type": "array", "items": {"type": "object"}},
+        },
+    },
+}
+
+
+def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
+    """The document served at ``GET /openapi.json``; ``trigger_names`` (the shared triggers) become examples.
+
+    A form sent as ``application/x-www-form-urlencoded`` (``curl -d client_data=...``) is accepted too,
+    with client_data as JSON text, but is left out here: OpenAPI would describe an object field of such
+    a form as exploded ``key=value`` pairs, which is not what the service reads.
+    """
+    name_parameter: dict[str, Any] = {
+        "name": "name",
+        "in": "path",
+        "required": True,
+        "description": "A trigger of the key's company (see GET /triggers).",
+        "schema": {"type": "string", "pattern": TRIGGER_NAME_PATTERN},
+    }
+    if trigger_names:
+        name_parameter["examples"] = {name: {"value": name} for name in trigger_names}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "webhook-dsl service",
+            "version": __version__,
+            "description": "Sessions, trigger calls and call logs for an AI assistant's webhooks. Every request "
+            "but /health and /openapi.json carries an API key (Authorization: Bearer KEY, or X-Api-Key: KEY) "
+            "bound to one company; sessions, logs and triggers are those of that company only. Errors are "
+            'JSON: {"error": {"code": ..., "message": ...}}.',
+        },
+        "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
+        "paths": {
+            "/health": {
+                "get": {
+                    "operationId": "health",
+                    "summary": "Liveness and database reachability (no key needed).",
+                    "security": [],
+                    "responses": {
+                        "200": _ok("The service and its database answer.", "Health"),
+                        "503": _error("The database does not answer."),
+                    },
+                }
+            },
+            "/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "summary": "This document (no key needed).",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The OpenAPI document.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        }
+                    },
+                }
+            },
+            "/session/{session_id}": {
+                "parameters": [_SESSION_ID],
+                "put": {
+                    "operationId": "putSession",
+                    "summary": "Create a session, or update it: client_data is merged, not replaced.",
+                    "description": "The session's company is the API key's company; a body cannot choose it.",
+                    "requestBody": {
+                        "required": False,
+                        "content": {
+                            "application/json": {"schema": _ref("SessionUpdate")},
+                            "multipart/form-data": {
+                                "schema": _ref("SessionUpdateForm"),
+                                "encoding": {"client_data": {"contentType": "application/json"}},
+                            },
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("The session after the merge (secret-looking values masked).", "Session"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "413": _TOO_LARGE,
+                        "415": _error("A body that is neither JSON nor a form."),
+                    },
+                },
+                "get": {
+                    "operationId": "getSession",
+                    "summary": "Read a session (secret-looking client_data values masked).",
+                    "responses": {
+                        "200": _ok("The session.", "Session"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _NO_SESSION,
+                    },
+                },
+            },
+            "/session/{session_id}/logs": {
+                "parameters": [_SESSION_ID],
+                "get": {
+                    "operationId": "getSessionLogs",
+                    "summary": "The session's most recent trigger calls, oldest first, secrets masked.",
+                    "parameters": [
+                        {
+                            "name": "limit",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LOGS, "default": 100},
+                        }
+                    ],
+                    "responses": {
+                        "200": _ok("The call log.", "Logs"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _NO_SESSION,
+                    },
+                },
+            },
+            "/session/{session_id}/triggers/{name}": {
+                "parameters": [_SESSION_ID, name_parameter],
+                "post": {
+                    "operationId": "callTrigger",
+                    "summary": "Fire a trigger for the session: the message for the LLM and the result.",
+                    "description": "The HTTP status says whether the service did its job. How the webhook call "
+                    "went is in the result: ok, status, category. Arguments that break the trigger's schema are "
+                    "such a result too (category bad_arguments, with a message telling the LLM to ask the user), "
+                    "not an HTTP error, so the assistant always has something to say.",
+                    "requestBody": {
+                        "required": False,
+                        "content": {"application/json": {"schema": _ref("TriggerCall")}},
+                    },
+                    "responses": {
+                        "200": _ok("The call was made (or refused for bad arguments) and logged.", "TriggerCallResult"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _error("No such session, or no such trigger, for the key's company."),
+                        "413": _TOO_LARGE,
+                        "415": _error("A body that is not JSON."),
+                    },
+                },
+            },
+            "/triggers": {
+                "get": {
+                    "operationId": "listTriggers",
+                    "summary": "The key's company's triggers as LLM tool definitions.",
+                    "parameters": [
+                        {
+                            "name": "style",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string", "enum": ["openai", "anthropic"], "default": "openai"},
+                        }
+                    ],
+                    "responses": {
+                        "200": _ok("Tool definitions, by trigger name.", "Tools"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "description": "Authorization: Bearer KEY"},
+                "apiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-Api-Key"},
+            },
+            "schemas": _SCHEMAS,
+        },
+    }

@@ -1,0 +1,791 @@
+"""The HTTP service: sessions, trigger calls, call logs and the logs dashboard, for many companies.
+
+``create_app(store, catalog)`` builds the ASGI app (Starlette); ``webhook-dsl serve`` runs it
+on uvicorn. Every request but ``/health`` and ``/openapi.json`` carries an API key
+(``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``); the key's company is the only
+company the request can see: its sessions, their logs, its triggers. The company of a
+session always comes from the key, never from the request body.
+
+Triggers are compiled once, when the app is built: ``TriggerCatalog.load(directory)``
+reads ``DIR/*.json`` (triggers every company has) and ``DIR/<company_id>/*.json``
+(that company's own, which win over a shared trigger of the same name).
+
+The runtime (one connection pool for the whole process) addresses sessions by id;
+here it is handed a store that scopes every id to the company of the request being
+served, so a trigger call can only read and merge into the caller's own session.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse as _StarletteJSONResponse
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ._version import __version__
+from .errors import ConfigError, DiagnosticsError
+from .masking import Masker
+from .openapi import (
+    ID_PATTERN,
+    MAX_ASSISTANT_ID,
+    MAX_IMAGE_URL,
+    MAX_IMAGES,
+    MAX_LOGS,
+    TRIGGER_NAME_PATTERN,
+    openapi_document,
+)
+from .runtime import Runtime
+from .store import (
+    ApiKey,
+    Session,
+    SessionNotFound,
+    SessionSummary,
+    SQLiteStore,
+    Store,
+    hash_api_key,
+)
+from .trigger import SYSTEM_VARIABLES, Trigger, compile_trigger
+
+__all__ = [
+    "ApiError",
+    "ServiceSettings",
+    "TriggerCatalog",
+    "TriggerLoadError",
+    "create_app",
+    "masked_session",
+    "open_store",
+]
+
+log = logging.getLogger("webhook_dsl.service")
+access_log = logging.getLogger("webhook_dsl.access")
+
+_ID = re.compile(ID_PATTERN)
+_TRIGGER_NAME = re.compile(TRIGGER_NAME_PATTERN)
+_MAX_DEPTH = 32  # nesting of client_data / arguments; deeper is refused, not a stack overflow
+
+
+# -- triggers -------------------------------------------------------------------------------
+
+
+class TriggerLoadError(Exception):
+    """Trigger files that do not compile; str() is every error, as FILE:LINE:COLUMN like ``check``."""
+
+
+@dataclass(frozen=True)
+class TriggerCatalog:
+    """Compiled triggers: those every company has, and each company's own."""
+
+    shared: Mapping[str, Trigger] = field(default_factory=dict)
+    companies: Mapping[str, Mapping[str, Trigger]] = field(default_factory=dict)
+
+    def for_company(self, company_id: str) -> dict[str, Trigger]:
+        return {**self.shared, **self.companies.get(company_id, {})}
+
+    def get(self, company_id: str, name: str) -> Trigger | None:
+        own = self.companies.get(company_id)
+        if own is not None and name in own:
+            return own[name]
+        return self.shared.get(name)
+
+    def __len__(self) -> int:
+        return len(self.shared) + sum(len(t) for t in self.companies.values())
+
+    @classmethod
+    def load(cls, path: str | Path) -> TriggerCatalog:
+        """Compile ``DIR/*.json`` (shared) and ``DIR/<company_id>/*.json``; a file is one shared trigger.
+
+        Raises ``TriggerLoadError`` listing every problem in every file.
+        """
+        root = Path(path)
+        problems: list[str] = []
+        if root.is_file():
+            shared = _compile_all([root], problems)
+            companies: dict[str, dict[str, Trigger]] = {}
+        elif root.is_dir():
+            shared = _compile_all(sorted(root.glob("*.json")), problems)
+            companies = {}
+            for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+                if not _ID.match(folder.name):
+                    problems.append(f"{folder}: a folder of triggers is named after a company id ({ID_PATTERN})")
+                    continue
+                companies[folder.name] = _compile_all(sorted(folder.glob("*.json")), problems)
+        else:
+            raise TriggerLoadError(f"{root}: no such file or directory")
+        if problems:
+            raise TriggerLoadError("\n".join(problems))
+        return cls(shared, companies)
+
+
+def _compile_all(paths: Iterable[Path], problems: list[str]) -> dict[str, Trigger]:
+    triggers: dict[str, Trigger] = {}
+    for path in paths:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            problems.append(f"{path}: cannot read: {error}")
+            continue
+        try:
+            trigger = compile_trigger(text, source=str(path))
+            undefined = trigger.undefined_references()
+            if undefined:
+                raise ConfigError(undefined)
+        except DiagnosticsError as error:
+            problems.append(str(error))
+            continue
+        if trigger.name in triggers:
+            problems.append(f"{path}: trigger name {trigger.name!r} is also used by {triggers[trigger.name].source}")
+            continue
+        triggers[trigger.name] = trigger
+    return triggers
+
+
+# -- storage ----------------------------------------------------------------------------------
+
+
+def open_store(url: str) -> Store:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db``, a plain path, or ``postgresql://...``."""
+    if url.startswith(("postgresql://", "postgres://")):
+        from .pgstore import PostgresStore
+
+        return PostgresStore(url)
+    if url.startswith("sqlite://"):
+        path = url[len("sqlite://") :]
+        if not path.startswith("/"):
+            raise ValueError(f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db")
+        return SQLiteStore(path[1:] or ":memory:")
+    if "://" in url:
+        raise ValueError(f"{url!r}: the database is sqlite:///FILE or postgresql://USER@HOST/DB")
+    return SQLiteStore(url)
+
+
+_company: contextvars.ContextVar[str] = contextvars.ContextVar("webhook_dsl_company")
+
+
+class _CompanyScopedStore:
+    """The store as the runtime sees it in the service: every session id is the calling company's."""
+
+    def __init__(self, backend: Store) -> None:
+        self.backend = backend
+
+    @staticmethod
+    def _scope() -> str:
+        return _company.get()  # set by the request handler; unset is a bug, and LookupError says so
+
+    async def put_session(
+        self,
+        session_id: str,
+        *,
+        company_id: str | None = None,
+        assistant_id: str | None = None,
+        client_data: Mapping[str, Any] | None = None,
+    ) -> Session:
+        return await self.backend.put_session(
+            session_id, company_id=self._scope(), assistant_id=assistant_id, client_data=client_data
+        )
+
+    async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
+        return await self.backend.get_session(session_id, company_id=self._scope())
+
+    async def merge_client_data(
+        self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
+    ) -> Session:
+        return await self.backend.merge_client_data(session_id, data, company_id=self._scope())
+
+    async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
+        return await self.backend.append_log(session_id, record, company_id=self._scope())
+
+    async def finish_call(
+        self,
+        session_id: str,
+        client_data_update: Mapping[str, Any],
+        record: Mapping[str, Any],
+        *,
+        company_id: str | None = None,
+    ) -> int:
+        return await self.backend.finish_call(session_id, client_data_update, record, company_id=self._scope())
+
+    async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
+        return await self.backend.logs(session_id, limit, company_id=self._scope())
+
+    async def list_sessions(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
+        return await self.backend.list_sessions(self._scope(), limit, offset)
+
+    async def add_api_key(self, company_id: str, key_hash: str, prefix: str, label: str = "") -> None:
+        raise PermissionError("keys are not created through a request")
+
+    async def company_for_key(self, key_hash: str) -> str | None:
+        raise PermissionError("keys are not looked up through the runtime")
+
+    async def api_keys(self, company_id: str) -> list[ApiKey]:
+        return await self.backend.api_keys(self._scope())
+
+    async def revoke_api_key(self, company_id: str, prefix: str) -> int:
+        raise PermissionError("keys are not revoked through a request")
+
+    async def ping(self) -> None:
+        await self.backend.ping()
+
+    async def close(self) -> None:
+        return None  # the backend belongs to the app
+
+
+# -- errors -----------------------------------------------------------------------------------
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": {"code", "message"}}`` with its status."""
+
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.headers = dict(headers or {})
+
+
+class _PayloadTooLarge(Exception):
+    pass
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    500: "internal",
+    503: "unavailable",
+}
+
+
+class JSONResponse(_StarletteJSONResponse):
+    """JSON as UTF-8; a lone surrogate (a remote can send one as ``\\ud800``) goes out escaped, not as a 500."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
+def error_response(status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers={"Cache-Control": "no-store", **(headers or {})},
+    )
+
+
+async def _api_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error_response(error.status, error.code, error.message, error.headers)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    status = error.status_code
+    message = error.detail
+    if status == 404:
+        message = f"no such endpoint: {request.method} {request.url.path}"
+    elif status == 405:
+        message = f"{request.method} is not allowed here; use {(error.headers or {}).get('Allow', 'another method')}"
+    return error_response(status, _STATUS_CODES.get(status, "error"), message, error.headers)
+
+
+async def _too_large(request: Request, error: Exception) -> Response:
+    limit = request.app.state.settings.max_body_bytes
+    return error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+
+
+async def _internal(request: Request, error: Exception) -> Response:
+    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=error)
+    return error_response(500, "internal", "internal error; the service log has the details")
+
+
+# -- settings and middleware --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServiceSettings:
+    max_body_bytes: int = 1024 * 1024  # a request body larger than this is refused with 413
+    key_cache_seconds: float = 10.0  # a key's company is remembered this long (so a revoked key works this long)
+    access_log: bool = True  # one line per request: method, path (never the query string), status, ms
+    dashboard: bool = True
+    #: Requests with no key at all are served as this company (local trials: the seed's bare curl).
+    #: Off by default; a request with a wrong key is still refused.
+    anonymous_company: str | None = None
+
+
+class _Guard:
+    """Outermost ASGI layer: body size limit (413) and the access log, which never prints query strings."""
+
+    def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
+        self.app = app
+        self.settings = settings
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 0
+        limit = self.settings.max_body_bytes
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            try:
+                declared = _content_length(scope)
+            except ValueError:
+                declared = -1
+            if declared is not None and (declared < 0 or declared > limit):
+                response: Response = (
+                    error_response(400, "bad_request", "the Content-Length header is not a number")
+                    if declared < 0
+                    else error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+                )
+                await response(scope, receive, send_and_note)
+                return
+            received = 0
+
+            async def limited_receive() -> Message:
+                nonlocal received
+                message = await receive()
+                if message["type"] == "http.request":
+                    received += len(message.get("body", b""))
+                    if received > limit:
+                        raise _PayloadTooLarge
+                return message
+
+            await self.app(scope, limited_receive, send_and_note)
+        finally:
+            if self.settings.access_log:
+                access_log.info(
+                    "%s %s %s %.1fms",
+                    scope["method"],
+                    scope["path"],
+                    status or 500,
+                    (time.perf_counter() - started) * 1000,
+                )
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value)  # ValueError (or a negative number): answered 400 by _Guard
+    return None
+
+
+class _KeyCache:
+    """key hash -> company, remembered ``ttl`` seconds; unknown keys are never remembered."""
+
+    def __init__(self, store: Store, ttl: float) -> None:
+        self.store = store
+        self.ttl = ttl
+        self._known: dict[str, tuple[str, float]] = {}
+
+    async def company(self, key: str) -> str | None:
+        digest = hash_api_key(key)
+        now = time.monotonic()
+        hit = self._known.get(digest)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        company = await self.store.company_for_key(digest)
+        if company is not None and self.ttl > 0:
+            if len(self._known) > 10_000:
+                self._known.clear()
+            self._known[digest] = (company, now + self.ttl)
+        return company
+
+
+def request_key(request: Request) -> str | None:
+    """The API key of a request: ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``."""
+    authorization = request.headers.get("authorization")
+    if authorization:
+        scheme, _, value = authorization.partition(" ")
+        if scheme.lower() == "bearer" and value.strip():
+            return value.strip()
+    key = request.headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+async def company_of(request: Request) -> str:
+    """The company of the request's API key; 401 without one."""
+    key = request_key(request)
+    challenge = {"WWW-Authenticate": 'Bearer realm="webhook-dsl"'}
+    anonymous = request.app.state.settings.anonymous_company
+    if key is None and anonymous is not None:
+        return str(anonymous)
+    if key is None:
+        raise ApiError(
+            401, "unauthorized", "send an API key: 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'", challenge
+        )
+    company = await request.app.state.keys.company(key)
+    if company is None:
+        raise ApiError(401, "unauthorized", "the API key is not valid", challenge)
+    return str(company)
+
+
+# -- request parsing --------------------------------------------------------------------------
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _parse_json(data: bytes | str, what: str) -> Any:
+    try:
+        value = json.loads(data, parse_constant=_reject_constant)
+    except RecursionError:
+        raise ApiError(400, "bad_request", f"{what}: nested too deeply") from None
+    except ValueError as error:  # JSONDecodeError, bad UTF-8, NaN, an integer too long
+        raise ApiError(400, "bad_request", f"{what}: not valid JSON ({error})") from None
+    if _depth(value) > _MAX_DEPTH:
+        raise ApiError(400, "bad_request", f"{what}: nested deeper than {_MAX_DEPTH} levels")
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ApiError(400, "bad_request", f"{what}: holds a lone UTF-16 surrogate (\\ud800-\\udfff)") from None
+    return value
+
+
+def _depth(value: Any, level: int = 0) -> int:
+    if level > _MAX_DEPTH:
+        return level
+    if isinstance(value, dict):
+        return max((_depth(v, level + 1) for v in value.values()), default=level + 1)
+    if isinstance(value, list):
+        return max((_depth(v, level + 1) for v in value), default=level + 1)
+    return level
+
+
+def _session_id(request: Request) -> str:
+    session_id = str(request.path_params["session_id"])
+    if not _ID.match(session_id):
+        raise ApiError(
+            400,
+            "bad_request",
+            "a session id is 1-128 characters: letters, digits and . _ : @ ~ -, starting with a letter or digit",
+        )
+    return session_id
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _check_client_data(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ApiError(400, "bad_request", f"client_data must be a JSON object, not {_json_type(value)}")
+    for key in value:
+        if key in SYSTEM_VARIABLES:
+            raise ApiError(400, "bad_request", f"client_data key {key!r} is a system variable; the platform sets it")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _only(fields: Iterable[str], allowed: tuple[str, ...], where: str) -> None:
+    for name in fields:
+        if name == "company_id":
+            raise ApiError(
+                400, "bad_request", "company_id cannot be sent: a session belongs to the company of the API key"
+            )
+        if name not in allowed:
+            raise ApiError(400, "bad_request", f"unknown field {name!r} in {where}; known: {', '.join(allowed)}")
+
+
+async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str | None]:
+    """client_data and assistant_id from a JSON body or a form (multipart or urlencoded)."""
+    kind = _media_type(request)
+    body_fields: dict[str, Any]
+    if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
+        limit = request.app.state.settings.max_body_bytes
+        body_fields = {}
+        async with request.form(max_files=2, max_fields=20, max_part_size=limit) as form:  # closes uploads
+            for name, value in form.multi_items():
+                if name in body_fields:
+                    raise ApiError(400, "bad_request", f"form field {name!r} is given more than once")
+                body_fields[name] = await value.read() if isinstance(value, UploadFile) else value
+        _only(body_fields, ("client_data", "assistant_id"), "the form")
+        if "client_data" in body_fields:
+            body_fields["client_data"] = _parse_json(body_fields["client_data"], "the client_data field")
+        if isinstance(body_fields.get("assistant_id"), bytes):
+            try:
+                body_fields["assistant_id"] = body_fields["assistant_id"].decode("utf-8")
+            except UnicodeDecodeError:
+                raise ApiError(400, "bad_request", "assistant_id is not UTF-8 text") from None
+    else:
+        body = await request.body()
+        if not body.strip():
+            return None, None
+        if kind != "application/json" and not kind.endswith("+json"):
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "send client_data as JSON (Content-Type: application/json) or as a form field (curl -F)",
+            )
+        document = _parse_json(body, "the body")
+        if not isinstance(document, dict):
+            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {_json_type(document)}")
+        _only(document, ("client_data", "assistant_id"), "the body")
+        body_fields = document
+    client_data = _check_client_data(body_fields["client_data"]) if "client_data" in body_fields else None
+    assistant_id = body_fields.get("assistant_id")
+    if "assistant_id" in body_fields:
+        if not isinstance(assistant_id, str):
+            raise ApiError(400, "bad_request", "assistant_id must be a string")
+        if len(assistant_id) > MAX_ASSISTANT_ID or "\x00" in assistant_id:
+            raise ApiError(400, "bad_request", f"assistant_id: at most {MAX_ASSISTANT_ID} characters, no NUL character")
+    return client_data, assistant_id
+
+
+def masked_session(session: Session) -> dict[str, Any]:
+    """A session as the API and the dashboard show it: values of secret-looking keys replaced by ***,
+    and those values masked wherever else they appear."""
+    data = session.to_dict()
+    data["client_data"] = Masker.for_variables(session.client_data).variables(session.client_data)
+    return data
+
+
+# -- endpoints ----------------------------------------------------------------------------------
+
+
+async def health(request: Request) -> Response:
+    store: Store = request.app.state.store
+    try:
+        await store.ping()
+    except Exception as error:  # any database failure is "unavailable"
+        log.warning("health check: the database does not answer: %s", error)
+        return error_response(503, "unavailable", "the database does not answer")
+    return JSONResponse({"status": "ok", "store": getattr(store, "kind", "sqlite"), "version": __version__})
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+async def put_session(request: Request) -> Response:
+    company = await company_of(request)
+    session_id = _session_id(request)
+    client_data, assistant_id = await _session_update(request)
+    store: Store = request.app.state.store
+    session = await store.put_session(
+        session_id, company_id=company, assistant_id=assistant_id, client_data=client_data
+    )
+    return JSONResponse(masked_session(session))
+
+
+async def _existing_session(request: Request, company: str, session_id: str) -> Session:
+    store: Store = request.app.state.store
+    try:
+        return await store.get_session(session_id, company_id=company)
+    except SessionNotFound:
+        raise ApiError(
+            404, "session_not_found", f"no session {session_id!r} for this API key's company; PUT it first"
+        ) from None
+
+
+async def get_session(request: Request) -> Response:
+    company = await company_of(request)
+    session_id = _session_id(request)
+    return JSONResponse(masked_session(await _existing_session(request, company, session_id)))
+
+
+def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
+    text = request.query_params.get(name)
+    if text is None:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be an integer from {low} to {high}") from None
+    if not low <= value <= high:
+        raise ApiError(400, "bad_request", f"{name} must be an integer from {low} to {high}")
+    return value
+
+
+async def get_logs(request: Request) -> Response:
+    company = await company_of(request)
+    session_id = _session_id(request)
+    limit = _int_query(request, "limit", 100, 1, MAX_LOGS)
+    await _existing_session(request, company, session_id)
+    store: Store = request.app.state.store
+    records = await store.logs(session_id, limit, company_id=company)
+    return JSONResponse({"session_id": session_id, "logs": records})
+
+
+async def call_trigger(request: Request) -> Response:
+    company = await company_of(request)
+    session_id = _session_id(request)
+    name = str(request.path_params["name"])
+    catalog: TriggerCatalog = request.app.state.catalog
+    trigger = catalog.get(company, name) if _TRIGGER_NAME.match(name) else None
+    body = await request.body()
+    arguments: dict[str, Any] = {}
+    images: list[str] = []
+    dry_run = False
+    if body.strip():
+        kind = _media_type(request)
+        if kind != "application/json" and not kind.endswith("+json"):
+            raise ApiError(415, "unsupported_media_type", "send the call as JSON (Content-Type: application/json)")
+        document = _parse_json(body, "the body")
+        if not isinstance(document, dict):
+            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {_json_type(document)}")
+        _only(document, ("arguments", "images", "dry_run"), "the body")
+        arguments = document.get("arguments", {})
+        if not isinstance(arguments, dict):
+            raise ApiError(400, "bad_request", f"arguments must be a JSON object, not {_json_type(arguments)}")
+        images = document.get("images", [])
+        if (
+            not isinstance(images, list)
+            or len(images) > MAX_IMAGES
+            or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
+        ):
+            raise ApiError(
+                400,
+                "bad_request",
+                f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
+            )
+        dry_run = document.get("dry_run", False)
+        if not isinstance(dry_run, bool):
+            raise ApiError(400, "bad_request", "dry_run must be true or false")
+    if trigger is None:
+        raise ApiError(404, "trigger_not_found", f"no trigger {name!r} for this API key's company; see GET /triggers")
+    runtime: Runtime = request.app.state.runtime
+    token = _company.set(company)
+    try:
+        result = await runtime.call_trigger(trigger, session_id, arguments, images, dry_run=dry_run)
+    except SessionNotFound:
+        raise ApiError(
+            404, "session_not_found", f"no session {session_id!r} for this API key's company; PUT it first"
+        ) from None
+    finally:
+        _company.reset(token)
+    return JSONResponse({"message_for_llm": result.message_for_llm, "result": result.to_dict()})
+
+
+async def list_triggers(request: Request) -> Response:
+    company = await company_of(request)
+    style = request.query_params.get("style", "openai")
+    if style not in ("openai", "anthropic"):
+        raise ApiError(400, "bad_request", "style must be 'openai' or 'anthropic'")
+    catalog: TriggerCatalog = request.app.state.catalog
+    triggers = catalog.for_company(company)
+    tools = [triggers[name].tool_definition(style) for name in sorted(triggers)]
+    return JSONResponse({"style": style, "tools": tools})
+
+
+# -- the app ------------------------------------------------------------------------------------
+
+
+def create_app(
+    store: Store,
+    catalog: TriggerCatalog,
+    *,
+    settings: ServiceSettings | None = None,
+    close_store: bool = True,
+    **runtime_options: Any,
+) -> Starlette:
+    """The ASGI app. ``runtime_options`` go to ``Runtime`` (``allow_networks=[...]``, ``deadline=...``).
+
+    The store is closed when the app shuts down unless ``close_store=False``.
+    """
+    settings = settings or ServiceSettings()
+    the_runtime = Runtime(_CompanyScopedStore(store), **runtime_options)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await store.ping()  # a database that cannot be reached stops start-up, with its error
+        try:
+            yield
+        finally:
+            await the_runtime.aclose()
+            if close_store:
+                await store.close()
+
+    routes: list[Route | Mount] = [
+        Route("/health", health, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/session/{session_id}", put_session, methods=["PUT"]),
+        Route("/session/{session_id}", get_session, methods=["GET"]),
+        Route("/session/{session_id}/logs", get_logs, methods=["GET"]),
+        Route("/session/{session_id}/triggers/{name}", call_trigger, methods=["POST"]),
+        Route("/triggers", list_triggers, methods=["GET"]),
+    ]
+    if settings.dashboard:
+        from .dashboard import routes as dashboard_routes
+
+        routes.extend(dashboard_routes())
+    handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
+        ApiError: _api_error,
+        HTTPException: _http_error,
+        _PayloadTooLarge: _too_large,
+        Exception: _internal,
+    }
+    app = Starlette(routes=_merge_methods(routes), lifespan=lifespan, exception_handlers=handlers)
+    app.state.store = store
+    app.state.catalog = catalog
+    app.state.runtime = the_runtime
+    app.state.settings = settings
+    app.state.keys = _KeyCache(store, settings.key_cache_seconds)
+    app.state.openapi = openapi_document(sorted(catalog.shared))
+    app.add_middleware(_Guard, settings=settings)
+    return app
+
+
+def _merge_methods(routes: list[Route | Mount]) -> list[Route | Mount]:
+    """One Route per path, dispatching on the method, so a wrong method is a 405 with every allowed one."""
+    merged: dict[str, dict[str, Callable[[Request], Awaitable[Response]]]] = {}
+    others: list[Route | Mount] = []
+    for route in routes:
+        if isinstance(route, Route) and route.methods:
+            for method in route.methods - {"HEAD"}:
+                merged.setdefault(route.path, {})[method] = route.endpoint
+        else:
+            others.append(route)
+    result: list[Route | Mount] = []
+    for path, endpoints in merged.items():
+
+        async def dispatch(
+            request: Request, endpoints: dict[str, Callable[[Request], Awaitable[Response]]] = endpoints
+        ) -> Response:
+            method = "GET" if request.method == "HEAD" else request.method
+            return await endpoints[method](request)
+
+        methods = sorted(endpoints) + (["HEAD"] if "GET" in endpoints else [])
+        result.append(Route(path, dispatch, methods=methods))
+    return result + others
