@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+import orjson
+
 __all__ = [
     "API_KEY_PREFIX",
     "AmbiguousSession",
@@ -246,6 +248,14 @@ class SQLiteStore:
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]] = []
         self._pending_lock = threading.Lock()
         self._flushing = False
+        # Reads of one session by primary key happen on every trigger call. With a file in WAL mode a
+        # second, read-only connection serves them on the event loop itself (tens of microseconds,
+        # never blocked by the writer), instead of queueing behind group commits on the worker thread.
+        self._reader: sqlite3.Connection | None = None
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._reader = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._reader.execute("PRAGMA query_only=ON")
+        self._reader_lock = threading.Lock()
 
     def _create_schema(self) -> None:
         db = self._connection
@@ -359,6 +369,9 @@ class SQLiteStore:
     def close_sync(self) -> None:
         with self._lock:
             self._connection.close()
+        with self._reader_lock:
+            if self._reader is not None:
+                self._reader.close()
         self._executor.shutdown(wait=True)
 
     # -- the async Store interface ----------------------------------------------------
@@ -420,7 +433,10 @@ class SQLiteStore:
         return await self._write(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
 
     async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
-        return await self._run(self.get_session_sync, session_id, company_id=company_id)
+        if self._reader is None:
+            return await self._run(self.get_session_sync, session_id, company_id=company_id)
+        with self._reader_lock:
+            return _find(self._reader, session_id, company_id)
 
     async def merge_client_data(
         self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
@@ -472,6 +488,22 @@ class SQLiteStore:
         self.close_sync()
 
 
+def _dumps(value: Any) -> str:
+    """JSON text for a column: orjson (several times faster on the hot path), the stdlib for what orjson
+    refuses (integers beyond 64 bits, non-string keys)."""
+    try:
+        return orjson.dumps(value).decode("utf-8")
+    except TypeError:
+        return json.dumps(value)
+
+
+def _loads(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # e.g. an escaped lone surrogate written by the stdlib fallback
+        return json.loads(text)
+
+
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
     if future.cancelled():
         return
@@ -482,7 +514,7 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 def _session(row: tuple[Any, ...]) -> Session:
-    return Session(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+    return Session(row[0], row[1], row[2], _loads(row[3]), row[4], row[5])
 
 
 def _lookup(db: sqlite3.Connection, session_id: str, company_id: str | None) -> Session | None:
@@ -518,7 +550,7 @@ def _put(
         created = Session(session_id, company_id or "", assistant_id or "", dict(client_data or {}), now, now)
         db.execute(
             f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, created.company_id, created.assistant_id, json.dumps(created.client_data), now, now),
+            (session_id, created.company_id, created.assistant_id, _dumps(created.client_data), now, now),
         )
         return created
     merged = dict(session.client_data)
@@ -526,7 +558,7 @@ def _put(
     assistant = assistant_id if assistant_id is not None else session.assistant_id
     db.execute(
         "UPDATE sessions SET assistant_id = ?, client_data = ?, updated_at = ? WHERE company_id = ? AND id = ?",
-        (assistant, json.dumps(merged), now, session.company_id, session_id),
+        (assistant, _dumps(merged), now, session.company_id, session_id),
     )
     return Session(session_id, session.company_id, assistant, merged, session.created_at, now)
 
@@ -538,7 +570,7 @@ def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], com
     now = time.time()
     db.execute(
         "UPDATE sessions SET client_data = ?, updated_at = ? WHERE company_id = ? AND id = ?",
-        (json.dumps(merged), now, session.company_id, session_id),
+        (_dumps(merged), now, session.company_id, session_id),
     )
     return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
 
@@ -549,7 +581,7 @@ def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, An
         company_id = session.company_id if session is not None else ""
     cursor = db.execute(
         "INSERT INTO call_logs (company_id, session_id, at, record) VALUES (?, ?, ?, ?)",
-        (company_id, session_id, float(record.get("at", time.time())), json.dumps(dict(record))),
+        (company_id, session_id, float(record.get("at", time.time())), _dumps(record)),
     )
     return int(cursor.lastrowid or 0)
 
@@ -562,7 +594,7 @@ def _logs(db: sqlite3.Connection, session_id: str, limit: int, company_id: str |
         "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
         (*params, limit),
     ).fetchall()
-    return [{"seq": seq, **json.loads(record)} for seq, record in rows]
+    return [{"seq": seq, **_loads(record)} for seq, record in rows]
 
 
 def _list_sessions(db: sqlite3.Connection, company_id: str, limit: int, offset: int) -> list[SessionSummary]:
