@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
+from .runtime import CATEGORIES
 
 __all__ = ["ID_PATTERN", "TRIGGER_NAME_PATTERN", "openapi_document"]
 
@@ -21,16 +22,7 @@ MAX_IMAGE_URL = 4096
 MAX_ASSISTANT_ID = 128
 MAX_LOGS = 1000
 
-_CATEGORIES = [
-    "timeout",
-    "connection",
-    "http_status",
-    "too_large",
-    "invalid_response",
-    "blocked",
-    "bad_arguments",
-    "render",
-]
+_CATEGORIES = list(CATEGORIES)  # the runtime's own list: one source for the enum
 
 
 def _ref(name: str) -> dict[str, str]:
