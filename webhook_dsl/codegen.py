@@ -106,7 +106,7 @@ class _Writer:
 
     def lookup(self, name: str, slot: Slot) -> None:
         """Emit the full-name lookup (and the index, inline) into local *name*."""
-        self.emit(f"{name} = v.get({slot.candidates[0]!r}, M)")
+        self.emit(f"{name} = v.get({slot.full_name!r}, M)")
         if slot.index is not None:
             i = slot.index
             self.emit(f"{name} = {name}[{i}] if {name}.__class__ is list and len({name}) > {i} else I({name}, {i})")
@@ -117,7 +117,7 @@ class _Writer:
         The same reference in the same context renders the same text, so it is computed once
         ($session.id in a header and twice in the body costs one lookup).
         """
-        key = (slot.candidates[0], slot.index, slot.context)
+        key = (slot.full_name, slot.index, slot.context)
         if key in self.known:
             name = self.known[key]
             if self.in_headers:

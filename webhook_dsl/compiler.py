@@ -39,7 +39,8 @@ def candidates_for(ref: ast.VarRef, context: Context) -> tuple[str, ...]:
 def _slot(variable: ast.Variable, field: str | None = None) -> Slot:
     ref = variable.ref
     return Slot(
-        candidates=candidates_for(ref, variable.context),
+        name=ref.name,
+        lengths=tuple(len(c) for c in candidates_for(ref, variable.context)),
         index=ref.index,
         written=ref.written,
         context=variable.context,

@@ -84,7 +84,8 @@ class RenderedRequest(NamedTuple):
 class Slot:
     """One ``$reference`` in the plan: which names to try, and how to encode what is found."""
 
-    candidates: tuple[str, ...]  # longest first; one for ${name} and bare values
+    name: str  # the run of name characters after `$` (or inside `${...}`)
+    lengths: tuple[int, ...]  # candidate prefix lengths, longest first; one for ${name} and bare values
     index: int | None
     written: str
     context: Context
@@ -92,9 +93,19 @@ class Slot:
     line: int
     column: int
 
+    @property
+    def candidates(self) -> tuple[str, ...]:
+        """The names this reference may mean, longest first (kept as lengths: a third of the memory)."""
+        return tuple(self.name[:length] for length in self.lengths)
+
+    @property
+    def full_name(self) -> str:
+        """The longest candidate, which the fast path looks up."""
+        return self.name[: self.lengths[0]]
+
     def remainder(self, matched: str) -> str:
         """Name characters after a shorter match, kept as text (``$session_x`` -> value + ``_x``)."""
-        if matched == self.candidates[0]:
+        if len(matched) == self.lengths[0]:
             return ""
         return self.written[1 + len(matched) :]
 
@@ -243,7 +254,7 @@ class WebhookPlan:
 
 def _slot_data(slot: Slot) -> dict[str, Any]:
     return {
-        "slot": list(slot.candidates),
+        "slot": list(slot.candidates),  # names, not lengths: a plan file stays readable
         "index": slot.index,
         "written": slot.written,
         "context": slot.context.value,
@@ -271,7 +282,7 @@ def _piece_from(data: Any) -> Any:
         line, column = data["at"]
         index = data["index"]
         return Slot(
-            candidates=tuple(str(c) for c in data["slot"]),
+            **_name_and_lengths([str(c) for c in data["slot"]]),
             index=None if index is None else int(index),
             written=str(data["written"]),
             context=Context(data["context"]),
@@ -358,7 +369,7 @@ class _CarefulRenderer:
             if not self.lenient or slot.context is Context.JSON_VALUE:
                 self.problem([slot], f"{slot.written} is not defined (no variable named {_names(slot.candidates)})")
             return None
-        if slot.index is not None and name == slot.candidates[0]:
+        if slot.index is not None and len(name) == slot.lengths[0]:
             if type(value) not in (list, tuple):
                 self.problem([slot], f"{slot.written} indexes {name}, which is {kind_of(value)}, not a list")
                 return None
@@ -499,6 +510,13 @@ class _CarefulRenderer:
         if request.body is not None and len(request.body) > MAX_BODY_BYTES:
             body_slots = [s for s in slots if s.field.startswith("body")] or slots
             self.problem(body_slots, f"the rendered body is {len(request.body)} bytes, more than {MAX_BODY_BYTES}")
+
+
+def _name_and_lengths(candidates: list[str]) -> dict[str, Any]:
+    """Slot fields from a candidate list, checking that each candidate is a prefix of the first."""
+    if not candidates or any(not candidates[0].startswith(c) for c in candidates):
+        raise ValueError("slot candidates must be prefixes of the first")
+    return {"name": candidates[0], "lengths": tuple(len(c) for c in candidates)}
 
 
 def _names(candidates: tuple[str, ...]) -> str:
