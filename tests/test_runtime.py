@@ -388,3 +388,11 @@ def test_render_errors_become_results_not_exceptions() -> None:
 
     result = run(main())
     assert result.category == "render" and "$id is not defined" in result.error
+
+
+def test_response_integers_beyond_64_bits_stay_exact(tmp_path: Path) -> None:
+    big = 123456789012345678901234567890
+    result, _, store = call(tmp_path, answer(200, {"id": big, "session": {"client_data": {"big": big}}}))
+    assert result.call.json()["id"] == big and result.client_data_merged == {"big": big}
+    assert run(store.get_session("s1")).client_data["big"] == big
+    assert str(big) in result.message_for_llm

@@ -239,3 +239,14 @@ def test_sqlite_database_of_the_first_version_is_migrated(tmp_path: Path) -> Non
     finally:
         store.close_sync()
     SQLiteStore(path).close_sync()  # opening a migrated database again changes nothing
+
+
+def test_sqlite_keeps_integers_beyond_64_bits_exact(tmp_path: Path) -> None:
+    """Regression: orjson reads integers beyond 64 bits as floats; stored client_data must stay exact."""
+    from webhook_dsl.store import SQLiteStore
+
+    store = SQLiteStore(tmp_path / "big.db")
+    big = 123456789012345678901234567890
+    store.put_session_sync("s", company_id="c", assistant_id="a", client_data={"id": big, "n": 2**63 - 1})
+    assert store.get_session_sync("s", company_id="c").client_data == {"id": big, "n": 2**63 - 1}
+    store.close_sync()

@@ -20,6 +20,7 @@ import contextlib
 import email.utils
 import json
 import random
+import re
 import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -29,6 +30,7 @@ from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import httpx
+import orjson
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
@@ -103,7 +105,7 @@ class CallResult:
     def json(self) -> Any:
         """The body as JSON (parsed once, then kept); raises ``ValueError`` if it is not JSON."""
         if self._json is _UNPARSED:
-            self._json = json.loads(self.body)
+            self._json = _parse_json(self.body)
         return self._json
 
     @property
@@ -488,7 +490,7 @@ class Runtime:
                     result.ok = True
                     if _declares_json(result.content_type) and result.body.strip():
                         try:
-                            result._json = json.loads(result.body)
+                            result._json = _parse_json(result.body)
                         except ValueError:
                             result.ok = False
                             result.category = "invalid_response"
@@ -619,14 +621,38 @@ def build_variables(
     return variables, origins
 
 
+_USER_AGENT = ("User-Agent", f"webhook-dsl/{_version}")
+_ACCEPT_ENCODING = ("Accept-Encoding", "gzip, deflate")  # what _BodyReader can inflate
+
+
 def _with_default_headers(request: RenderedRequest) -> RenderedRequest:
-    names = {name.lower() for name, _ in request.headers}
-    extra = []
-    if "user-agent" not in names:
-        extra.append(("User-Agent", f"webhook-dsl/{_version}"))
-    if "accept-encoding" not in names:
-        extra.append(("Accept-Encoding", "gzip, deflate"))
-    return request._replace(headers=request.headers + extra) if extra else request
+    """Our User-Agent and Accept-Encoding, unless the template set its own."""
+    has_agent = has_encoding = False
+    for name, _ in request.headers:
+        lowered = name.lower()
+        has_agent = has_agent or lowered == "user-agent"
+        has_encoding = has_encoding or lowered == "accept-encoding"
+    if has_agent and has_encoding:
+        return request
+    extra = ([] if has_agent else [_USER_AGENT]) + ([] if has_encoding else [_ACCEPT_ENCODING])
+    return tuple.__new__(RenderedRequest, (request.method, request.url, request.headers + extra, request.body))
+
+
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
+def _parse_json(body: bytes) -> Any:
+    """orjson when it is exact, else the stdlib.
+
+    orjson turns integers beyond 64 bits into floats without a word, so any text with a run of 19
+    digits or more (a 64-bit integer has at most 20) goes to the stdlib, which keeps them exact.
+    """
+    if _LONG_DIGITS.search(body):
+        return json.loads(body)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return json.loads(body)
 
 
 def _declares_json(content_type: str) -> bool:

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -497,7 +498,13 @@ def _dumps(value: Any) -> str:
         return json.dumps(value)
 
 
+_LONG_DIGITS = re.compile(r"[0-9]{19}")
+
+
 def _loads(text: str) -> Any:
+    """orjson when exact: it turns integers beyond 64 bits into floats, so long digit runs go to the stdlib."""
+    if _LONG_DIGITS.search(text):
+        return json.loads(text)
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # e.g. an escaped lone surrogate written by the stdlib fallback
