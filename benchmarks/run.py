@@ -332,7 +332,9 @@ class NaiveRenderer:
 # =====================================================================================
 
 
-class RegexRenderer:
+class RegexRenderer(NaiveRenderer):
+    """Same request assembly as the naive baseline; only the substitution differs."""
+
     def __init__(self, spec: Spec, defined: Mapping[str, Any]) -> None:
         self.spec = spec
         names = sorted(defined, key=len, reverse=True)
@@ -351,29 +353,6 @@ class RegexRenderer:
             return encode(value) + "[" + index + "]"
 
         return self.pattern.sub(replace, template)
-
-    def render(self, v: Mapping[str, Any]) -> RenderedRequest:
-        sub = self.sub
-        spec = self.spec
-        url = sub(spec.url, v, enc_url) if self.url_templated else spec.url
-        headers = [(name, sub(value, v, enc_header)) if templated else (name, value)
-                   for name, value, templated in self.headers]
-        body = None
-        if spec.body_parts is not None:
-            out = []
-            for part in spec.body_parts:
-                kind = part[0]
-                if kind == 0:
-                    out.append(part[1])
-                elif kind == 1:
-                    out.append(sub(part[1], v, enc_json))
-                else:
-                    value = v[part[1]]
-                    if part[2] is not None:
-                        value = value[part[2]]
-                    out.append(orjson.dumps(value).decode())
-            body = "".join(out).encode()
-        return RenderedRequest(spec.method, url, headers, body)
 
 
 # =====================================================================================

@@ -24,6 +24,12 @@ def run(*argv: str) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
+def put_session(db: str, session_id: str) -> None:
+    status, _, err = run("session", "put", session_id, "--company-id", "c", "--assistant-id", "a",
+                         "--client-data", json.dumps(SECRETS), "--database", db)
+    assert status == 0, err
+
+
 @pytest.fixture
 def stand_in_triggers(tmp_path: Path) -> Iterator[Path]:
     """The example triggers, pointed at a stand-in on an ephemeral port."""
@@ -125,19 +131,7 @@ def test_seed_examples_end_to_end(stand_in_triggers: Path, tmp_path: Path) -> No
 
 def test_call_refuses_loopback_without_allow_and_bad_arguments(stand_in_triggers: Path, tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
-    run(
-        "session",
-        "put",
-        "S2",
-        "--company-id",
-        "c",
-        "--assistant-id",
-        "a",
-        "--client-data",
-        json.dumps(SECRETS),
-        "--database",
-        db,
-    )
+    put_session(db, "S2")
     status, out, _ = run(
         "call",
         str(stand_in_triggers / "check_order.json"),
@@ -168,19 +162,7 @@ def test_call_refuses_loopback_without_allow_and_bad_arguments(stand_in_triggers
 
 def test_dry_run_shows_the_request_and_sources_and_sends_nothing(stand_in_triggers: Path, tmp_path: Path) -> None:
     db = str(tmp_path / "s.db")
-    run(
-        "session",
-        "put",
-        "S3",
-        "--company-id",
-        "c",
-        "--assistant-id",
-        "a",
-        "--client-data",
-        json.dumps(SECRETS),
-        "--database",
-        db,
-    )
+    put_session(db, "S3")
     status, out, err = run(
         "call",
         str(stand_in_triggers / "check_order.json"),
