@@ -5,13 +5,11 @@ from __future__ import annotations
 import io
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from webhook_dsl.cli import main
-from webhook_dsl.standin import start_in_thread
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIGGERS = ROOT / "examples" / "triggers"
@@ -31,16 +29,12 @@ def put_session(db: str, session_id: str) -> None:
 
 
 @pytest.fixture
-def stand_in_triggers(tmp_path: Path) -> Iterator[Path]:
-    """The example triggers, pointed at a stand-in on an ephemeral port."""
-    server = start_in_thread()
-    port = server.server_address[1]
+def stand_in_triggers(tmp_path: Path, stand_in: int) -> Path:
+    """The example triggers, pointed at the stand-in on its ephemeral port."""
     for trigger in TRIGGERS.glob("*.json"):
-        text = trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{port}")
+        text = trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{stand_in}")
         (tmp_path / trigger.name).write_text(text)
-    yield tmp_path
-    server.shutdown()
-    server.server_close()
+    return tmp_path
 
 
 def test_seed_examples_end_to_end(stand_in_triggers: Path, tmp_path: Path) -> None:

@@ -19,7 +19,6 @@ from starlette.testclient import TestClient
 from tests.service_support import StoreFactory, make_key, services, write_triggers
 from webhook_dsl.dashboard import COOKIE
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
-from webhook_dsl.standin import start_in_thread
 
 SECRET = "hd-SECRET-99ab77"
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=1">'
@@ -30,14 +29,6 @@ TICKET = {
     "customer_name": "Ana",
     "customer_email": "ana@example.com",
 }
-
-
-@pytest.fixture(scope="module")
-def stand_in() -> Iterator[int]:
-    server = start_in_thread()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture

@@ -27,18 +27,9 @@ from tests.service_support import BACKENDS, StoreFactory, make_key, services, st
 from webhook_dsl.cli import main
 from webhook_dsl.openapi import openapi_document
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
-from webhook_dsl.standin import start_in_thread
 
 SECRET = "erp-SECRET-41d2c9"
 DOCUMENT = openapi_document()
-
-
-@pytest.fixture(scope="module")
-def stand_in() -> Iterator[int]:
-    server = start_in_thread()
-    yield int(server.server_address[1])
-    server.shutdown()
-    server.server_close()
 
 
 @pytest.fixture
