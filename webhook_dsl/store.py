@@ -4,11 +4,15 @@
 embedded default: one file, no server; ``webhook_dsl.pgstore.PostgresStore`` is the
 backend for several service replicas. Every client_data merge is one
 ``BEGIN IMMEDIATE`` transaction (read, merge, write), so concurrent merges on one
-session, from threads or from several processes, lose no update. Blocking
-SQLite calls run on one worker thread so the event loop never waits on disk, and
-writes that arrive while one is in progress are committed together (group
-commit): each caller still waits for its own commit, so nothing is acknowledged
-before it is stored, but 64 concurrent calls cost a few transactions, not 64.
+session, from threads or from several processes, lose no update. Writes
+that arrive during one turn of the event loop are committed together in one
+transaction (group commit): each caller still waits for its own commit, so
+nothing is acknowledged before it is stored, but 64 concurrent calls cost a few
+transactions, not 64. In WAL mode with ``synchronous=NORMAL`` a commit appends
+to the WAL and does not wait for the disk, so the batch is written on the event
+loop's own thread (no thread hand-off, no fight over the GIL); the one thing that
+can make it wait, another process holding the write lock, sends that batch to a
+worker thread instead, and WAL checkpoints (which do fsync) also run there.
 
 **Tenancy.** A session is identified by its company and its id: two companies may
 both have a session ``S1`` and never see each other's. Every method takes
@@ -248,7 +252,19 @@ class SQLiteStore:
         self._create_schema()
         self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]] = []
         self._pending_lock = threading.Lock()
-        self._flushing = False
+        self._flush_scheduled = False
+        # The event loop's writer: never waits for a lock (timeout 0; a busy database sends the batch to the
+        # worker thread) and never checkpoints (that fsyncs; the worker does it, see _after_loop_commit).
+        # A private in-memory database exists only on its one connection, so there it is shared (under _lock).
+        self._loop_writer = self._connection
+        self._loop_writer_lock = self._lock
+        self._commits_since_checkpoint = 0
+        self._checkpoint_queued = False
+        if self.path != ":memory:" and not self.path.startswith("file:"):
+            self._loop_writer = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
+            self._loop_writer.execute("PRAGMA synchronous=NORMAL")
+            self._loop_writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_writer_lock = threading.Lock()
         # Reads of one session by primary key happen on every trigger call. With a file in WAL mode a
         # second, read-only connection serves them on the event loop itself (tens of microseconds,
         # never blocked by the writer), instead of queueing behind group commits on the worker thread.
@@ -368,6 +384,9 @@ class SQLiteStore:
         )
 
     def close_sync(self) -> None:
+        with self._loop_writer_lock:
+            if self._loop_writer is not self._connection:
+                self._loop_writer.close()
         with self._lock:
             self._connection.close()
         with self._reader_lock:
@@ -382,46 +401,61 @@ class SQLiteStore:
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue a write; it commits with whatever other writes are waiting (group commit)."""
+        """Queue a write; it commits with every other write queued in this turn of the loop (group commit)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
             self._pending.append((work, future, loop))
-            start = not self._flushing
-            self._flushing = True
-        if start:
-            self._executor.submit(self._flush)
+            schedule = not self._flush_scheduled
+            self._flush_scheduled = True
+        if schedule:
+            loop.call_soon(self._flush_on_loop)
         return await future
 
-    def _flush(self) -> None:
-        """Worker thread: commit every queued write in one transaction, each in its own savepoint."""
-        while True:
-            with self._pending_lock:
-                batch, self._pending = self._pending, []
-                if not batch:
-                    self._flushing = False
-                    return
-            outcomes: list[tuple[bool, Any]] = []
+    def _flush_on_loop(self) -> None:
+        """Event loop: commit the queued writes here unless the database is busy; then the worker waits for it."""
+        with self._pending_lock:
+            batch, self._pending = self._pending, []
+            self._flush_scheduled = False
+        if not batch:
+            return
+        outcomes = None
+        if self._loop_writer_lock.acquire(blocking=False):
             try:
-                with self._lock:
-                    db = self._connection
-                    db.execute("BEGIN IMMEDIATE")
-                    for work, _future, _loop in batch:
-                        db.execute("SAVEPOINT one_write")
-                        try:
-                            outcomes.append((True, work(db)))
-                            db.execute("RELEASE one_write")
-                        except Exception as error:  # handed to that caller; the others go on
-                            db.execute("ROLLBACK TO one_write")
-                            db.execute("RELEASE one_write")
-                            outcomes.append((False, error))
-                    db.execute("COMMIT")
-            except Exception as error:  # the whole batch failed to commit
-                with contextlib.suppress(sqlite3.Error):
-                    self._connection.execute("ROLLBACK")
-                outcomes = [(False, error)] * len(batch)
-            for (_work, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
-                loop.call_soon_threadsafe(_settle, future, ok, value)
+                outcomes = _commit_batch(self._loop_writer, batch, wait=False)
+            finally:
+                self._loop_writer_lock.release()
+        if outcomes is None:  # locked by another process or thread: never block the loop on it
+            self._executor.submit(self._flush_in_worker, batch)
+            return
+        for (_work, future, _loop), (ok, value) in zip(batch, outcomes, strict=True):
+            _settle(future, ok, value)
+        self._after_loop_commit()
+
+    def _after_loop_commit(self) -> None:
+        """Checkpoint the WAL on the worker thread every so often (the loop's writer never does)."""
+        self._commits_since_checkpoint += 1
+        if self._loop_writer is self._connection or self._checkpoint_queued:
+            return
+        if self._commits_since_checkpoint >= _CHECKPOINT_EVERY:
+            self._commits_since_checkpoint = 0
+            self._checkpoint_queued = True
+            self._executor.submit(self._checkpoint)
+
+    def _checkpoint(self) -> None:
+        try:
+            with self._lock, contextlib.suppress(sqlite3.Error):
+                self._connection.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        finally:
+            self._checkpoint_queued = False
+
+    def _flush_in_worker(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]]) -> None:
+        """Worker thread: the same batch, waiting as long as the connection's timeout for the lock."""
+        with self._lock:
+            outcomes = _commit_batch(self._connection, batch, wait=True)
+        assert outcomes is not None
+        for (_work, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
+            loop.call_soon_threadsafe(_settle, future, ok, value)
 
     async def put_session(
         self,
@@ -509,6 +543,53 @@ def _loads(text: str) -> Any:
         return orjson.loads(text)
     except orjson.JSONDecodeError:  # e.g. an escaped lone surrogate written by the stdlib fallback
         return json.loads(text)
+
+
+#: The loop's writer leaves checkpoints to the worker thread: one every this many group commits.
+_CHECKPOINT_EVERY = 200
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = getattr(error, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+    return "locked" in str(error) or "busy" in str(error)
+
+
+def _commit_batch(
+    db: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any, Any]], *, wait: bool
+) -> list[tuple[bool, Any]] | None:
+    """Run every write of the batch in one transaction, each in its own savepoint so one failure fails
+    only its caller. Returns None, having changed nothing, when the lock is taken and *wait* is false."""
+    outcomes: list[tuple[bool, Any]] = []
+    try:
+        db.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as error:
+        if not wait and _is_busy(error):
+            return None
+        return [(False, error)] * len(batch)
+    try:
+        for work, _future, _loop in batch:
+            db.execute("SAVEPOINT one_write")
+            try:
+                outcomes.append((True, work(db)))
+                db.execute("RELEASE one_write")
+            except Exception as error:  # handed to that caller; the others go on
+                db.execute("ROLLBACK TO one_write")
+                db.execute("RELEASE one_write")
+                outcomes.append((False, error))
+        db.execute("COMMIT")
+    except sqlite3.OperationalError as error:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        if not wait and _is_busy(error):
+            return None  # rolled back: the worker runs the whole batch again
+        return [(False, error)] * len(batch)
+    except Exception as error:  # the whole batch failed to commit
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+        return [(False, error)] * len(batch)
+    return outcomes
 
 
 def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
