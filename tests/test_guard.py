@@ -1,7 +1,10 @@
 """The outbound guard: SSRF vectors refused before any connection; resolution stubbed, never real DNS.
 
-An autouse fixture replaces the event loop's create_connection so that a connection to anything
-but loopback fails the test, and records every address dialled.
+An autouse fixture watches every place a connection can start: ``webhook_dsl.client.dialling`` (the
+one point every request of the default pyreqwest client passes, with the checked address it will
+connect to, since the connect itself happens in Rust) and the event loop's sock_connect and
+create_connection (the httpx transport path, the stand-in). A connection to anything but loopback
+fails the test before it is made, and every address dialled is recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from typing import Any
 
 import pytest
 
+import webhook_dsl.client
 from tests.http_stub import StubServer, answer
 from webhook_dsl import Runtime, compile_webhook
 from webhook_dsl.guard import BlockedError, OutboundGuard, parse_numeric_host, why_blocked
@@ -23,8 +27,8 @@ DIALLED: list[str] = []
 
 @pytest.fixture(autouse=True)
 def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every outgoing connect goes through the loop's sock_connect (aiohttp via aiohappyeyeballs) or
-    create_connection with a host; both are spied on, and anything but loopback fails the test."""
+    """Every destination goes through client.dialling (pyreqwest) or the loop's sock_connect or
+    create_connection (asyncio-based clients); all are spied on, and anything but loopback fails the test."""
     original_sock_connect = asyncio.selector_events.BaseSelectorEventLoop.sock_connect
     original_create = asyncio.BaseEventLoop.create_connection
 
@@ -42,6 +46,10 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
             check(host)
         return await original_create(self, protocol_factory, host, port, **kw)
 
+    def dialling(address: str, port: int) -> None:
+        check(address)
+
+    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
     monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", sock_connect)
     monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", create_connection)
     DIALLED.clear()

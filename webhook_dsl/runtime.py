@@ -8,9 +8,11 @@ adds the session work around it: argument validation against the trigger's
 JSON Schema, variables from the session, the message for the LLM, the
 ``session.client_data`` merge and the call log.
 
-The default HTTP client is aiohttp, chosen for throughput under concurrency
-(see benchmarks/); any httpx transport can be passed instead (``transport=``),
-for mocking or custom networking, with the same guard, limits and results.
+The default HTTP client is pyreqwest (Rust's reqwest), chosen for throughput
+under concurrency (see benchmarks/ and client.py, which pins every connection to
+an address the guard checked); any httpx transport can be passed instead
+(``transport=``), for mocking or custom networking, with the same guard, limits
+and results.
 """
 
 from __future__ import annotations
@@ -25,16 +27,16 @@ import time
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import httpx
 import orjson
-from aiohttp.abc import AbstractResolver, ResolveResult
-from yarl import URL
+import pyreqwest.exceptions as reqwest_errors
 
 from ._version import __version__ as _version
+from .client import PinnedClients, describe_error
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import Masker, is_secret_header
@@ -167,7 +169,7 @@ class _Failure(Exception):
 @dataclass
 class _Response:
     status: int
-    headers: Mapping[str, str]  # case-insensitive: aiohttp's CIMultiDictProxy or httpx.Headers
+    headers: Mapping[str, str]  # case-insensitive: pyreqwest's HeaderMap or httpx.Headers
     body: bytes
     url: str
 
@@ -213,35 +215,6 @@ class _BodyReader:
         return b"".join(self.parts)
 
 
-class _GuardedResolver(AbstractResolver):
-    """aiohttp's resolver hook: resolve once, check every address, hand aiohttp only checked ones."""
-
-    def __init__(self, guard: OutboundGuard) -> None:
-        self.guard = guard
-
-    async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
-        import socket
-
-        addresses = await self.guard.resolve(host, port)  # raises BlockedError: not an OSError, so it surfaces
-        results: list[ResolveResult] = []
-        for address in addresses:
-            is_v6 = ":" in address
-            results.append(
-                {
-                    "hostname": host,
-                    "host": address,
-                    "port": port,
-                    "family": socket.AF_INET6 if is_v6 else socket.AF_INET,
-                    "proto": 0,
-                    "flags": socket.AI_NUMERICHOST,
-                }
-            )
-        return results
-
-    async def close(self) -> None:
-        return None
-
-
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
@@ -285,7 +258,7 @@ class Runtime:
         self.settings = replace(settings or RuntimeSettings(), **overrides)
         self.guard = OutboundGuard.build(allow_networks, allow_hosts, deny_networks, deny_hosts, resolver)
         self._transport = transport
-        self._aiohttp: aiohttp.ClientSession | None = None
+        self._clients: PinnedClients | None = None
         self._httpx: httpx.AsyncClient | None = None
 
     async def __aenter__(self) -> Runtime:
@@ -295,36 +268,21 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._aiohttp is not None:
-            await self._aiohttp.close()
-            self._aiohttp = None
+        if self._clients is not None:
+            await self._clients.aclose()
+            self._clients = None
         if self._httpx is not None:
             await self._httpx.aclose()
             self._httpx = None
 
     # -- one HTTP exchange ------------------------------------------------------------
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._aiohttp is None:
-            connector = aiohttp.TCPConnector(
-                resolver=_GuardedResolver(self.guard),
-                limit=self.settings.max_connections,
-                use_dns_cache=False,  # every new connection is resolved and checked again
+    def _pinned(self) -> PinnedClients:
+        if self._clients is None:
+            self._clients = PinnedClients(
+                self.guard, max_connections=self.settings.max_connections, connect_timeout=self.settings.connect_timeout
             )
-            self._aiohttp = aiohttp.ClientSession(
-                connector=connector,
-                auto_decompress=False,  # we inflate ourselves, so the size cap counts decompressed bytes
-                trust_env=False,  # proxy environment variables are ignored
-                # The whole-call deadline as aiohttp's total timeout: one timer per request, covering
-                # pool wait, connection, request and body. Retries pass what is left of it.
-                timeout=aiohttp.ClientTimeout(total=self.settings.deadline, sock_connect=self.settings.connect_timeout),
-                skip_auto_headers=("User-Agent", "Accept-Encoding"),
-            )
-            # aiohttp silently resends idempotent requests once when a connection drops; our retry
-            # policy (counted, logged, with backoff) is the only one, so turn that off.
-            if hasattr(self._aiohttp, "_retry_connection"):
-                self._aiohttp._retry_connection = False
-        return self._aiohttp
+        return self._clients
 
     def _httpx_client(self) -> httpx.AsyncClient:
         if self._httpx is None:
@@ -348,53 +306,47 @@ class Runtime:
         remaining = deadline - time.perf_counter()
         if remaining <= 0:
             raise TimeoutError
-        target = URL(url, encoded=True)  # sent exactly as rendered: no second round of quoting
-        host = target.raw_host or ""
-        try:
-            # aiohttp skips its resolver for IP literals, so those are checked here; names are checked by
-            # _GuardedResolver as each connection is made. An httpx transport resolves on its own, so
-            # names are resolved and checked here first (see README: outbound guard).
-            if self.guard.numeric(host) is None and self._transport is not None:
-                await self.guard.resolve(host, target.port or 443)
-        except BlockedError as error:
-            raise _Failure("blocked", str(error)) from None
         limit = self.settings.max_response_bytes
         if self._transport is not None:
+            try:
+                # An httpx transport resolves on its own, so names are resolved and checked here first
+                # (see README: outbound guard); addresses are checked without a lookup.
+                await self.guard.resolve(_origin(url)[1], 0)
+            except BlockedError as error:
+                raise _Failure("blocked", str(error)) from None
             async with asyncio.timeout(remaining):
                 return await self._send_httpx(method, url, headers, body, limit)
-        # First attempts run under the session's timeout (total = the deadline, started a few
-        # microseconds ago by the render); later attempts and hops get what is left of the deadline.
-        timeout = (
-            aiohttp.ClientTimeout(total=remaining, sock_connect=self.settings.connect_timeout)
-            if remaining < self.settings.deadline - 0.05
-            else aiohttp.helpers.sentinel
-        )
         try:
-            async with self._client().request(
-                method, target, headers=headers, data=body, allow_redirects=False, timeout=timeout
-            ) as response:
-                encoding = response.headers.get("Content-Encoding")
-                length = response.content_length
-                if encoding is None and length is not None and length <= limit:
-                    # Framed by Content-Length and not compressed: aiohttp's parser stops at the length,
-                    # so one read is bounded; no per-chunk loop on the common path.
-                    data = await response.read()
-                else:
-                    reader = _BodyReader(encoding, limit)
-                    async for chunk in response.content.iter_chunked(65536):
-                        reader.feed(chunk)
-                    data = reader.finish()
-                return _Response(response.status, response.headers, data, url)
+            client = await self._pinned().client_for(url)
         except BlockedError as error:
             raise _Failure("blocked", str(error)) from None
-        except TimeoutError:
-            raise
-        except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as error:
-            raise _Failure("connection", _describe(error), retryable=True) from None
-        except (aiohttp.ClientPayloadError, aiohttp.ClientResponseError) as error:
-            raise _Failure("invalid_response", _describe(error)) from None
-        except aiohttp.ClientError as error:
-            raise _Failure("connection", _describe(error), retryable=True) from None
+        builder = client.request(method, url).headers(headers).timeout(timedelta(seconds=remaining))
+        if body is not None:
+            builder = builder.body_bytes(body)
+        try:
+            # reqwest's timeout is a deadline for the whole exchange: connecting, sending, every body chunk.
+            async with builder.build_streamed() as response:
+                encoding = response.get_header("content-encoding")
+                length = response.get_header("content-length")
+                if encoding is None and length is not None and length.isdigit() and int(length) <= limit:
+                    # Framed by Content-Length and not compressed: the parser stops at the length, so one
+                    # read is bounded; no per-chunk loop on the common path.
+                    data = bytes(await response.bytes())
+                else:
+                    reader = _BodyReader(encoding, limit)
+                    body_reader = response.body_reader
+                    while (chunk := await body_reader.read_chunk()) is not None:
+                        reader.feed(bytes(chunk))
+                    data = reader.finish()
+                return _Response(response.status, response.headers, data, url)
+        except reqwest_errors.RequestTimeoutError:
+            raise TimeoutError from None
+        except (reqwest_errors.NetworkError, reqwest_errors.ClientClosedError) as error:
+            raise _Failure("connection", describe_error(error), retryable=True) from None
+        except reqwest_errors.RequestError as error:
+            raise _Failure("invalid_response", describe_error(error)) from None
+        except reqwest_errors.BuilderError as error:  # e.g. a header value the HTTP library will not send
+            raise _Failure("render", describe_error(error)) from None
 
     async def _send_httpx(
         self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None, limit: int

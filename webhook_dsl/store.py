@@ -55,6 +55,8 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+#: A queued write: the work, the caller's future, the caller's event loop.
+_PendingWrite = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any]", Any]
 
 #: Every key this project makes starts with this, so a leaked one is easy to recognise (and to grep for).
 API_KEY_PREFIX = "wdsl_"
@@ -250,7 +252,7 @@ class SQLiteStore:
         self._connection.execute("PRAGMA journal_mode=WAL")
         self._connection.execute("PRAGMA synchronous=NORMAL")
         self._create_schema()
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]] = []
+        self._pending: list[_PendingWrite] = []
         self._pending_lock = threading.Lock()
         self._flush_scheduled = False
         # The event loop's writer: never waits for a lock (timeout 0; a busy database sends the batch to the
@@ -449,7 +451,7 @@ class SQLiteStore:
         finally:
             self._checkpoint_queued = False
 
-    def _flush_in_worker(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any], Any]]) -> None:
+    def _flush_in_worker(self, batch: list[_PendingWrite]) -> None:
         """Worker thread: the same batch, waiting as long as the connection's timeout for the lock."""
         with self._lock:
             outcomes = _commit_batch(self._connection, batch, wait=True)
@@ -556,9 +558,7 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     return "locked" in str(error) or "busy" in str(error)
 
 
-def _commit_batch(
-    db: sqlite3.Connection, batch: list[tuple[Callable[[sqlite3.Connection], Any], Any, Any]], *, wait: bool
-) -> list[tuple[bool, Any]] | None:
+def _commit_batch(db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: bool) -> list[tuple[bool, Any]] | None:
     """Run every write of the batch in one transaction, each in its own savepoint so one failure fails
     only its caller. Returns None, having changed nothing, when the lock is taken and *wait* is false."""
     outcomes: list[tuple[bool, Any]] = []

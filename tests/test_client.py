@@ -1,0 +1,153 @@
+"""The default HTTP client: destinations read as reqwest reads them, pinned to checked addresses.
+
+Only loopback servers are used; names are resolved by stub resolvers, never by real DNS, and
+``client.dialling`` (where every request's destination passes) refuses anything but loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import webhook_dsl.client
+from tests.http_stub import StubServer, answer
+from webhook_dsl import Runtime, compile_webhook
+from webhook_dsl.client import PinnedClients
+from webhook_dsl.guard import BlockedError, OutboundGuard
+
+DIALLED: list[tuple[str, int]] = []
+
+
+@pytest.fixture(autouse=True)
+def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    def dialling(address: str, port: int) -> None:
+        DIALLED.append((address, port))
+        if address not in ("127.0.0.1", "::1"):
+            raise AssertionError(f"test tried to connect to {address!r}")
+
+    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
+    DIALLED.clear()
+    yield
+
+
+def _clients(**guard: Any) -> PinnedClients:
+    return PinnedClients(OutboundGuard.build(**guard), max_connections=4, connect_timeout=1.0)
+
+
+@pytest.mark.parametrize(
+    ("url", "host"),
+    [
+        ("http://a.test\\@b.test/", None),  # reqwest (WHATWG): a.test, the backslash ends the authority; urllib: b.test
+        ("http://b.test\\.a.test/", None),  # reqwest: b.test; urllib: 'b.test\\.a.test'
+        ("http://a.test%2f@b.test/", "b.test"),  # both: user info 'a.test%2f', host b.test
+        ("http://user:pw@B.Test:8080/", "b.test"),
+    ],
+)
+def test_a_host_two_parsers_read_differently_is_refused(url: str, host: str | None) -> None:
+    clients = _clients(allow_hosts=["a.test", "b.test"])
+    if host is None:
+        with pytest.raises(BlockedError, match="ambiguous"):
+            clients.destination(url)
+    else:
+        (scheme, read, _port), is_address = clients.destination(url)
+        assert (scheme, read, is_address) == ("http", host, False)
+
+
+def test_numeric_hosts_are_read_and_checked_like_reqwest_reads_them() -> None:
+    clients = _clients(allow_networks=["127.0.0.0/8"])
+    assert clients.destination("http://127.1:8080/x") == (("http", "127.0.0.1", 8080), True)
+    assert clients.destination("http://0x7f.1/") == (("http", "127.0.0.1", 80), True)
+    with pytest.raises(BlockedError):
+        _clients().destination("http://127.1/")  # loopback is not allowed by default
+    with pytest.raises(BlockedError):
+        _clients().destination("http://[::ffff:169.254.169.254]/")
+
+
+def test_a_name_is_resolved_again_when_its_pin_expires(monkeypatch: pytest.MonkeyPatch) -> None:
+    """DNS rebinding across pins: the second lookup answers a private address and is refused."""
+    answers = [["127.0.0.1"], ["10.0.0.7"]]
+    lookups: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return answers[min(len(lookups), len(answers)) - 1]
+
+    async def main() -> tuple[Any, Any, Any]:
+        async with (
+            StubServer(answer(200, {"ok": True})) as server,
+            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"]) as runtime,
+        ):
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
+            first = await runtime.execute(plan, {})
+            again = await runtime.execute(plan, {})  # within the pin: no lookup
+            monkeypatch.setattr(webhook_dsl.client, "PIN_SECONDS", 0.0)
+            runtime._clients._pins.clear()  # type: ignore[union-attr]
+            third = await runtime.execute(plan, {})
+        return first, again, third
+
+    first, again, third = asyncio.run(main())
+    assert first.ok and again.ok
+    assert lookups == ["api.test", "api.test"]
+    assert third.category == "blocked" and "10.0.0.7" in (third.error or "")
+    assert [address for address, _ in DIALLED] == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_cookies_never_travel_from_one_call_to_the_next() -> None:
+    async def main() -> StubServer:
+        async with (
+            StubServer(answer(200, {"ok": True}, {"Set-Cookie": "sid=company-a-secret; Path=/"})) as server,
+            Runtime(allow_networks=["127.0.0.0/8"]) as runtime,
+        ):
+            plan = compile_webhook({"url": server.url("/"), "method": "GET"})
+            for _ in range(2):
+                assert (await runtime.execute(plan, {})).ok
+        return server
+
+    server = asyncio.run(main())
+    assert len(server.requests) == 2
+    assert all(request.header("Cookie") is None for request in server.requests)
+
+
+def test_the_client_sends_what_was_rendered_and_reuses_connections() -> None:
+    async def main() -> StubServer:
+        async with (
+            StubServer(answer(200, {"ok": True})) as server,
+            Runtime(allow_networks=["127.0.0.0/8"]) as runtime,
+        ):
+            plan = compile_webhook(
+                {
+                    "url": server.url("/orders/$n?q=$q"),
+                    "method": "POST",
+                    "headers": [{"key": "X-Note", "value": "caf\u00e9 $n"}],
+                    "body": {"n": "$n"},
+                }
+            )
+            for n in ("a b/c", "d"):
+                result = await runtime.execute(plan, {"n": n, "q": "x&y"})
+                assert result.ok, result.error
+        return server
+
+    server = asyncio.run(main())
+    first = server.requests[0]
+    assert (first.method, first.target) == ("POST", "/orders/a%20b%2Fc?q=x%26y")
+    assert first.header("X-Note") == "caf\u00e9 a b/c"
+    assert first.json() == {"n": "a b/c"}
+    assert first.header("Accept-Encoding") == "gzip, deflate"  # only what we inflate ourselves
+    assert server.connections == 1  # keep-alive: the second call reused the connection
+
+
+def test_a_refused_connection_is_a_connection_failure_with_its_cause() -> None:
+    async def main() -> Any:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        server.close()
+        await server.wait_closed()
+        async with Runtime(allow_networks=["127.0.0.0/8"], max_retries=0) as runtime:
+            return await runtime.execute(compile_webhook({"url": f"http://127.0.0.1:{port}/", "method": "GET"}), {})
+
+    result = asyncio.run(main())
+    assert result.category == "connection"
+    assert "refused" in (result.error or "").lower()
