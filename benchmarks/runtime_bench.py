@@ -1,6 +1,10 @@
 """Throughput of Runtime.execute and of a full trigger call against a loopback server,
 next to the bare HTTP clients doing the same requests, in one run.
 
+Runtime sends with pyreqwest (see webhook_dsl/client.py); the bare contenders are aiohttp (the
+issue's yardstick), httpx (its own pools) and pyreqwest itself, so the table shows both how the
+client choice compares and what the runtime adds on top of the client it uses.
+
     python benchmarks/runtime_bench.py [--requests N] [--json PATH]
 
 The stand-in server runs in its own process (aiohttp.web), so client and server do not share
@@ -19,11 +23,13 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import httpx
+from pyreqwest.client import ClientBuilder
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -83,6 +89,7 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
     connector_limit = max(100, concurrency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=connector_limit)) as session, \
             httpx.AsyncClient(limits=httpx.Limits(max_connections=connector_limit)) as client, \
+            ClientBuilder().max_connections(connector_limit).build() as reqwest, \
             Runtime(allow_networks=["127.0.0.0/8"]) as runtime, \
             Runtime(store, allow_networks=["127.0.0.0/8"]) as trigger_runtime:
 
@@ -94,6 +101,11 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
             response = await client.get(url + f"A-{i}", headers=headers)
             response.read()
 
+        async def bare_pyreqwest(i: int) -> None:
+            request = reqwest.request("GET", url + f"A-{i}").headers(headers).timeout(timedelta(seconds=15))
+            async with request.build_streamed() as response:
+                await response.bytes()
+
         async def execute(i: int) -> None:
             result = await runtime.execute(plan, {"order_number": f"A-{i}", "erp_token": "t0k"})
             assert result.ok, result.error
@@ -102,7 +114,7 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
             result = await trigger_runtime.call_trigger(trigger, "s", {"order_number": f"A-{i}"})
             assert result.call.ok, result.call.error
 
-        contenders = {"aiohttp (bare)": bare_aiohttp, "httpx (bare)": bare_httpx,
+        contenders = {"aiohttp (bare)": bare_aiohttp, "httpx (bare)": bare_httpx, "pyreqwest (bare)": bare_pyreqwest,
                       "Runtime.execute": execute, "Runtime.call_trigger (merge + log)": call_trigger}
         for one in contenders.values():
             await _drive(concurrency, max(20, total // 10), one)  # warm up: pools, code paths
