@@ -12,7 +12,6 @@ import json
 import math
 import re
 from typing import Any
-from urllib.parse import quote
 
 import orjson
 
@@ -132,12 +131,23 @@ def json_string(text: str) -> bytes:
 # (section 2.1), `%` included, so a value can never add a delimiter or an escape.
 
 
+_UNRESERVED = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~"
+# Byte (as a latin-1 character) -> itself if unreserved, else %XX: what quote(text, safe="") gives.
+_PERCENT = tuple(chr(b) if b in _UNRESERVED else f"%{b:02X}" for b in range(256))
+
+
 def percent_encode(text: str) -> str:
-    """Percent-encode every character outside RFC 3986 unreserved."""
-    if text.isalnum() and text.isascii():
-        return text
+    """Percent-encode every character outside RFC 3986 unreserved (UTF-8 bytes, upper-case hex).
+
+    Same result as ``urllib.parse.quote(text, safe="")``, about twice as fast: one C-level
+    ``str.translate`` over the UTF-8 bytes instead of quote's per-byte Python loop.
+    """
+    if text.isascii():
+        if text.isalnum() or not text.encode().translate(None, _UNRESERVED):  # nothing to encode
+            return text
+        return text.translate(_PERCENT)
     try:
-        return quote(text, safe="")
+        return text.encode("utf-8").decode("latin-1").translate(_PERCENT)
     except UnicodeEncodeError:
         raise ValueProblem("contains a lone surrogate, which is not Unicode text") from None
 

@@ -168,12 +168,21 @@ class WebhookPlan:
         instead of being an error (a bare JSON value still must resolve).
         """
         if not lenient:
-            fast = self._fast[0] if self._fast else self._compile_fast()
-            try:
-                return fast(variables)
+            try:  # free when nothing raises (CPython 3.11+): the common case costs a lookup and a call
+                return self._fast[0](variables)
             except Exception:
                 pass
+            if not self._fast:  # the IndexError of the first render: generate the function, try again
+                return self._render_first(variables)
         return _CarefulRenderer(self, variables, lenient).render()
+
+    def _render_first(self, variables: Mapping[str, Any]) -> RenderedRequest:
+        fast = self._compile_fast()
+        try:
+            return fast(variables)
+        except Exception:
+            pass
+        return _CarefulRenderer(self, variables, False).render()
 
     def _compile_fast(self) -> Callable[[Mapping[str, Any]], RenderedRequest]:
         from .codegen import generate_render_function
