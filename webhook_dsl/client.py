@@ -98,10 +98,11 @@ class PinnedClients:
         port = parsed.port_or_known_default
         if not host or port is None or parsed.scheme not in ("http", "https"):
             raise BlockedError("the URL has no http(s) host")
+        address = self.guard.numeric(host)  # checked here when the host is an address
         ours = _our_host(url)
-        if ours != host and (self.guard.numeric(ours) is None or self.guard.numeric(ours) != self.guard.numeric(host)):
+        if ours != host and (address is None or self.guard.numeric(ours) != address):
             raise BlockedError(f"the URL's host is ambiguous (read as {host!r} and as {ours!r})")
-        result = (parsed.scheme, host, port), self.guard.numeric(host) is not None
+        result = (parsed.scheme, host, port), address is not None
         if len(self._destinations) < MAX_PINS:
             self._destinations[prefix] = result
         return result
@@ -139,7 +140,8 @@ class PinnedClients:
 
 
 def describe_error(error: BaseException) -> str:
-    """A pyreqwest error in one line: its message and the innermost cause (e.g. 'Connection refused')."""
+    """An HTTP client's error in one line, at most 300 characters: a pyreqwest error's message and its
+    innermost cause (e.g. 'Connection refused'), or any other error's text."""
     message = getattr(error, "message", None) or str(error) or type(error).__name__
     details: Any = getattr(error, "details", None)
     causes: Sequence[Any] = details.get("causes") or [] if isinstance(details, dict) else []

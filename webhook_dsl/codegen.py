@@ -83,13 +83,7 @@ def _item(value: Any, index: int) -> Any:
 
 def _bare(value: Any) -> bytes:
     """JSON for a bare ``$name`` body value (the body built as joined bytes)."""
-    if value.__class__ is list:  # the common case, $images: a list of strings, nothing to check
-        for item in value:
-            if item.__class__ is not str:
-                break
-        else:
-            return orjson.dumps(value)  # a lone surrogate raises here: the careful path words it
-    return json_value(value)
+    return orjson.dumps(_bare_item(value))  # a lone surrogate raises here: the careful path words it
 
 
 def _bare_item(value: Any) -> Any:

@@ -364,9 +364,9 @@ class Runtime:
         except httpx.TimeoutException:
             raise TimeoutError from None
         except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
-            raise _Failure("connection", _describe(error), retryable=True) from None
+            raise _Failure("connection", describe_error(error), retryable=True) from None
         except httpx.HTTPError as error:
-            raise _Failure("invalid_response", _describe(error)) from None
+            raise _Failure("invalid_response", describe_error(error)) from None
 
     async def _follow(self, request: RenderedRequest, secret_values: set[str], deadline: float) -> _Response:
         method, url, headers, body = request.method, request.url, request.headers, request.body
@@ -691,11 +691,6 @@ def _log_record(
         "client_data_merged": masker.data(dict(merged)),
         "warnings": warnings,
     }
-
-
-def _describe(error: BaseException) -> str:
-    text = str(error) or type(error).__name__
-    return text if len(text) < 300 else text[:300] + "…"
 
 
 def call_trigger_sync(
