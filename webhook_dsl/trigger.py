@@ -9,7 +9,8 @@ A trigger file is a JSON template (its ``webhook`` may hold bare ``$images``)::
      "webhook": {"url": "https://erp.example.com/orders/$order_number", "method": "GET", ...}}
 
 ``parameters`` is a JSON Schema (checked against its metaschema at compile time,
-arguments validated with ``jsonschema`` at call time). ``clientData`` declares
+arguments validated at call time: ``jsonschema_rs`` answers "valid?" in well under a
+microsecond, and ``jsonschema`` words the errors when the answer is no). ``clientData`` declares
 the session keys the webhook expects, so ``check`` can tell a typo from a
 client_data key before deploy.
 """
@@ -24,6 +25,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from . import ast
@@ -77,9 +82,20 @@ class Trigger:
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
         """Every way the arguments break the schema, in words an LLM can act on (empty if valid)."""
-        validator = _validator(self)
+        quick, validator = _validators(self)
+        instance = arguments if type(arguments) is dict else dict(arguments)
+        if quick is not None:
+            try:
+                if quick.is_valid(instance):
+                    return []
+            except (ValueError, TypeError, OverflowError):  # not plain JSON data: the full validator decides
+                pass
         messages = []
-        for error in sorted(validator.iter_errors(dict(arguments)), key=lambda e: list(e.path)):
+        try:
+            errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.path))
+        except referencing.exceptions.Unresolvable as unresolvable:  # only a Trigger built by hand gets here
+            return [f"the parameters schema cannot be resolved: {unresolvable}"]
+        for error in errors:
             where = "/".join(str(p) for p in error.path)
             messages.append(f"argument '{where}': {error.message}" if where else error.message)
         return messages
@@ -116,16 +132,89 @@ class Trigger:
         return problems
 
 
-_VALIDATORS: dict[int, tuple[Trigger, jsonschema.protocols.Validator]] = {}
+def _never_retrieve(uri: str) -> referencing.Resource[Any]:
+    raise referencing.exceptions.NoSuchResource(ref=uri)  # type: ignore[call-arg]  # attrs class, untyped
 
 
-def _validator(trigger: Trigger) -> jsonschema.protocols.Validator:
-    """Building a validator costs more than using it: one per trigger, kept while the trigger lives."""
+#: jsonschema's default registry fetches a remote ``$ref`` with urllib, from our server, to any host,
+#: bypassing the outbound guard. Schemas resolve against themselves and the bundled metaschemas only.
+_OFFLINE: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
+_NOT_SCHEMAS = frozenset({"const", "enum", "default", "examples"})  # data, whatever keys it holds
+
+
+def _references(node: ast.JsonNode, inside_id: bool = False, root: bool = True) -> list[tuple[ast.Span, str, bool]]:
+    """Every ``$ref``/``$dynamicRef`` in a schema: its place, its text, and whether a nested ``$id``
+    changes its base (then only a full resolver knows what it means)."""
+    found: list[tuple[ast.Span, str, bool]] = []
+    if isinstance(node, ast.JsonObject):
+        nested = inside_id or (not root and any(m.key.literal == "$id" for m in node.members))
+        for member in node.members:
+            key, value = member.key.literal, member.value
+            if key in ("$ref", "$dynamicRef") and isinstance(value, ast.StringTemplate):
+                found.append((value.span, value.literal, nested))
+            elif key not in _NOT_SCHEMAS:
+                found.extend(_references(value, nested, root=False))
+    elif isinstance(node, ast.JsonArray):
+        for item in node.items:
+            found.extend(_references(item, inside_id, root=False))
+    return found
+
+
+def _reference_problems(node: ast.JsonNode, schema: Mapping[str, Any]) -> list[tuple[ast.Span, str]]:
+    """References that would fail at call time: remote ones (never fetched) and local ones to nowhere."""
+    problems = []
+    root_id = schema.get("$id")
+    base = root_id if isinstance(root_id, str) else "urn:webhook-dsl:parameters"
+    resource = referencing.jsonschema.DRAFT202012.create_resource(dict(schema))
+    resolver = _OFFLINE.with_resource(base, resource).resolver(base)
+    for span, reference, nested in _references(node):
+        if not reference.startswith("#"):
+            problems.append((span, f"parameters refers to {reference!r}: remote schemas are never fetched; put the "
+                                   'schema under "$defs" and refer to it as "#/$defs/<name>"'))
+        elif not nested:
+            try:
+                resolver.lookup(reference)
+            except referencing.exceptions.Unresolvable:
+                problems.append((span, f"parameters refers to {reference!r}, which does not exist in the schema"))
+    return problems
+
+
+def _has_fractional_multiple(schema: Any) -> bool:
+    if isinstance(schema, dict):
+        if isinstance(schema.get("multipleOf"), float) and not schema["multipleOf"].is_integer():
+            return True
+        return any(_has_fractional_multiple(value) for value in schema.values())
+    if isinstance(schema, list):
+        return any(_has_fractional_multiple(value) for value in schema)
+    return False
+
+
+_Validators = tuple[jsonschema_rs.Draft202012Validator | None, jsonschema.protocols.Validator]
+_VALIDATORS: dict[int, tuple[Trigger, _Validators]] = {}
+
+
+def _validators(trigger: Trigger) -> _Validators:
+    """The trigger's two validators, built once and kept while the trigger lives.
+
+    The Rust one says whether arguments are valid (about 0.1 µs against about 5 µs); the Python one
+    is the reference and words the errors. The Rust one never fetches a remote ``$ref``
+    (``offline``) and, like the Python one, treats ``format`` as an annotation. A schema it cannot
+    build (a remote ``$ref``, a regex dialect it lacks) leaves every check to the Python one, and so
+    does a fractional ``multipleOf``, where the two disagree (the Rust one finds 0.3 a multiple of
+    0.1, the Python one does not). tests/test_trigger_validation.py checks that they agree on JSON data.
+    """
     cached = _VALIDATORS.get(id(trigger))
     if cached is None or cached[0] is not trigger:
         if len(_VALIDATORS) > 10_000:
             _VALIDATORS.clear()
-        cached = (trigger, jsonschema.Draft202012Validator(dict(trigger.parameters)))
+        schema = dict(trigger.parameters)
+        quick: jsonschema_rs.Draft202012Validator | None = None
+        if not _has_fractional_multiple(schema):
+            try:
+                quick = jsonschema_rs.Draft202012Validator(schema, validate_formats=False, offline=True)
+            except Exception:  # whatever it cannot build, the reference validator handles alone
+                quick = None
+        cached = (trigger, (quick, jsonschema.Draft202012Validator(schema, registry=_OFFLINE)))
         _VALIDATORS[id(trigger)] = cached
     return cached[1]
 
@@ -197,6 +286,9 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
                     parameters.value.span, f"parameters is not a valid JSON Schema: {error.message}", field="parameters"
                 )
             )
+        if parameters is not None:
+            for span, message in _reference_problems(parameters.value, model.parameters):
+                problems.append(src.at(span, message, field="parameters"))
         for name_ in (
             model.parameters.get("properties", {}) if isinstance(model.parameters.get("properties"), dict) else ()
         ):
