@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from tests.service_support import BACKENDS, StoreFactory
 from webhook_dsl.store import (
@@ -20,6 +24,8 @@ from webhook_dsl.store import (
     hash_api_key,
     new_api_key,
 )
+
+MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 
 
 @pytest.fixture(params=BACKENDS)
@@ -316,3 +322,87 @@ def test_sqlite_wal_is_checkpointed_off_the_loop(tmp_path: Path, monkeypatch: py
     assert asyncio.run(main()) == 0
     assert len(ran_on) == 3, ran_on
     assert all(name.startswith("webhook-dsl-sqlite") for name in ran_on)
+
+
+def test_sqlite_a_failing_write_fails_only_its_caller(tmp_path: Path) -> None:
+    """One group commit, one write that cannot succeed: it gets its error, every other write lands.
+    A batch without failures runs without savepoints; the failing batch is run again with them."""
+    statements: list[str] = []
+
+    async def main() -> tuple[list[Any], dict[str, Any], list[dict[str, Any]]]:
+        store = SQLiteStore(tmp_path / "fail.db")
+        try:
+            await store.put_session("s", company_id="c", client_data={"keep": 0})
+            store._loop_writer.set_trace_callback(statements.append)
+            await asyncio.gather(*(store.finish_call("s", {f"k{i}": i}, record(f"t{i}"), company_id="c")
+                                   for i in range(5)))
+            clean = list(statements)
+            statements.clear()
+            outcomes = await asyncio.gather(
+                store.finish_call("s", {"a": 1}, record("a"), company_id="c"),
+                store.finish_call("missing", {"x": 1}, record("lost"), company_id="c"),
+                store.finish_call("s", {"b": 2}, record("b"), company_id="c"),
+                return_exceptions=True,
+            )
+            assert not any("SAVEPOINT" in s for s in clean), clean
+            assert sum(s.startswith("COMMIT") for s in clean) == 1
+            assert sum("SAVEPOINT" in s for s in statements) == 3  # the second run, one per write
+            session = await store.get_session("s", company_id="c")
+            return outcomes, session.client_data, await store.logs("s", company_id="c")
+        finally:
+            await store.close()
+
+    outcomes, data, logs = asyncio.run(main())
+    assert isinstance(outcomes[0], int) and isinstance(outcomes[2], int)
+    assert isinstance(outcomes[1], SessionNotFound)
+    assert data == {"keep": 0, **{f"k{i}": i for i in range(5)}, "a": 1, "b": 2}
+    assert [r["trigger"] for r in logs] == [*(f"t{i}" for i in range(5)), "a", "b"]
+    assert [r["seq"] for r in logs] == sorted({outcomes[0], outcomes[2], *(r["seq"] for r in logs)})
+
+
+json_leaves = (st.none() | st.booleans() | st.integers(-(2**80), 2**80)
+               | st.floats(allow_nan=False, allow_infinity=False) | st.text())
+json_data = st.recursive(json_leaves, lambda inner: st.lists(inner, max_size=3)
+                         | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=6)
+client_keys = st.text(max_size=6) | st.sampled_from(['a"b', "a\\b", "a.b", "$", "[0]", "tab\t", "é😀", "", " "])
+
+
+@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(client_keys, json_data, max_size=4), st.lists(st.dictionaries(client_keys, json_data,
+                                                                                        max_size=4), max_size=4))
+def test_sqlite_call_merges_equal_dict_update(initial: dict[str, Any], updates: list[dict[str, Any]]) -> None:
+    """Merging a response's client_data (json_set in SQL, or read-modify-write for keys a JSON path
+    cannot name) does exactly what dict.update does, value for value, keys in order."""
+    expected = dict(initial)
+    for update in updates:
+        expected.update(update)
+
+    async def main() -> dict[str, Any]:
+        store = _MERGE_STORE.setdefault("store", SQLiteStore(":memory:"))
+        session = f"s{len(_MERGE_STORE)}"
+        _MERGE_STORE[session] = True
+        await store.put_session(session, company_id="c", client_data=initial)
+        for update in updates:
+            await store.finish_call(session, update, record(), company_id="c")
+        return (await store.get_session(session, company_id="c")).client_data
+
+    stored = _MERGE_LOOP.run_until_complete(main())
+    assert stored == expected
+    assert list(stored) == list(expected)
+
+
+def test_sqlite_merge_into_client_data_sqlite_json_cannot_read(tmp_path: Path) -> None:
+    """client_data the stdlib wrote with NaN (not JSON, so SQLite's json_set refuses it) still merges."""
+    store = SQLiteStore(tmp_path / "nan.db")
+    store.put_session_sync("s", company_id="c", client_data={"big": 2**70, "nan": math.nan})
+    text = store._connection.execute("SELECT client_data FROM sessions").fetchone()[0]
+    assert "NaN" in text
+    asyncio.run(store.finish_call("s", {"k": "v"}, record(), company_id="c"))
+    data = store.get_session_sync("s", company_id="c").client_data
+    assert data["big"] == 2**70 and math.isnan(data["nan"]) and data["k"] == "v"
+    assert len(store.logs_sync("s", company_id="c")) == 1
+    store.close_sync()
+
+
+_MERGE_STORE: dict[str, Any] = {}
+_MERGE_LOOP = asyncio.new_event_loop()

@@ -48,6 +48,11 @@ def _secret_name(name: str) -> bool:
     return is_secret_name(name)
 
 
+@functools.lru_cache(maxsize=4096)
+def _secret_header(name: str) -> bool:
+    return is_secret_header(name)
+
+
 @functools.lru_cache(maxsize=1024)
 def _masker(values: frozenset[str]) -> Masker:
     """Maskers are immutable; the same secrets (one session, many calls) share one compiled pattern."""
@@ -74,6 +79,7 @@ class Masker:
                 forms |= _forms(value)
         ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
+        self._shortest = len(ordered[-1]) if ordered else 0  # a shorter text cannot hold any form
 
     @classmethod
     def for_variables(cls, variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> Masker:
@@ -85,14 +91,16 @@ class Masker:
         return _masker(frozenset(values))
 
     def text(self, text: str) -> str:
-        if self._pattern is None or not text:
+        if self._pattern is None or len(text) < self._shortest:
             return text
         return self._pattern.sub(MASK, text)
 
     def data(self, value: Any) -> Any:
         """Mask strings inside JSON-like data, keys included."""
         if isinstance(value, str):
-            return self.text(value)
+            if self._pattern is None or len(value) < self._shortest:
+                return value
+            return self._pattern.sub(MASK, value)
         if isinstance(value, list):
             return [self.data(v) for v in value]
         if isinstance(value, dict):
@@ -108,4 +116,4 @@ class Masker:
         }
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(name, MASK if is_secret_header(name) else self.text(value)) for name, value in headers]
+        return [(name, MASK if _secret_header(name) else self.text(value)) for name, value in headers]

@@ -493,7 +493,8 @@ class SQLiteStore:
     ) -> int:
         def work(db: sqlite3.Connection) -> int:
             company = company_id
-            if client_data_update:
+            merged = company is not None and _merge_in_place(db, session_id, client_data_update, company)
+            if client_data_update and not merged:
                 company = _merge(db, session_id, client_data_update, company_id).company_id
             return _append_log(db, session_id, record, company)
 
@@ -559,8 +560,23 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
 
 
 def _commit_batch(db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: bool) -> list[tuple[bool, Any]] | None:
-    """Run every write of the batch in one transaction, each in its own savepoint so one failure fails
-    only its caller. Returns None, having changed nothing, when the lock is taken and *wait* is false."""
+    """Run every write of the batch in one transaction; one write's failure fails only its caller.
+
+    Returns None, having changed nothing, when the lock is taken and *wait* is false. The writes run
+    first without savepoints (two statements fewer each; every statement lets other threads take the
+    GIL). If one raises, the transaction is rolled back and the batch runs again with a savepoint
+    around each write: writes are database work only, so running one twice is safe.
+    """
+    if len(batch) > 1:
+        outcomes = _run_batch(db, batch, wait=wait, savepoints=False)
+        if outcomes is None or all(ok for ok, _ in outcomes):
+            return outcomes
+    return _run_batch(db, batch, wait=wait, savepoints=True)
+
+
+def _run_batch(
+    db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: bool, savepoints: bool
+) -> list[tuple[bool, Any]] | None:
     outcomes: list[tuple[bool, Any]] = []
     try:
         db.execute("BEGIN IMMEDIATE")
@@ -570,6 +586,13 @@ def _commit_batch(db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: b
         return [(False, error)] * len(batch)
     try:
         for work, _future, _loop in batch:
+            if not savepoints:
+                try:
+                    outcomes.append((True, work(db)))
+                except Exception as error:
+                    db.execute("ROLLBACK")  # and the caller runs the batch again, with savepoints
+                    return [(False, error)]
+                continue
             db.execute("SAVEPOINT one_write")
             try:
                 outcomes.append((True, work(db)))
@@ -661,6 +684,33 @@ def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], com
         (_dumps(merged), now, session.company_id, session_id),
     )
     return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
+
+
+#: Keys SQLite's JSON path can name when quoted (``$."key"``): it has no escape for '"'.
+_PATH_KEY = re.compile(r'[^"\\\x00-\x1f]+')
+
+
+def _merge_in_place(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], company_id: str) -> bool:
+    """Merge by one UPDATE with ``json_set`` (no read, no decoding of the session's whole client_data);
+    False, having done nothing, when a key cannot be written as a JSON path: then ``_merge`` does it."""
+    if not data:
+        return True
+    if not all(_PATH_KEY.fullmatch(key) for key in data):
+        return False
+    arguments: list[Any] = []
+    for key, value in data.items():
+        arguments += (f'$."{key}"', _dumps(value))
+    try:
+        cursor = db.execute(
+            "UPDATE sessions SET client_data = json_set(client_data" + ", ?, json(?)" * len(data) + "), updated_at = ? "
+            "WHERE company_id = ? AND id = ?",
+            (*arguments, time.time(), company_id, session_id),
+        )
+    except sqlite3.OperationalError:  # text SQLite's JSON does not read (NaN, written by the stdlib): Python merges
+        return False
+    if cursor.rowcount == 0:
+        raise SessionNotFound(session_id)
+    return True
 
 
 def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, Any], company_id: str | None) -> int:

@@ -17,6 +17,7 @@ client_data key before deploy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Mapping
@@ -70,15 +71,14 @@ class Trigger:
     secrets: tuple[str, ...]
     plan: WebhookPlan
     source: str
+    #: Derived once here, read on every call.
+    parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
+    secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
 
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
+    def __post_init__(self) -> None:
         properties = self.parameters.get("properties") or {}
-        return tuple(properties) if isinstance(properties, dict) else ()
-
-    @property
-    def secret_names(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.secrets + self.plan.secrets))
+        object.__setattr__(self, "parameter_names", tuple(properties) if isinstance(properties, dict) else ())
+        object.__setattr__(self, "secret_names", tuple(dict.fromkeys(self.secrets + self.plan.secrets)))
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
         """Every way the arguments break the schema, in words an LLM can act on (empty if valid)."""
