@@ -402,8 +402,9 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
 
-    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        """Queue a write; it commits with every other write queued in this turn of the loop (group commit)."""
+    def _write(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue a write; it commits with every other write queued in this turn of the loop (group commit).
+        A plain function returning the future: one coroutine frame less per write."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         with self._pending_lock:
@@ -412,7 +413,7 @@ class SQLiteStore:
             self._flush_scheduled = True
         if schedule:
             loop.call_soon(self._flush_on_loop)
-        return await future
+        return future
 
     def _flush_on_loop(self) -> None:
         """Event loop: commit the queued writes here unless the database is busy; then the worker waits for it."""
