@@ -406,3 +406,42 @@ def test_sqlite_merge_into_client_data_sqlite_json_cannot_read(tmp_path: Path) -
 
 _MERGE_STORE: dict[str, Any] = {}
 _MERGE_LOOP = asyncio.new_event_loop()
+
+
+def test_sqlite_wal_is_truncated_once_long(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A passive checkpoint leaves the WAL file as long as it was (under steady load it grew without
+    end); past the threshold the checkpoint truncates it, unless a reader is in the way, and then it
+    gives up quickly, leaves the connection's lock timeout as it was, and the next one tries again."""
+    import webhook_dsl.store as store_module
+
+    path = tmp_path / "long.db"
+    wal = Path(f"{path}-wal")
+    store = SQLiteStore(path)
+
+    async def commits(n: int) -> None:
+        await store.put_session("s", company_id="c", client_data={})
+        for i in range(n):
+            await store.finish_call("s", {"k": i}, record(), company_id="c")
+
+    asyncio.run(commits(30))
+    monkeypatch.setattr(store_module, "_WAL_TRUNCATE_FRAMES", 10**9)
+    store._checkpoint()  # below the threshold: passive only
+    assert wal.stat().st_size > 0
+
+    monkeypatch.setattr(store_module, "_WAL_TRUNCATE_FRAMES", 10)
+    monkeypatch.setattr(store_module, "_TRUNCATE_WAIT_MS", 20)
+    asyncio.run(commits(5))
+    reader = sqlite3.connect(path, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT COUNT(*) FROM call_logs").fetchone()  # holds its snapshot
+    store._checkpoint()
+    assert wal.stat().st_size > 0  # not truncated under a reader
+    assert store._connection.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    reader.execute("COMMIT")
+    reader.close()
+
+    store._checkpoint()
+    assert wal.stat().st_size == 0
+    assert len(store.logs_sync("s", 100, company_id="c")) == 35
+    assert store.get_session_sync("s", company_id="c").client_data == {"k": 4}
+    store.close_sync()
