@@ -396,3 +396,20 @@ def test_response_integers_beyond_64_bits_stay_exact(tmp_path: Path) -> None:
     assert result.call.json()["id"] == big and result.client_data_merged == {"big": big}
     assert run(store.get_session("s1")).client_data["big"] == big
     assert str(big) in result.message_for_llm
+
+
+def test_variables_follow_precedence_and_say_where_they_came_from() -> None:
+    from webhook_dsl.runtime import build_variables, variable_origins
+
+    trigger = trigger_for("https://erp.example.test/o/$order_number")
+    client_data = {"order_number": "from-session", "erp_token": "t", "session.id": "forged", "images": "x"}
+    arguments = {"order_number": "A-1", "undeclared": "dropped"}
+    variables = build_variables("S1", "C1", "A1", client_data, trigger, arguments, ["https://i/1.png"])
+    assert variables == {
+        "order_number": "A-1", "erp_token": "t", "images": ["https://i/1.png"],
+        "session.id": "S1", "company.id": "C1", "assistant.id": "A1",
+    }
+    assert variable_origins(variables, trigger, arguments) == {
+        "order_number": "argument", "erp_token": "client_data", "images": "image",
+        "session.id": "system", "company.id": "system", "assistant.id": "system",
+    }
