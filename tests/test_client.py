@@ -151,3 +151,56 @@ def test_a_refused_connection_is_a_connection_failure_with_its_cause() -> None:
     result = asyncio.run(main())
     assert result.category == "connection"
     assert "refused" in (result.error or "").lower()
+
+
+def _failover_runtime(addresses: list[str]) -> Runtime:
+    async def resolver(host: str, port: int) -> list[str]:
+        return list(addresses)
+
+    return Runtime(resolver=resolver, allow_networks=["127.0.0.0/8", "::1/128"], backoff_base=0.001)
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_an_unreachable_address_fails_over_to_the_next_checked_one(method: str) -> None:
+    """The name answers [::1, 127.0.0.1]; only 127.0.0.1 listens. Nothing was sent to ::1, so even a
+    POST (never retried once sent) goes again, to the next address, and the pin stays there."""
+
+    async def main() -> tuple[Any, Any, StubServer, int]:
+        async with StubServer(answer(200, {"ok": True})) as server, _failover_runtime(["::1", "127.0.0.1"]) as runtime:
+            body = {"n": "$n"} if method == "POST" else None
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/x", "method": method, "body": body}
+                                   if body else {"url": f"http://api.test:{server.port}/x", "method": method})
+            first = await runtime.execute(plan, {"n": "1"})
+            second = await runtime.execute(plan, {"n": "2"})
+            return first, second, server, server.port
+
+    first, second, server, port = asyncio.run(main())
+    assert first.ok and first.attempts == 2, (first.category, first.error)
+    assert second.ok and second.attempts == 1
+    assert [("::1", port), ("127.0.0.1", port), ("127.0.0.1", port)] == DIALLED
+    assert len(server.requests) == 2  # each call sent exactly once
+
+
+def test_a_post_that_was_sent_is_not_sent_again() -> None:
+    async def hang_up(request: Any, writer: asyncio.StreamWriter) -> None:
+        writer.close()  # read the request, answer nothing
+
+    async def main() -> tuple[Any, StubServer]:
+        async with StubServer(hang_up) as server, _failover_runtime(["127.0.0.1"]) as runtime:
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/x", "method": "POST", "body": {"a": 1}})
+            return await runtime.execute(plan, {}), server
+
+    result, server = asyncio.run(main())
+    assert (result.ok, result.category, result.attempts) == (False, "connection", 1)
+    assert len(server.requests) == 1
+
+
+def test_when_no_address_answers_the_call_fails_after_its_retries() -> None:
+    async def main() -> tuple[Any, int]:
+        async with StubServer(answer(200)) as server, _failover_runtime(["::1"]) as runtime:
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/x", "method": "POST", "body": {"a": 1}})
+            return await runtime.execute(plan, {}), server.port
+
+    result, port = asyncio.run(main())
+    assert (result.ok, result.category, result.attempts) == (False, "connection", 3)
+    assert [("::1", port)] * 3 == DIALLED

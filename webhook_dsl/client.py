@@ -13,6 +13,9 @@ resolution is ``host -> checked address`` (reqwest's ``resolve`` override, which
 prefers to DNS). A request is only ever sent through the client pinned for its own
 host, so reqwest has nothing left to look up; IP-literal hosts are checked and need
 no lookup. A pin lives ``PIN_SECONDS``; then the name is resolved and checked again.
+A pin holds every checked address but dials one at a time (reqwest takes one per
+name): when a connection to it cannot be made, ``unreachable`` moves the pin to the
+next, and the runtime's retry goes there.
 
 The host is read by the same URL parser reqwest uses (Rust's ``url`` crate, via
 ``pyreqwest.http.Url``), and a URL whose host our own parser reads differently is
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -33,7 +37,7 @@ from pyreqwest.http import Url
 
 from .guard import BlockedError, OutboundGuard
 
-__all__ = ["PIN_SECONDS", "PinnedClients", "describe_error", "dialling"]
+__all__ = ["PIN_SECONDS", "PinnedClients", "describe_error", "dialling", "never_connected"]
 
 #: How long a checked name -> address pin is used before the name is resolved and checked again.
 PIN_SECONDS = 30.0
@@ -53,6 +57,14 @@ def _our_host(url: str) -> str:
     return (urlsplit(url).hostname or "").lower()
 
 
+@dataclass(frozen=True, slots=True)
+class _Pin:
+    client: Client
+    addresses: tuple[str, ...]  # all checked; the client dials addresses[current]
+    current: int
+    until: float
+
+
 class PinnedClients:
     """One pyreqwest client per checked destination; see the module docstring."""
 
@@ -60,8 +72,10 @@ class PinnedClients:
         self.guard = guard
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
-        self._pins: dict[tuple[str, str, int], tuple[Client, str, float]] = {}  # key -> client, address, until
+        # key -> client, the checked addresses, which one the client dials, until when
+        self._pins: dict[tuple[str, str, int], _Pin] = {}
         self._literal: Client | None = None
+        self._retired: list[Client] = []  # moved off an unreachable address; closed with the rest
         # scheme://authority -> (scheme, host, port), and whether the host is an address (checked), parsed once
         self._destinations: dict[str, tuple[tuple[str, str, int], bool]] = {}
 
@@ -117,20 +131,39 @@ class PinnedClients:
             return self._literal
         pinned = self._pins.get(key)
         now = time.monotonic()
-        if pinned is not None and pinned[2] > now:
-            dialling(pinned[1], key[2])
-            return pinned[0]
+        if pinned is not None and pinned.until > now:
+            dialling(pinned.addresses[pinned.current], key[2])
+            return pinned.client
         _scheme, host, port = key
-        addresses = await self.guard.resolve(host, port)  # every address checked, or BlockedError
+        addresses = tuple(await self.guard.resolve(host, port))  # every address checked, or BlockedError
         if len(self._pins) >= MAX_PINS:
             self._pins.pop(next(iter(self._pins)))
         dialling(addresses[0], port)
-        client = self._builder().resolve(host, addresses[0], port).build()
-        self._pins[key] = (client, addresses[0], now + PIN_SECONDS)
-        return client
+        pin = _Pin(self._builder().resolve(host, addresses[0], port).build(), addresses, 0, now + PIN_SECONDS)
+        self._pins[key] = pin
+        return pin.client
+
+    def unreachable(self, url: str) -> bool:
+        """No connection could be made to *url*'s pinned address: pin the next checked one (the old
+        client is kept until closed, since other requests may still be using it). False when there is
+        no other address to try."""
+        try:
+            key, is_address = self.destination(url)
+        except BlockedError:
+            return False
+        pinned = self._pins.get(key)
+        if is_address or pinned is None or len(pinned.addresses) < 2:
+            return False
+        current = (pinned.current + 1) % len(pinned.addresses)
+        client = self._builder().resolve(key[1], pinned.addresses[current], key[2]).build()
+        self._retired.append(pinned.client)
+        del self._retired[:-16]  # beyond that, left to the garbage collector (requests hold their own reference)
+        self._pins[key] = _Pin(client, pinned.addresses, current, pinned.until)
+        return True
 
     async def aclose(self) -> None:
-        clients = [client for client, _address, _until in self._pins.values()]
+        clients = [pin.client for pin in self._pins.values()] + self._retired
+        self._retired = []
         if self._literal is not None:
             clients.append(self._literal)
         self._pins.clear()
@@ -151,3 +184,14 @@ def describe_error(error: BaseException) -> str:
         if cause and cause not in message:
             message = f"{message}: {cause}"
     return message if len(message) < 300 else message[:300] + "…"
+
+
+def never_connected(error: BaseException) -> bool:
+    """Whether a pyreqwest error came from making the connection, so that no byte of the HTTP request left.
+
+    Its exception class does not say: ``ConnectError`` is also raised for a connection closed while
+    the request was being sent. hyper's own error kind does: ``client error (Connect)`` is a failure
+    of the connector (DNS override, TCP, TLS handshake), before anything is written."""
+    details: Any = getattr(error, "details", None)
+    causes: Sequence[Any] = details.get("causes") or [] if isinstance(details, dict) else []
+    return any(isinstance(cause, dict) and cause.get("message") == "client error (Connect)" for cause in causes)

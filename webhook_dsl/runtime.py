@@ -36,7 +36,7 @@ import orjson
 import pyreqwest.exceptions as reqwest_errors
 
 from ._version import __version__ as _version
-from .client import PinnedClients, describe_error
+from .client import PinnedClients, describe_error, never_connected
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import Masker, is_secret_header
@@ -160,10 +160,11 @@ class TriggerResult:
 
 
 class _Failure(Exception):
-    def __init__(self, category: str, message: str, retryable: bool = False) -> None:
+    def __init__(self, category: str, message: str, retryable: bool = False, *, unsent: bool = False) -> None:
         super().__init__(message)
         self.category = category
         self.retryable = retryable
+        self.unsent = unsent  # the request never left: a retry is safe whatever the method
 
 
 @dataclass
@@ -339,6 +340,15 @@ class Runtime:
                         reader.feed(bytes(chunk))
                     data = reader.finish()
                 return _Response(response.status, response.headers, data, url)
+        except (reqwest_errors.ConnectError, reqwest_errors.ConnectTimeoutError) as error:
+            if not never_connected(error):  # pyreqwest also says ConnectError for a connection lost mid-request
+                raise _Failure("connection", describe_error(error), retryable=True) from None
+            # Nothing was sent: safe to retry whatever the method, on the host's next checked address.
+            self._pinned().unreachable(url)
+            message = describe_error(error)
+            if isinstance(error, reqwest_errors.ConnectTimeoutError):
+                message = f"no connection within {self.settings.connect_timeout:g} s ({message})"
+            raise _Failure("connection", message, retryable=True, unsent=True) from None
         except reqwest_errors.RequestTimeoutError:
             raise TimeoutError from None
         except (reqwest_errors.NetworkError, reqwest_errors.ClientClosedError) as error:
@@ -363,7 +373,9 @@ class Runtime:
                 return _Response(response.status_code, response.headers, reader.finish(), url)
         except httpx.TimeoutException:
             raise TimeoutError from None
-        except (httpx.ConnectError, httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
+        except httpx.ConnectError as error:
+            raise _Failure("connection", describe_error(error), retryable=True, unsent=True) from None
+        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
             raise _Failure("connection", describe_error(error), retryable=True) from None
         except httpx.HTTPError as error:
             raise _Failure("invalid_response", describe_error(error)) from None
@@ -425,7 +437,7 @@ class Runtime:
                             request.method, request.url, request.headers, request.body, deadline
                         )
                 except _Failure as failure:
-                    if failure.retryable and retry and result.attempts <= self.settings.max_retries:
+                    if failure.retryable and (retry or failure.unsent) and result.attempts <= self.settings.max_retries:
                         await self._pause(self._backoff(result.attempts), deadline)
                         continue
                     result.category, result.error = failure.category, str(failure)
