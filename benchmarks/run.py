@@ -961,8 +961,8 @@ def bench_runtime(settings: Settings, report: dict[str, Any]) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import runtime_bench
 
-    requests = 300 if settings.quick else 3000
-    rounds = 1 if settings.quick else 3
+    requests = 300 if settings.quick else 2000
+    rounds = 1 if settings.quick else 5
     report["runtime"] = runtime_bench.main(["--requests", str(requests), "--rounds", str(rounds), "--quiet"])
     for concurrency, figures in report["runtime"]["concurrency"].items():
         shown = ", ".join(f"{name} {row['requests_per_s']:,.0f}/s" for name, row in figures.items())
@@ -1037,11 +1037,14 @@ def print_report(report: dict[str, Any]) -> None:
     if "runtime" in report:
         rt = report["runtime"]
         print(f"\n5. Runtime (requests/s against a loopback aiohttp.web server in another process, median of "
-              f"{rt['rounds']} rounds of {rt['requests_per_round']:,} requests)")
-        print(f"  {'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9}")
+              f"{rt['rounds']} rounds of {rt['requests_per_round']:,} requests; x aiohttp is the median of the "
+              "per-round ratios, range their lowest and highest)")
+        print(f"  {'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}")
         for concurrency, figures in rt["concurrency"].items():
             for name, row in figures.items():
-                print(f"  {name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f} {row['vs_bare_aiohttp']:>9.2f}")
+                low, high = row["vs_bare_aiohttp_range"]
+                print(f"  {name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f} {row['vs_bare_aiohttp']:>9.2f}"
+                      f" {low:>5.2f}-{high:<5.2f}")
 
     print("\nTargets")
     for target in report["targets"]:

@@ -9,7 +9,8 @@ client choice compares and what the runtime adds on top of the client it uses.
 
 The stand-in server runs in its own process (aiohttp.web), so client and server do not share
 one event loop; on a 2-core machine they share the two cores. Figures are requests per second,
-the median of several rounds; ratios are taken against bare aiohttp in the same run.
+the median of several rounds; each round runs every contender once (in a rotated order), and a
+ratio is the median over rounds of the contender's figure over bare aiohttp's in the same round.
 """
 
 from __future__ import annotations
@@ -118,18 +119,37 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
                       "Runtime.execute": execute, "Runtime.call_trigger (merge + log)": call_trigger}
         for one in contenders.values():
             await _drive(concurrency, max(20, total // 10), one)  # warm up: pools, code paths
-        for _ in range(rounds):
-            for name, one in contenders.items():
+        for round_number in range(rounds):
+            # Each round runs every contender once, in an order rotated per round, so that a drift of
+            # the machine's speed during a round does not always favour the same contender.
+            names = list(contenders)
+            names = names[round_number % len(names):] + names[: round_number % len(names)]
+            for name in names:
                 n = total if "httpx" not in name or concurrency == 1 else max(200, total // 4)
-                results.setdefault(name, []).append(await _drive(concurrency, n, one))
+                results.setdefault(name, []).append(await _drive(concurrency, n, contenders[name]))
     await store.close()
-    return {name: statistics.median(values) for name, values in results.items()}
+    return results
+
+
+def summarise(rounds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Median requests/s per contender, and the median over rounds of its ratio to bare aiohttp in
+    the same round (steadier on a noisy machine than a ratio of two medians)."""
+    base = rounds["aiohttp (bare)"]
+    return {
+        name: {
+            "requests_per_s": round(statistics.median(values), 1),
+            "vs_bare_aiohttp": round(statistics.median(v / b for v, b in zip(values, base, strict=True)), 3),
+            "vs_bare_aiohttp_range": [round(min(v / b for v, b in zip(values, base, strict=True)), 3),
+                                      round(max(v / b for v, b in zip(values, base, strict=True)), 3)],
+        }
+        for name, values in rounds.items()
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and contender")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quiet", action="store_true", help="do not print the table (run.py prints it)")
     args = parser.parse_args(argv)
@@ -140,19 +160,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"requests_per_round": args.requests, "rounds": args.rounds, "concurrency": {}}
     try:
         for concurrency in (1, 64):
-            figures = asyncio.run(measure(port, concurrency, args.requests, args.rounds))
-            base = figures["aiohttp (bare)"]
-            report["concurrency"][str(concurrency)] = {
-                name: {"requests_per_s": round(value, 1), "vs_bare_aiohttp": round(value / base, 3)}
-                for name, value in figures.items()
-            }
+            report["concurrency"][str(concurrency)] = summarise(
+                asyncio.run(measure(port, concurrency, args.requests, args.rounds))
+            )
     finally:
         server.terminate()
     if not args.quiet:
-        print(f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9}")
+        print(f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}")
         for concurrency, figures in report["concurrency"].items():
             for name, row in figures.items():
-                print(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9.0f} {row['vs_bare_aiohttp']:>9.2f}")
+                low, high = row["vs_bare_aiohttp_range"]
+                print(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9.0f} {row['vs_bare_aiohttp']:>9.2f}"
+                      f" {low:>5.2f}-{high:<5.2f}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
