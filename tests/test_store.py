@@ -445,3 +445,49 @@ def test_sqlite_wal_is_truncated_once_long(tmp_path: Path, monkeypatch: pytest.M
     assert len(store.logs_sync("s", 100, company_id="c")) == 35
     assert store.get_session_sync("s", company_id="c").client_data == {"k": 4}
     store.close_sync()
+
+
+_FINISH_KEYS = st.sampled_from(["k", "x", 'q"uote', "back\\slash", "n"])
+
+
+@settings(max_examples=max(20, MAX_EXAMPLES // 4), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["s1", "s2", "gone"]),
+                          st.dictionaries(_FINISH_KEYS, json_leaves, max_size=3)),
+                min_size=1, max_size=12))
+def test_sqlite_call_finishes_in_one_group_commit_equal_one_by_one(calls: list[tuple[str, dict[str, Any]]]) -> None:
+    """Finishes queued in one turn of the loop share one group commit; the outcome must be what writing
+    them one at a time, in order, gives: each caller gets its own log's seq or its own error (a merge
+    into a missing session fails alone), client_data equals dict.update in order, logs keep their order."""
+    expected: dict[str, dict[str, Any]] = {"s1": {"keep": 1}, "s2": {}}
+    logged: dict[str, list[str]] = {"s1": [], "s2": []}
+    for i, (session, update) in enumerate(calls):
+        if session in expected:  # a merge into a missing session fails, and nothing of that call is kept
+            expected[session].update(update)
+            logged[session].append(f"t{i}")
+        elif not update:  # nothing to merge: the log is written (the company is known, no lookup)
+            logged.setdefault(session, []).append(f"t{i}")
+
+    async def main() -> tuple[list[Any], dict[str, Any], dict[str, list[dict[str, Any]]]]:
+        store = SQLiteStore(":memory:")
+        try:
+            await store.put_session("s1", company_id="c", client_data={"keep": 1})
+            await store.put_session("s2", company_id="c")
+            outcomes = await asyncio.gather(
+                *(store.finish_call(s, u, record(f"t{i}"), company_id="c") for i, (s, u) in enumerate(calls)),
+                return_exceptions=True,
+            )
+            data = {s: (await store.get_session(s, company_id="c")).client_data for s in ("s1", "s2")}
+            logs = {s: await store.logs(s, 100, company_id="c") for s in logged}
+            return outcomes, data, logs
+        finally:
+            await store.close()
+
+    outcomes, data, logs = _MERGE_LOOP.run_until_complete(main())
+    assert data == expected
+    assert {s: [r["trigger"] for r in rows] for s, rows in logs.items()} == logged
+    seq_of = {r["trigger"]: r["seq"] for rows in logs.values() for r in rows}
+    for i, ((session, update), outcome) in enumerate(zip(calls, outcomes, strict=True)):
+        if session == "gone" and update:
+            assert isinstance(outcome, SessionNotFound)
+        else:
+            assert outcome == seq_of[f"t{i}"]
