@@ -956,11 +956,17 @@ def _fmt_ns(ns: float) -> str:
     return f"{ns:,.0f} ns"
 
 
-def bench_runtime(settings: Settings, report: dict[str, Any]) -> None:
-    """Section 5: Runtime.execute and a full trigger call against a loopback server (benchmarks/runtime_bench.py)."""
+def _runtime_bench() -> Any:
+    """benchmarks/runtime_bench.py, imported from beside this file."""
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import runtime_bench
 
+    return runtime_bench
+
+
+def bench_runtime(settings: Settings, report: dict[str, Any]) -> None:
+    """Section 5: Runtime.execute and a full trigger call against a loopback server (benchmarks/runtime_bench.py)."""
+    runtime_bench = _runtime_bench()
     requests = 300 if settings.quick else 2000
     rounds = 1 if settings.quick else 5
     report["runtime"] = runtime_bench.main(["--requests", str(requests), "--rounds", str(rounds), "--quiet"])
@@ -1039,12 +1045,8 @@ def print_report(report: dict[str, Any]) -> None:
         print(f"\n5. Runtime (requests/s against a loopback aiohttp.web server in another process, median of "
               f"{rt['rounds']} rounds of {rt['requests_per_round']:,} requests; x aiohttp is the median of the "
               "per-round ratios, range their lowest and highest)")
-        print(f"  {'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}")
-        for concurrency, figures in rt["concurrency"].items():
-            for name, row in figures.items():
-                low, high = row["vs_bare_aiohttp_range"]
-                print(f"  {name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f} {row['vs_bare_aiohttp']:>9.2f}"
-                      f" {low:>5.2f}-{high:<5.2f}")
+        for line in _runtime_bench().table_lines(rt):
+            print("  " + line)
 
     print("\nTargets")
     for target in report["targets"]:

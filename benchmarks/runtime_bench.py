@@ -146,6 +146,17 @@ def summarise(rounds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     }
 
 
+def table_lines(report: dict[str, Any]) -> list[str]:
+    """The figures as a table: one line per contender and concurrency."""
+    lines = [f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}"]
+    for concurrency, figures in report["concurrency"].items():
+        for name, row in figures.items():
+            low, high = row["vs_bare_aiohttp_range"]
+            lines.append(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f} {row['vs_bare_aiohttp']:>9.2f}"
+                         f" {low:>5.2f}-{high:<5.2f}")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and contender")
@@ -166,12 +177,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         server.terminate()
     if not args.quiet:
-        print(f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}")
-        for concurrency, figures in report["concurrency"].items():
-            for name, row in figures.items():
-                low, high = row["vs_bare_aiohttp_range"]
-                print(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9.0f} {row['vs_bare_aiohttp']:>9.2f}"
-                      f" {low:>5.2f}-{high:<5.2f}")
+        print("\n".join(table_lines(report)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
