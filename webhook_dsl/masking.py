@@ -115,5 +115,6 @@ class Masker:
             for name, value in variables.items()
         }
 
-    def headers(self, headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
-        return [(name, MASK if _secret_header(name) else self.text(value)) for name, value in headers]
+    def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+        """Header pairs, ready for JSON: a secret header's value whole, any other masked inside."""
+        return [[name, MASK if _secret_header(name) else self.text(value)] for name, value in headers]

@@ -548,7 +548,7 @@ class Runtime:
             "request": {
                 "method": request.method,
                 "url": masker.text(request.url),
-                "headers": [list(pair) for pair in masker.headers(request.headers)],
+                "headers": masker.headers(request.headers),
                 "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
             },
             "variables": sources,
@@ -710,7 +710,7 @@ def _log_record(
         "trigger": trigger.name,
         "method": call.method,
         "url": masker.text(call.url),
-        "request_headers": [list(p) for p in masker.headers(request.headers)] if request else [],
+        "request_headers": masker.headers(request.headers) if request else [],
         "request_body": masker.text(request.body.decode("utf-8")[:limit]) if request and request.body else None,
         "status": call.status,
         "response_body": masker.text(body_text[:limit]) if body_text else None,
