@@ -204,3 +204,18 @@ def test_when_no_address_answers_the_call_fails_after_its_retries() -> None:
     result, port = asyncio.run(main())
     assert (result.ok, result.category, result.attempts) == (False, "connection", 3)
     assert [("::1", port)] * 3 == DIALLED
+
+
+def test_many_requests_failing_at_once_move_the_pin_once() -> None:
+    """Twenty calls fail on ::1 at the same moment; the pin moves to 127.0.0.1 once and stays there
+    (moving it once per failure would swing it back to ::1 for half of the retries)."""
+
+    async def main() -> list[Any]:
+        async with StubServer(answer(200, {"ok": True})) as server, _failover_runtime(["::1", "127.0.0.1"]) as runtime:
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/x", "method": "GET"})
+            return list(await asyncio.gather(*(runtime.execute(plan, {}) for _ in range(20))))
+
+    results = asyncio.run(main())
+    assert all(r.ok for r in results), [(r.category, r.error) for r in results if not r.ok]
+    assert max(r.attempts for r in results) == 2
+    assert sum(address == "::1" for address, _ in DIALLED) <= 20

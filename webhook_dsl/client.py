@@ -143,16 +143,17 @@ class PinnedClients:
         self._pins[key] = pin
         return pin.client
 
-    def unreachable(self, url: str) -> bool:
-        """No connection could be made to *url*'s pinned address: pin the next checked one (the old
-        client is kept until closed, since other requests may still be using it). False when there is
-        no other address to try."""
+    def unreachable(self, url: str, client: Client) -> bool:
+        """*client* could make no connection for *url*: pin the host's next checked address (the old
+        client is kept until closed, since other requests may still be using it). Only if *client* is
+        still the pin: many requests failing at once move it one step, not back and forth. False when
+        there is nothing to move."""
         try:
             key, is_address = self.destination(url)
         except BlockedError:
             return False
         pinned = self._pins.get(key)
-        if is_address or pinned is None or len(pinned.addresses) < 2:
+        if is_address or pinned is None or pinned.client is not client or len(pinned.addresses) < 2:
             return False
         current = (pinned.current + 1) % len(pinned.addresses)
         client = self._builder().resolve(key[1], pinned.addresses[current], key[2]).build()

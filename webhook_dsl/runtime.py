@@ -344,7 +344,7 @@ class Runtime:
             if not never_connected(error):  # pyreqwest also says ConnectError for a connection lost mid-request
                 raise _Failure("connection", describe_error(error), retryable=True) from None
             # Nothing was sent: safe to retry whatever the method, on the host's next checked address.
-            self._pinned().unreachable(url)
+            self._pinned().unreachable(url, client)
             message = describe_error(error)
             if isinstance(error, reqwest_errors.ConnectTimeoutError):
                 message = f"no connection within {self.settings.connect_timeout:g} s ({message})"
