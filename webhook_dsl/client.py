@@ -156,10 +156,10 @@ class PinnedClients:
         if is_address or pinned is None or pinned.client is not client or len(pinned.addresses) < 2:
             return False
         current = (pinned.current + 1) % len(pinned.addresses)
-        client = self._builder().resolve(key[1], pinned.addresses[current], key[2]).build()
+        moved = self._builder().resolve(key[1], pinned.addresses[current], key[2]).build()
         self._retired.append(pinned.client)
         del self._retired[:-16]  # beyond that, left to the garbage collector (requests hold their own reference)
-        self._pins[key] = _Pin(client, pinned.addresses, current, pinned.until)
+        self._pins[key] = _Pin(moved, pinned.addresses, current, pinned.until)
         return True
 
     async def aclose(self) -> None:
@@ -177,8 +177,7 @@ def describe_error(error: BaseException) -> str:
     """An HTTP client's error in one line, at most 300 characters: a pyreqwest error's message and its
     innermost cause (e.g. 'Connection refused'), or any other error's text."""
     message = getattr(error, "message", None) or str(error) or type(error).__name__
-    details: Any = getattr(error, "details", None)
-    causes: Sequence[Any] = details.get("causes") or [] if isinstance(details, dict) else []
+    causes = _causes(error)
     if causes:
         last = causes[-1]
         cause = last.get("message") if isinstance(last, dict) else str(last)
@@ -193,6 +192,10 @@ def never_connected(error: BaseException) -> bool:
     Its exception class does not say: ``ConnectError`` is also raised for a connection closed while
     the request was being sent. hyper's own error kind does: ``client error (Connect)`` is a failure
     of the connector (DNS override, TCP, TLS handshake), before anything is written."""
+    return any(isinstance(cause, dict) and cause.get("message") == "client error (Connect)" for cause in _causes(error))
+
+
+def _causes(error: BaseException) -> Sequence[Any]:
+    """A pyreqwest error's chain of causes, outermost first (empty for any other error)."""
     details: Any = getattr(error, "details", None)
-    causes: Sequence[Any] = details.get("causes") or [] if isinstance(details, dict) else []
-    return any(isinstance(cause, dict) and cause.get("message") == "client error (Connect)" for cause in causes)
+    return details.get("causes") or [] if isinstance(details, dict) else []

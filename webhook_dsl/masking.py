@@ -98,9 +98,7 @@ class Masker:
     def data(self, value: Any) -> Any:
         """Mask strings inside JSON-like data, keys included."""
         if isinstance(value, str):
-            if self._pattern is None or len(value) < self._shortest:
-                return value
-            return self._pattern.sub(MASK, value)
+            return self.text(value)
         if isinstance(value, list):
             return [self.data(v) for v in value]
         if isinstance(value, dict):

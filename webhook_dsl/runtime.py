@@ -577,7 +577,7 @@ def build_variables(
         if name in arguments:
             variables[name] = arguments[name]
     variables["images"] = list(images)
-    variables["session.id"], variables["company.id"], variables["assistant.id"] = session_id, company_id, assistant_id
+    variables.update(zip(SYSTEM_VARIABLES, (session_id, company_id, assistant_id), strict=True))
     return variables
 
 

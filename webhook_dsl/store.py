@@ -274,7 +274,9 @@ class SQLiteStore:
         # never blocked by the writer), instead of queueing behind group commits on the worker thread.
         self._reader: sqlite3.Connection | None = None
         if self.path != ":memory:" and not self.path.startswith("file:"):
-            self._reader = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            self._reader = sqlite3.connect(
+                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
             self._reader.execute("PRAGMA query_only=ON")
         self._reader_lock = threading.Lock()
 
@@ -452,10 +454,10 @@ class SQLiteStore:
 
         A passive checkpoint never finishes while writes keep coming, and SQLite only starts the WAL
         over after one that did: under steady load the file grew without end (63 MB in a 25-second
-        benchmark). So past ``_WAL_TRUNCATE_FRAMES`` a TRUNCATE
-        checkpoint follows. It holds the write lock while it waits for readers, so it waits at most
-        ``_TRUNCATE_WAIT_MS`` (writes meanwhile queue on this thread; the loop never waits) and is
-        simply tried again next time if a long reader is in the way.
+        benchmark). So past ``_WAL_TRUNCATE_FRAMES`` a TRUNCATE checkpoint follows. It holds the
+        write lock while it waits for readers, so it waits at most ``_TRUNCATE_WAIT_MS`` (writes
+        meanwhile queue on this thread; the loop never waits) and is simply tried again next time
+        if a long reader is in the way.
         """
         try:
             with self._lock, contextlib.suppress(sqlite3.Error):
@@ -586,9 +588,9 @@ def _commit_batch(db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: b
     """Run every write of the batch in one transaction; one write's failure fails only its caller.
 
     Returns None, having changed nothing, when the lock is taken and *wait* is false. The writes run
-    first without savepoints (two statements fewer each; every statement lets other threads take the
-    GIL). If one raises, the transaction is rolled back and the batch runs again with a savepoint
-    around each write: writes are database work only, so running one twice is safe.
+    first without savepoints (two statements fewer each). If one raises, the transaction is rolled
+    back and the batch runs again with a savepoint around each write: writes are database work only,
+    so running one twice is safe.
     """
     if len(batch) > 1:
         outcomes = _run_batch(db, batch, wait=wait, savepoints=False)
