@@ -11,6 +11,9 @@ The stand-in server runs in its own process (aiohttp.web), so client and server 
 one event loop; on a 2-core machine they share the two cores. Figures are requests per second,
 the median of several rounds; each round runs every contender once (in a rotated order), and a
 ratio is the median over rounds of the contender's figure over bare aiohttp's in the same round.
+
+The client side runs twice, on uvloop (what ``webhook-dsl serve`` runs on) and on asyncio's own
+loop; in each, every contender, bare aiohttp included, shares that loop.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from webhook_dsl import Runtime, SQLiteStore, compile_trigger, compile_webhook  # noqa: E402
+from webhook_dsl.runtime import run  # noqa: E402
+
+LOOPS = ("uvloop", "asyncio")
 
 BODY = json.dumps({"status": "in_transit", "session": {"client_data": {"last_order": "A-1"}}}).encode()
 
@@ -147,13 +153,14 @@ def summarise(rounds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 
 def table_lines(report: dict[str, Any]) -> list[str]:
-    """The figures as a table: one line per contender and concurrency."""
-    lines = [f"{'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}"]
-    for concurrency, figures in report["concurrency"].items():
-        for name, row in figures.items():
-            low, high = row["vs_bare_aiohttp_range"]
-            lines.append(f"{name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f} {row['vs_bare_aiohttp']:>9.2f}"
-                         f" {low:>5.2f}-{high:<5.2f}")
+    """The figures as a table: one line per loop, contender and concurrency."""
+    lines = [f"{'loop':8} {'contender':38} {'conc.':>5} {'req/s':>9} {'x aiohttp':>9} {'range':>11}"]
+    for loop, measured in report["loops"].items():
+        for concurrency, figures in measured["concurrency"].items():
+            for name, row in figures.items():
+                low, high = row["vs_bare_aiohttp_range"]
+                lines.append(f"{loop:8} {name:38} {concurrency:>5} {row['requests_per_s']:>9,.0f}"
+                             f" {row['vs_bare_aiohttp']:>9.2f} {low:>5.2f}-{high:<5.2f}")
     return lines
 
 
@@ -161,6 +168,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=2000, help="requests per round and contender")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--loop", choices=(*LOOPS, "both"), default="both", help="the client's event loop")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quiet", action="store_true", help="do not print the table (run.py prints it)")
     args = parser.parse_args(argv)
@@ -168,12 +176,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     server = multiprocessing.Process(target=_serve, args=(queue,), daemon=True)
     server.start()
     port = queue.get(timeout=30)
-    report: dict[str, Any] = {"requests_per_round": args.requests, "rounds": args.rounds, "concurrency": {}}
+    report: dict[str, Any] = {"requests_per_round": args.requests, "rounds": args.rounds, "loops": {}}
     try:
-        for concurrency in (1, 64):
-            report["concurrency"][str(concurrency)] = summarise(
-                asyncio.run(measure(port, concurrency, args.requests, args.rounds))
-            )
+        for loop in LOOPS if args.loop == "both" else (args.loop,):
+            measured: dict[str, Any] = report["loops"].setdefault(loop, {"concurrency": {}})
+            for concurrency in (1, 64):
+                rounds = run(measure(port, concurrency, args.requests, args.rounds), event_loop=loop)
+                measured["concurrency"][str(concurrency)] = summarise(rounds)
     finally:
         server.terminate()
     if not args.quiet:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -16,3 +18,18 @@ def stand_in() -> Iterator[int]:
     yield int(server.server_address[1])
     server.shutdown()
     server.server_close()
+
+
+@pytest.fixture(params=["asyncio", "uvloop"])
+def each_event_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once on asyncio's loop and once on uvloop (what ``webhook-dsl serve`` runs on):
+    every ``asyncio.run`` in the test then starts that loop."""
+    if request.param == "uvloop":
+        uvloop = pytest.importorskip("uvloop")
+
+        def run_on_uvloop(coroutine: Any, **_: Any) -> Any:
+            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+                return runner.run(coroutine)
+
+        monkeypatch.setattr(asyncio, "run", run_on_uvloop)
+    return str(request.param)

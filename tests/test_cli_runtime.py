@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import pytest
 
 from webhook_dsl.cli import main
+from webhook_dsl.runtime import event_loop_factory
+from webhook_dsl.runtime import run as run_coroutine
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIGGERS = ROOT / "examples" / "triggers"
@@ -210,3 +214,49 @@ def test_tools_export_both_shapes() -> None:
     status, out, _ = run("tools", "--style", "anthropic", str(TRIGGERS / "check_order.json"))
     (tool,) = json.loads(out)
     assert tool["input_schema"]["required"] == ["order_number"] and set(tool) == {"name", "description", "input_schema"}
+
+
+# -- the event loop ---------------------------------------------------------------------------------
+
+
+async def _loop_module() -> str:
+    return type(asyncio.get_running_loop()).__module__
+
+
+def test_run_picks_uvloop_when_installed_and_asyncio_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("uvloop")
+    assert run_coroutine(_loop_module()).startswith("uvloop")
+    assert run_coroutine(_loop_module(), event_loop="uvloop").startswith("uvloop")
+    assert run_coroutine(_loop_module(), event_loop="asyncio").startswith("asyncio")
+    with pytest.raises(ValueError, match="expected one of auto, uvloop, asyncio"):
+        event_loop_factory("trio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as on Windows, where there is no uvloop
+    assert run_coroutine(_loop_module()).startswith("asyncio")
+    with pytest.raises(RuntimeError, match="uvloop is not installed"):
+        event_loop_factory("uvloop")
+
+
+def test_serve_hands_the_chosen_loop_to_uvicorn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import uvicorn
+
+    seen: list[str] = []
+
+    class Recorder:
+        started = True
+
+        def __init__(self, config: uvicorn.Config) -> None:
+            seen.append(str(config.loop))
+
+        def run(self) -> None:
+            pass
+
+    monkeypatch.setattr(uvicorn, "Server", Recorder)
+    triggers = tmp_path / "triggers"
+    triggers.mkdir()
+    base = ["serve", "--triggers", str(triggers), "--database", str(tmp_path / "w.db")]
+    for extra, want in (([], "auto"), (["--loop", "asyncio"], "asyncio")):
+        assert main([*base, *extra], io.StringIO(), io.StringIO()) == 0
+        assert seen.pop() == want
+    err = io.StringIO()
+    with pytest.raises(SystemExit):
+        main([*base, "--loop", "trio"], io.StringIO(), err)

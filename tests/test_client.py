@@ -20,6 +20,9 @@ from webhook_dsl.guard import BlockedError, OutboundGuard
 
 DIALLED: list[tuple[str, int]] = []
 
+#: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_event_loop")
+
 
 @pytest.fixture(autouse=True)
 def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:

@@ -21,6 +21,9 @@ from webhook_dsl.trigger import Trigger, compile_trigger
 
 LOOPBACK = ["127.0.0.0/8"]
 
+#: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("each_event_loop")
+
 
 def run(coroutine: Awaitable[Any]) -> Any:
     return asyncio.run(coroutine)  # type: ignore[arg-type]
