@@ -114,7 +114,9 @@ def test_success_merges_client_data_for_the_next_call(tmp_path: Path) -> None:
             logs = await store.logs("s1")
             assert [log["status"] for log in logs] == [200, 200]
             assert logs[0]["trigger"] == "check_order" and logs[0]["elapsed_ms"] > 0
-            assert logs[0]["variables"]["order_number"] == "A-1"
+            # The variables each log names are the ones its request used; the secret one only as a mask.
+            assert logs[0]["variables"] == {"order_number": "A-1", "erp_token": "***"}
+            assert logs[1]["variables"] == {"patient_id": "pat_12345", "erp_token": "***"}
             assert server.requests[0].header("Authorization") == "Bearer tok-UNIQUE-7f3a9"
             await store.close()
 
@@ -345,6 +347,22 @@ def test_secrets_never_appear_in_any_output(tmp_path: Path) -> None:
         for form in forms:
             assert form not in output
     assert "***" in json.dumps(run(store.logs("s1")))
+
+
+def test_a_secret_cut_by_the_log_limit_is_masked_whole(tmp_path: Path) -> None:
+    """The log keeps the first log_body_chars of a body; a secret straddling that cut must not show its start."""
+    secret = "tok-UNIQUE-7f3a9"
+    padding = "p" * 40
+
+    async def echo(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 70\r\n\r\n"
+                     + (padding + secret).ljust(70, "q").encode())
+
+    result, _, store = call(tmp_path, echo, log_body_chars=len(padding) + 6)
+    assert result.call.ok
+    logged = run(store.logs("s1"))[0]
+    assert logged["response_body"] == padding + "***"
+    assert logged["response_truncated"] is True
 
 
 def test_concurrent_merges_on_one_session_lose_nothing(tmp_path: Path) -> None:

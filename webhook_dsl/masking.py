@@ -11,6 +11,7 @@ inside Basic-auth base64) and replaces each with ``***``.
 from __future__ import annotations
 
 import base64
+import contextlib
 import functools
 import re
 from collections.abc import Iterable, Mapping
@@ -19,7 +20,7 @@ from urllib.parse import quote
 
 import orjson
 
-__all__ = ["MASK", "Masker", "is_secret_header", "is_secret_name"]
+__all__ = ["MASK", "Masker", "is_secret_header", "is_secret_name", "whole_secret_headers", "whole_secrets"]
 
 MASK = "***"
 
@@ -31,6 +32,8 @@ _SECRET_HEADER = re.compile(
 #: Values shorter than this are not searched for in text (masking "1" would garble everything);
 #: they are still masked wherever they stand whole (variables, secret headers).
 MIN_SECRET_LENGTH = 4
+#: Up to this many forms, substring tests screen a text before the regex runs (see ``Masker``).
+_MAX_QUICK_FORMS = 32
 
 
 def is_secret_name(name: str) -> bool:
@@ -51,6 +54,17 @@ def _secret_name(name: str) -> bool:
 @functools.lru_cache(maxsize=4096)
 def _secret_header(name: str) -> bool:
     return is_secret_header(name)
+
+
+def whole_secrets(variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> dict[str, Any]:
+    """The variables with each secret one's value replaced whole by ``MASK``; the others as they are."""
+    names = set(extra_secret_names)
+    return {name: MASK if (name in names or _secret_name(name)) else value for name, value in variables.items()}
+
+
+def whole_secret_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
+    """Header pairs, ready for JSON, with a secret header's value replaced whole by ``MASK``."""
+    return [[name, MASK if _secret_header(name) else value] for name, value in headers]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -80,6 +94,16 @@ class Masker:
         ordered = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self._shortest = len(ordered[-1]) if ordered else 0  # a shorter text cannot hold any form
+        self._longest = len(ordered[0]) if ordered else 0
+        # Substring tests find a form several times faster than the regex scans for one (CPython's
+        # fastsearch against re's per-position alternation: 0.2 against 2.3 us over a 660-byte record with
+        # three forms), so with a handful of forms they decide whether the regex has anything to do.
+        self._forms = tuple(ordered) if len(ordered) <= _MAX_QUICK_FORMS else None
+        # The forms as they read inside JSON text. JSON escapes character by character, so a form inside
+        # any string of a document is, escaped, inside the document's JSON: one search covers them all.
+        self._forms_in_json: tuple[bytes, ...] | None = None
+        with contextlib.suppress(TypeError):  # a lone surrogate: no JSON text holds it, so no quick check
+            self._forms_in_json = tuple(orjson.dumps(form)[1:-1] for form in ordered)
 
     @classmethod
     def for_variables(cls, variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> Masker:
@@ -93,7 +117,58 @@ class Masker:
     def text(self, text: str) -> str:
         if self._pattern is None or len(text) < self._shortest:
             return text
+        if self._forms is not None:
+            for form in self._forms:
+                if form in text:
+                    break
+            else:
+                return text
         return self._pattern.sub(MASK, text)
+
+    def head(self, text: str, limit: int) -> str:
+        """The first ``limit`` characters of ``text``, masked as in the whole text: a secret that straddles
+        the cut is masked whole (so the result may run past ``limit`` by a mask), never left half-visible.
+
+        Only ``limit`` plus the longest form's length is scanned, however long the text.
+        """
+        if len(text) <= limit:
+            return self.text(text)
+        if self._pattern is None:
+            return text[:limit]
+        # Every occurrence that starts before the cut ends inside this window, so the scan decides it as a
+        # scan of the whole text would.
+        window = text[: limit + self._longest - 1]
+        parts: list[str] = []
+        position = 0
+        for match in self._pattern.finditer(window):
+            if match.start() >= limit:
+                break
+            parts += (window[position : match.start()], MASK)
+            position = match.end()
+        if position < limit:
+            parts.append(window[position:limit])
+        return "".join(parts)
+
+    def record(self, record: dict[str, Any]) -> dict[str, Any]:
+        """A log record with every string inside its values masked (its own keys are its schema).
+
+        One JSON encoding and one search settle the common case, where no secret appears anywhere: the
+        record itself comes back. Otherwise, or when it is not plain JSON, every value is walked.
+        """
+        if self._pattern is None:
+            return record
+        if self._forms_in_json is not None:
+            try:
+                document = orjson.dumps(record)
+            except TypeError:  # e.g. integers beyond 64 bits, non-string keys: walk it
+                pass
+            else:
+                for form in self._forms_in_json:
+                    if form in document:
+                        break
+                else:
+                    return record
+        return {key: self.data(value) for key, value in record.items()}
 
     def data(self, value: Any) -> Any:
         """Mask strings inside JSON-like data, keys included."""
@@ -107,11 +182,7 @@ class Masker:
 
     def variables(self, variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> dict[str, Any]:
         """Variables for a log: secret ones replaced whole, the rest masked inside."""
-        names = set(extra_secret_names)
-        return {
-            name: MASK if (name in names or _secret_name(name)) else self.data(value)
-            for name, value in variables.items()
-        }
+        return self.record(whole_secrets(variables, extra_secret_names))
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         """Header pairs, ready for JSON: a secret header's value whole, any other masked inside."""

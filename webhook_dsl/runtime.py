@@ -39,7 +39,7 @@ from ._version import __version__ as _version
 from .client import PinnedClients, describe_error, never_connected
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
-from .masking import Masker, is_secret_header
+from .masking import Masker, is_secret_header, whole_secret_headers, whole_secrets
 from .plan import RenderedRequest, WebhookPlan
 from .store import SQLiteStore, Store
 from .trigger import SYSTEM_VARIABLES, Trigger
@@ -714,28 +714,36 @@ def _log_record(
     masker: Masker,
     limit: int,
 ) -> dict[str, Any]:
+    """The call's log record, masked. Its variables are the ones the request used (what each reference
+    resolved to), not every variable the session defines; bodies are cut at ``limit`` characters."""
     request = call.request
     body_text = call.text
-    return {
+    used = {}
+    for candidates in trigger.reference_candidates:
+        for name in candidates:
+            if name in variables:
+                used[name] = variables[name]
+                break
+    return masker.record({
         "at": time.time(),
         "session_id": session_id,
         "trigger": trigger.name,
         "method": call.method,
-        "url": masker.text(call.url),
-        "request_headers": masker.headers(request.headers) if request else [],
-        "request_body": masker.text(request.body.decode("utf-8")[:limit]) if request and request.body else None,
+        "url": call.url,
+        "request_headers": whole_secret_headers(request.headers) if request else [],
+        "request_body": masker.head(request.body.decode("utf-8"), limit) if request and request.body else None,
         "status": call.status,
-        "response_body": masker.text(body_text[:limit]) if body_text else None,
+        "response_body": masker.head(body_text, limit) if body_text else None,
         "response_truncated": len(body_text) > limit,
-        "variables": masker.variables(variables, trigger.secret_names),
+        "variables": whole_secrets(used, trigger.secret_names),
         "elapsed_ms": round(call.elapsed_ms, 3),
         "attempts": call.attempts,
         "ok": call.ok,
         "category": call.category,
-        "error": masker.text(call.error) if call.error else None,
-        "client_data_merged": masker.data(dict(merged)),
+        "error": call.error or None,
+        "client_data_merged": dict(merged),
         "warnings": warnings,
-    }
+    })
 
 
 def call_trigger_sync(

@@ -74,11 +74,15 @@ class Trigger:
     #: Derived once here, read on every call.
     parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
+    #: Each distinct reference's candidate names, longest first: what a call's log names as the variables used.
+    reference_candidates: tuple[tuple[str, ...], ...] = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         properties = self.parameters.get("properties") or {}
         object.__setattr__(self, "parameter_names", tuple(properties) if isinstance(properties, dict) else ())
         object.__setattr__(self, "secret_names", tuple(dict.fromkeys(self.secrets + self.plan.secrets)))
+        candidates = dict.fromkeys(slot.candidates for slot in self.plan.slots())
+        object.__setattr__(self, "reference_candidates", tuple(candidates))
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
         """Every way the arguments break the schema, in words an LLM can act on (empty if valid)."""
