@@ -18,7 +18,6 @@ and results.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import email.utils
 import json
 import random
@@ -584,12 +583,15 @@ def build_variables(
     (undeclared arguments are dropped), then images, then system variables, which
     nothing can overwrite.
     """
-    variables = {name: value for name, value in client_data.items() if name not in _SYSTEM}
+    variables = dict(client_data)
+    if _SESSION_ID in variables or _COMPANY_ID in variables or _ASSISTANT_ID in variables:
+        for name in SYSTEM_VARIABLES:  # set last, below, so they also come last in a log
+            variables.pop(name, None)
     for name in trigger.parameter_names:
         if name in arguments:
             variables[name] = arguments[name]
     variables["images"] = list(images)
-    variables.update(zip(SYSTEM_VARIABLES, (session_id, company_id, assistant_id), strict=True))
+    variables[_SESSION_ID], variables[_COMPANY_ID], variables[_ASSISTANT_ID] = session_id, company_id, assistant_id
     return variables
 
 
@@ -609,6 +611,7 @@ def variable_origins(variables: Mapping[str, Any], trigger: Trigger, arguments: 
 
 
 _SYSTEM = frozenset(SYSTEM_VARIABLES)
+_SESSION_ID, _COMPANY_ID, _ASSISTANT_ID = SYSTEM_VARIABLES
 _USER_AGENT = ("User-Agent", f"webhook-dsl/{_version}")
 _ACCEPT_ENCODING = ("Accept-Encoding", "gzip, deflate")  # what _BodyReader can inflate
 
@@ -670,8 +673,10 @@ def _compact_json(document: Any, body: bytes) -> str:
     """Compact JSON text: orjson (a tenth of the stdlib's time), unless it would change the document:
     integers beyond 64 bits (it refuses them) or NaN and Infinity (it would write null)."""
     if b"NaN" not in body and b"Infinity" not in body:
-        with contextlib.suppress(TypeError):
+        try:  # try/except, not contextlib.suppress: a third of this function's time on the hot path
             return orjson.dumps(document).decode("utf-8")
+        except TypeError:
+            pass
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
@@ -690,9 +695,10 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
             f'The tool "{trigger.name}" failed ({call.category}: {detail}). Tell the user the '
             "action could not be completed right now; do not invent a result."
         )
-    text = call.text
-    with contextlib.suppress(ValueError):  # JSON is shown compact; anything else as it came
+    try:  # JSON is shown compact; anything else as it came
         text = _compact_json(call.json(), call.body)
+    except ValueError:
+        text = call.text
     if len(text) > limit:
         text = text[:limit] + f"… [truncated, {len(text) - limit} more characters]"
     parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", masker.text(text)]
