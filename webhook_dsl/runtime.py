@@ -786,9 +786,11 @@ EVENT_LOOPS = ("auto", "uvloop", "asyncio")
 def event_loop_factory(kind: str = "auto") -> Callable[[], asyncio.AbstractEventLoop]:
     """The event loop to run a Runtime on: uvloop when it is installed ("auto"), else asyncio's own.
 
-    The loop matters more than the client here: at concurrency 64 a trigger call does 0.61-0.65x the
-    requests of bare aiohttp on uvloop and 0.47-0.54x on asyncio's loop, because the loop thread and
-    the HTTP client's I/O thread hand the GIL back and forth less (benchmarks/runtime_bench.py).
+    The loop matters as much as the client: at concurrency 64 a trigger call did 0.66-0.69x the
+    requests of bare aiohttp on uvloop against 0.49-0.51x on asyncio's own loop, and ``execute``
+    1.55-1.87x against 0.86-1.23x (three runs of benchmarks/runtime_bench.py, every contender on
+    the same loop). uvloop spends less of the loop thread per event, and the less of it our work
+    takes, the less often the HTTP client's I/O thread has to wait for the GIL.
     """
     if kind not in EVENT_LOOPS:
         raise ValueError(f"event loop {kind!r}: expected one of {', '.join(EVENT_LOOPS)}")
