@@ -9,6 +9,7 @@ plain replacement over everything would.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -136,6 +137,18 @@ def test_record_screens_the_json_escaped_forms() -> None:
     assert masker.record({"url": "/p/" + quote(secret, safe="")}) == {"url": "/p/***"}
     clean = {"body": "nothing", "n": [1, 2.5, None]}
     assert masker.record(clean) is clean
+
+
+def test_record_masks_inside_what_orjson_writes_as_strings() -> None:
+    """A store writes a dataclass or a datetime as JSON text: the secret in it is masked all the same."""
+
+    @dataclasses.dataclass
+    class Order:
+        note: str
+
+    masker = Masker(["tok-UNIQUE-7f3a9"])
+    masked = masker.record({"variables": {"order": Order("paid with tok-UNIQUE-7f3a9")}, "at": 1.5})
+    assert masked == {"variables": {"order": {"note": "paid with ***"}}, "at": 1.5}
 
 
 def test_whole_secrets_and_headers_replace_values_by_name() -> None:

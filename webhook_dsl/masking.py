@@ -153,14 +153,15 @@ class Masker:
         """A log record with every string inside its values masked (its own keys are its schema).
 
         One JSON encoding and one search settle the common case, where no secret appears anywhere: the
-        record itself comes back. Otherwise, or when it is not plain JSON, every value is walked.
+        record itself comes back. Otherwise every value is walked, as the JSON a store would write, so
+        what orjson writes as strings (dataclass fields, datetimes) is masked too.
         """
         if self._pattern is None:
             return record
         if self._forms_in_json is not None:
             try:
                 document = orjson.dumps(record)
-            except TypeError:  # e.g. integers beyond 64 bits, non-string keys: walk it
+            except TypeError:  # e.g. integers beyond 64 bits, non-string keys: walk it as it is
                 pass
             else:
                 for form in self._forms_in_json:
@@ -168,6 +169,7 @@ class Masker:
                         break
                 else:
                     return record
+                record = orjson.loads(document)
         return {key: self.data(value) for key, value in record.items()}
 
     def data(self, value: Any) -> Any:
