@@ -203,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--database", help="postgresql://... or sqlite:///FILE (default: a fresh SQLite file in a temp folder)"
     )
+    parser.add_argument("--loop", choices=("auto", "uvloop", "asyncio"), default="auto",
+                        help="the service's event loop (serve --loop; default auto: uvloop when installed)")
     parser.add_argument("--max-seconds", type=float, default=120, help="stop issuing requests after this long")
     parser.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -234,6 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                     *command(),
                     *("serve", "--triggers", str(triggers), "--database", database, "--port", str(port)),
                     *("--allow-network", "127.0.0.0/8", "--no-access-log", "--log-level", "warning"),
+                    *("--loop", args.loop),
                 ],
                 stdout=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
@@ -261,6 +264,7 @@ def main(argv: list[str] | None = None) -> int:
     figures = {
         "database": kind,
         "replicas": args.replicas,
+        "loop": args.loop,
         "sessions": args.sessions,
         "concurrency": args.concurrency,
         "cpus": os.cpu_count(),
