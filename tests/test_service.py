@@ -21,12 +21,16 @@ from typing import Any
 import httpx
 import jsonschema
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests.service_support import BACKENDS, StoreFactory, make_key, services, start_echo, write_triggers
 from webhook_dsl.cli import main
 from webhook_dsl.openapi import openapi_document
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
+
+_MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 
 SECRET = "erp-SECRET-41d2c9"
 DOCUMENT = openapi_document()
@@ -549,3 +553,67 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(kind: str, tm
         assert "Runtime Error" not in result.stdout
         errors = process.stop()
     assert "Traceback" not in errors, errors[-3000:]
+
+
+# -- request JSON: the orjson fast path reads exactly what the stdlib reads ----------------------------
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal values of the same types all the way down (1 and 1.0, or 0.0 and -0.0, differ)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float):
+        return repr(a) == repr(b)
+    return bool(a == b)
+
+
+def _reference_parse(data: bytes) -> Any:
+    """The stdlib's reading, with the service's rules: no NaN/Infinity, depth 32, no lone surrogates."""
+    from webhook_dsl.service import _depth
+
+    def refuse(name: str) -> Any:
+        raise ValueError(name)
+
+    value = json.loads(data, parse_constant=refuse)
+    if _depth(value) > 32:
+        raise ValueError("too deep")
+    json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError on a lone surrogate
+    return value
+
+
+_json_leaves = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.integers(min_value=2**63 - 2, max_value=2**70),
+    st.floats(allow_nan=False, allow_infinity=False), st.text(),
+)
+_json_values = st.recursive(
+    _json_leaves, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=_MAX_EXAMPLES, deadline=None)
+@given(_json_values, st.booleans(), st.sampled_from(["", "truncate", "NaN", "1e400", "surrogate", "nest"]))
+def test_request_json_is_read_as_the_stdlib_reads_it(value: Any, ascii_only: bool, damage: str) -> None:
+    from webhook_dsl.service import ApiError, _parse_json
+
+    text = json.dumps(value, ensure_ascii=ascii_only)
+    if damage == "truncate":
+        text = text[: len(text) // 2]
+    elif damage in ("NaN", "1e400"):
+        text = f"[{text}, {damage}]"
+    elif damage == "surrogate":
+        text = f'[{text}, "\\udc00"]'
+    elif damage == "nest":
+        text = "[" * 33 + text + "]" * 33
+    data = text.encode("utf-8", "surrogatepass")
+    try:
+        want = _reference_parse(data)
+    except (ValueError, UnicodeEncodeError, RecursionError):
+        with pytest.raises(ApiError):
+            _parse_json(data, "the body")
+        return
+    assert _same(_parse_json(data, "the body"), want)

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from starlette.applications import Starlette
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
@@ -279,6 +280,10 @@ class JSONResponse(_StarletteJSONResponse):
     """JSON as UTF-8; a lone surrogate (a remote can send one as ``\\ud800``) goes out escaped, not as a 500."""
 
     def render(self, content: Any) -> bytes:
+        try:  # orjson: a tenth of the stdlib's time; it refuses integers beyond 64 bits and lone surrogates
+            return orjson.dumps(content)
+        except TypeError:
+            pass
         try:
             return json.dumps(content, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
         except UnicodeEncodeError:
@@ -454,7 +459,23 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+#: A run of digits that may be an integer beyond 64 bits, which orjson would read as a float.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def _parse_json(data: bytes | str, what: str) -> Any:
+    """A request's JSON: orjson when it reads the text exactly (a tenth of the time), else the stdlib,
+    which also words every refusal. orjson refuses NaN, lone surrogates and out-of-range numbers itself."""
+    raw = data if isinstance(data, bytes) else None
+    if raw is not None and _LONG_DIGITS.search(raw) is None:
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass  # the stdlib below says what is wrong, or accepts what orjson does not (1e400)
+        else:
+            if _depth(value) > _MAX_DEPTH:
+                raise ApiError(400, "bad_request", f"{what}: nested deeper than {_MAX_DEPTH} levels")
+            return value
     try:
         value = json.loads(data, parse_constant=_reject_constant)
     except RecursionError:
