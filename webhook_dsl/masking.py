@@ -95,9 +95,9 @@ class Masker:
         self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
         self._shortest = len(ordered[-1]) if ordered else 0  # a shorter text cannot hold any form
         self._longest = len(ordered[0]) if ordered else 0
-        # Substring tests find a form several times faster than the regex scans for one (CPython's
-        # fastsearch against re's per-position alternation: 0.2 against 2.3 us over a 660-byte record with
-        # three forms), so with a handful of forms they decide whether the regex has anything to do.
+        # Substring tests find a form faster than the regex scans for any (CPython's fastsearch against re's
+        # per-position alternation: 0.3-0.4 us a form against 2.2 us, over a 660-byte log record), so with
+        # a handful of forms they decide whether the regex has anything to do.
         self._forms = tuple(ordered) if len(ordered) <= _MAX_QUICK_FORMS else None
         # The forms as they read inside JSON text. JSON escapes character by character, so a form inside
         # any string of a document is, escaped, inside the document's JSON: one search covers them all.

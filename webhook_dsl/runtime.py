@@ -699,9 +699,11 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
         text = _compact_json(call.json(), call.body)
     except ValueError:
         text = call.text
-    if len(text) > limit:
-        text = text[:limit] + f"… [truncated, {len(text) - limit} more characters]"
-    parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", masker.text(text)]
+    if len(text) > limit:  # masked before the cut would be, so a secret across it is masked whole
+        shown = masker.head(text, limit) + f"… [truncated, {len(text) - limit} more characters]"
+    else:
+        shown = masker.text(text)
+    parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", shown]
     directive = trigger.plan.response_directive
     if trigger.interpret_response and directive:
         parts.append(f"Instruction: {directive}")
