@@ -350,21 +350,24 @@ def test_secrets_never_appear_in_any_output(tmp_path: Path) -> None:
 
 
 def test_a_secret_cut_by_the_log_limit_is_masked_whole(tmp_path: Path) -> None:
-    """Log and LLM message keep the start of a long body; a secret straddling the cut must not show its start."""
+    """Log, LLM message and printed result keep the start of a long body (here all three cut at 65,536
+    characters); a secret straddling the cut must be masked whole, not show its start."""
     secret = "tok-UNIQUE-7f3a9"
-    padding = "p" * 40
+    padding = "p" * (65536 - 6)
+    body = (padding + secret).ljust(65600, "q").encode()
 
     async def echo(request: Request, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 70\r\n\r\n"
-                     + (padding + secret).ljust(70, "q").encode())
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
 
-    result, _, store = call(tmp_path, echo, log_body_chars=len(padding) + 6, llm_response_chars=len(padding) + 6)
+    result, _, store = call(tmp_path, echo, log_body_chars=65536, llm_response_chars=65536)
     assert result.call.ok
     logged = run(store.logs("s1"))[0]
     assert logged["response_body"] == padding + "***"
     assert logged["response_truncated"] is True
-    assert f"\n{padding}***… [truncated, " in result.message_for_llm  # the LLM's copy is cut the same way
-    assert "tok-" not in result.message_for_llm
+    assert f"\n{padding}***… [truncated, " in result.message_for_llm
+    assert result.to_dict()["response"] == padding + "***"
+    for output in (json.dumps(logged), result.message_for_llm, json.dumps(result.to_dict())):
+        assert "tok-" not in output
 
 
 def test_concurrent_merges_on_one_session_lose_nothing(tmp_path: Path) -> None:
