@@ -124,7 +124,7 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
         contenders = {"aiohttp (bare)": bare_aiohttp, "httpx (bare)": bare_httpx, "pyreqwest (bare)": bare_pyreqwest,
                       "Runtime.execute": execute, "Runtime.call_trigger (merge + log)": call_trigger}
         for one in contenders.values():
-            await _drive(concurrency, max(20, total // 10), one)  # warm up: pools, code paths
+            await _drive(concurrency, max(2 * concurrency, total // 10), one)  # warm up: full pools, code paths
         for round_number in range(rounds):
             # Each round runs every contender once, in an order rotated per round, so that a drift of
             # the machine's speed during a round does not always favour the same contender.
