@@ -1067,14 +1067,44 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\n  total time {meta['elapsed_s']:.1f} s ({timing})")
 
 
-def write_chart(report: dict[str, Any], path: Path) -> bool:
-    """Bar chart of section 1, only if matplotlib happens to be installed."""
+def _pyplot() -> Any:
+    """matplotlib's pyplot without a display, or None when it is not installed (or broken)."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except Exception:  # not installed (or broken): no chart
+    except Exception:
+        return None
+    return plt
+
+
+def write_runtime_chart(report: dict[str, Any], path: Path) -> bool:
+    """Bar chart of section 5 at concurrency 64: requests/s per contender, one group per loop."""
+    plt = _pyplot()
+    if plt is None or "runtime" not in report:
+        return False
+    loops = report["runtime"]["loops"]
+    contenders = list(next(iter(loops.values()))["concurrency"]["64"])
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(contenders)
+    for k, name in enumerate(contenders):
+        values = [loops[loop]["concurrency"]["64"][name]["requests_per_s"] for loop in loops]
+        ax.bar([i + k * width for i in range(len(loops))], values, width, label=name)
+    ax.set_xticks([i + width * (len(contenders) - 1) / 2 for i in range(len(loops))], list(loops))
+    ax.set_ylabel("requests/s at concurrency 64 (median of rounds)")
+    ax.set_title("webhook_dsl runtime vs bare HTTP clients, per event loop")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def write_chart(report: dict[str, Any], path: Path) -> bool:
+    """Bar chart of section 1, only if matplotlib happens to be installed."""
+    plt = _pyplot()
+    if plt is None:
         return False
     webhooks = report["render"]["webhooks"]
     impls = [i for i in IMPLS if all(i in w["ns_per_op"] for w in webhooks.values())]
@@ -1121,8 +1151,9 @@ def main(argv: list[str] | None = None) -> int:
     temporary.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
     os.replace(temporary, path)
     print(f"  results written to {path}")
-    if write_chart(report, path.parent / "render.png"):
-        print(f"  chart written to {path.parent / 'render.png'}")
+    for name, writer in (("render.png", write_chart), ("runtime.png", write_runtime_chart)):
+        if writer(report, path.parent / name):
+            print(f"  chart written to {path.parent / name}")
     return 0
 
 
