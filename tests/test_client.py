@@ -7,6 +7,7 @@ Only loopback servers are used; names are resolved by stub resolvers, never by r
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -96,6 +97,95 @@ def test_a_name_is_resolved_again_when_its_pin_expires(monkeypatch: pytest.Monke
     assert lookups == ["api.test", "api.test"]
     assert third.category == "blocked" and "10.0.0.7" in (third.error or "")
     assert [address for address, _ in DIALLED] == ["127.0.0.1", "127.0.0.1"]
+
+
+def test_a_renewed_pin_keeps_its_connection_while_the_answer_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pin expires at once here, so every call resolves and checks again; the answer does not change,
+    so the client, and its keep-alive connection, stay."""
+    lookups: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(webhook_dsl.client, "PIN_SECONDS", 0.0)
+
+    async def main() -> tuple[list[Any], StubServer]:
+        async with (
+            StubServer(answer(200, {"ok": True})) as server,
+            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"]) as runtime,
+        ):
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
+            return [await runtime.execute(plan, {}) for _ in range(3)], server
+
+    results, server = asyncio.run(main())
+    assert all(result.ok for result in results)
+    assert lookups == ["api.test"] * 3
+    assert server.connections == 1
+
+
+def test_requests_that_find_a_pin_missing_share_one_lookup() -> None:
+    lookups: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        await asyncio.sleep(0.05)  # every request below arrives while this lookup is under way
+        return ["127.0.0.1"]
+
+    async def main() -> list[Any]:
+        async with (
+            StubServer(answer(200, {"ok": True})) as server,
+            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"]) as runtime,
+        ):
+            plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
+            return list(await asyncio.gather(*(runtime.execute(plan, {}) for _ in range(20))))
+
+    results = asyncio.run(main())
+    assert all(result.ok for result in results)
+    assert lookups == ["api.test"]
+
+
+def test_a_shared_lookup_that_is_refused_refuses_every_waiting_request() -> None:
+    lookups: list[str] = []
+
+    async def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        await asyncio.sleep(0.05)
+        return ["10.0.0.7"]  # private: refused
+
+    async def main() -> list[Any]:
+        async with Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"]) as runtime:
+            plan = compile_webhook({"url": "http://api.test/", "method": "GET"})
+            first = list(await asyncio.gather(*(runtime.execute(plan, {}) for _ in range(5))))
+            return [*first, await runtime.execute(plan, {})]  # the next request looks up again
+
+    results = asyncio.run(main())
+    assert [result.category for result in results] == ["blocked"] * 6
+    assert lookups == ["api.test", "api.test"]
+    assert DIALLED == []
+
+
+def test_a_pin_moves_only_when_its_address_leaves_the_answer() -> None:
+    answers = iter([["127.0.0.1", "::1"], ["::1", "127.0.0.1"], ["::1"]])
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return next(answers)
+
+    async def main() -> list[Any]:
+        clients = _clients(allow_networks=["127.0.0.0/8", "::1/128"], resolver=resolver)
+        key = ("http", "api.test", 80)
+        seen = []
+        for _ in range(3):
+            seen.append(await clients.client_for("http://api.test/"))
+            pin = clients._pins[key]
+            clients._pins[key] = dataclasses.replace(pin, until=0.0)  # expire it
+        await clients.aclose()
+        return seen
+
+    first, reordered, moved = asyncio.run(main())
+    assert reordered is first  # 127.0.0.1 is still an answer: same client, same connections
+    assert moved is not first  # it is not any more: a new client, dialling ::1
+    assert [address for address, _ in DIALLED] == ["127.0.0.1", "127.0.0.1", "::1"]
 
 
 def test_cookies_never_travel_from_one_call_to_the_next() -> None:

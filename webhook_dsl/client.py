@@ -12,7 +12,9 @@ resolve with the guard, check every address, and build a client whose only
 resolution is ``host -> checked address`` (reqwest's ``resolve`` override, which it
 prefers to DNS). A request is only ever sent through the client pinned for its own
 host, so reqwest has nothing left to look up; IP-literal hosts are checked and need
-no lookup. A pin lives ``PIN_SECONDS``; then the name is resolved and checked again.
+no lookup. A pin lives ``PIN_SECONDS``; then the name is resolved and checked again,
+once however many requests are waiting, and while the address being dialled is still
+among the answers the client, with its open connections, stays.
 A pin holds every checked address but dials one at a time (reqwest takes one per
 name): when a connection to it cannot be made, ``unreachable`` moves the pin to the
 next, and the runtime's retry goes there.
@@ -25,6 +27,8 @@ send a request anywhere the guard did not approve.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -75,7 +79,8 @@ class PinnedClients:
         # key -> client, the checked addresses, which one the client dials, until when
         self._pins: dict[tuple[str, str, int], _Pin] = {}
         self._literal: Client | None = None
-        self._retired: list[Client] = []  # moved off an unreachable address; closed with the rest
+        self._retired: list[Client] = []  # replaced (unreachable address, new DNS answer); closed with the rest
+        self._renewals: dict[tuple[str, str, int], asyncio.Future[_Pin]] = {}
         # scheme://authority -> (scheme, host, port), and whether the host is an address (checked), parsed once
         self._destinations: dict[str, tuple[tuple[str, str, int], bool]] = {}
 
@@ -130,18 +135,46 @@ class PinnedClients:
                 self._literal = self._builder().build()
             return self._literal
         pinned = self._pins.get(key)
-        now = time.monotonic()
-        if pinned is not None and pinned.until > now:
-            dialling(pinned.addresses[pinned.current], key[2])
-            return pinned.client
+        if pinned is None or pinned.until <= time.monotonic():
+            # One lookup per host at a time: requests that find the pin expired while it is being renewed
+            # wait for that renewal instead of each resolving and building a client of its own.
+            renewal = self._renewals.get(key)
+            if renewal is None:
+                renewal = self._renewals[key] = asyncio.ensure_future(self._renew(key, pinned))
+                renewal.add_done_callback(functools.partial(self._renewed, key))
+            pinned = await asyncio.shield(renewal)  # a caller cancelled does not cancel it for the others
+        dialling(pinned.addresses[pinned.current], key[2])
+        return pinned.client
+
+    async def _renew(self, key: tuple[str, str, int], old: _Pin | None) -> _Pin:
+        """Resolve and check the host again. While the address the client dials is still among the
+        checked answers, the client stays, and with it its open connections (each a TCP and TLS
+        handshake saved); otherwise a new client dials the first answer."""
         _scheme, host, port = key
         addresses = tuple(await self.guard.resolve(host, port))  # every address checked, or BlockedError
-        if len(self._pins) >= MAX_PINS:
-            self._pins.pop(next(iter(self._pins)))
-        dialling(addresses[0], port)
-        pin = _Pin(self._builder().resolve(host, addresses[0], port).build(), addresses, 0, now + PIN_SECONDS)
+        until = time.monotonic() + PIN_SECONDS
+        dialled = old.addresses[old.current] if old is not None else None
+        if old is not None and dialled in addresses:
+            pin = _Pin(old.client, addresses, addresses.index(dialled), until)
+        else:
+            if old is not None:
+                self._retire(old.client)
+            elif len(self._pins) >= MAX_PINS:
+                self._pins.pop(next(iter(self._pins)))
+            pin = _Pin(self._builder().resolve(host, addresses[0], port).build(), addresses, 0, until)
         self._pins[key] = pin
-        return pin.client
+        return pin
+
+    def _renewed(self, key: tuple[str, str, int], renewal: asyncio.Future[_Pin]) -> None:
+        if self._renewals.get(key) is renewal:
+            del self._renewals[key]
+        if not renewal.cancelled():
+            renewal.exception()  # retrieved here: an error its waiters already got is not reported as lost
+
+    def _retire(self, client: Client) -> None:
+        """Keep a replaced client until ``aclose`` (requests in flight may still use it)."""
+        self._retired.append(client)
+        del self._retired[:-16]  # beyond that, left to the garbage collector (requests hold their own reference)
 
     def unreachable(self, url: str, client: Client) -> bool:
         """*client* could make no connection for *url*: pin the host's next checked address (the old
@@ -157,8 +190,7 @@ class PinnedClients:
             return False
         current = (pinned.current + 1) % len(pinned.addresses)
         moved = self._builder().resolve(key[1], pinned.addresses[current], key[2]).build()
-        self._retired.append(pinned.client)
-        del self._retired[:-16]  # beyond that, left to the garbage collector (requests hold their own reference)
+        self._retire(pinned.client)
         self._pins[key] = _Pin(moved, pinned.addresses, current, pinned.until)
         return True
 
