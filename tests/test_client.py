@@ -165,6 +165,25 @@ def test_a_shared_lookup_that_is_refused_refuses_every_waiting_request() -> None
     assert DIALLED == []
 
 
+def test_closing_while_a_lookup_is_under_way_pins_nothing() -> None:
+    async def resolver(host: str, port: int) -> list[str]:
+        await asyncio.sleep(0.05)
+        return ["127.0.0.1"]
+
+    async def main() -> dict[Any, Any]:
+        clients = _clients(allow_networks=["127.0.0.0/8"], resolver=resolver)
+        request = asyncio.ensure_future(clients.client_for("http://api.test/"))
+        await asyncio.sleep(0.01)
+        await clients.aclose()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        await asyncio.sleep(0.06)  # past the moment the lookup would have answered
+        return clients._pins
+
+    assert asyncio.run(main()) == {}
+    assert DIALLED == []
+
+
 def test_a_pin_moves_only_when_its_address_leaves_the_answer() -> None:
     answers = iter([["127.0.0.1", "::1"], ["::1", "127.0.0.1"], ["::1"]])
 

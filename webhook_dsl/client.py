@@ -195,6 +195,8 @@ class PinnedClients:
         return True
 
     async def aclose(self) -> None:
+        for renewal in list(self._renewals.values()):  # none may pin a client after this
+            renewal.cancel()
         clients = [pin.client for pin in self._pins.values()] + self._retired
         self._retired = []
         if self._literal is not None:
