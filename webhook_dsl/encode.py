@@ -26,12 +26,38 @@ __all__ = [
     "check_whole_url",
     "json_string",
     "json_value",
+    "orjson_reads_exactly",
     "percent_encode",
+    "read_json",
     "to_text",
 ]
 
 #: Deepest nesting accepted in a list/object value inserted as JSON.
 MAX_VALUE_DEPTH = 64
+
+
+# orjson turns integers beyond 64 bits into floats without a word. A 64-bit integer has at most 20
+# digits, so text with a run of 19 or more may hold one, and goes to the stdlib, which keeps it exact.
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def orjson_reads_exactly(data: str | bytes) -> bool:
+    """Whether orjson reads this JSON text as the stdlib would, numbers included (if it reads it at all)."""
+    if isinstance(data, bytes):
+        return _LONG_DIGITS_BYTES.search(data) is None
+    return _LONG_DIGITS_TEXT.search(data) is None
+
+
+def read_json(data: str | bytes) -> Any:
+    """JSON text to data: orjson where it reads exactly (several times faster), else the stdlib, which
+    also reads what orjson refuses (NaN, an escaped lone surrogate written by the stdlib)."""
+    if orjson_reads_exactly(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data)
 
 
 class ValueProblem(Exception):

@@ -21,7 +21,6 @@ import asyncio
 import email.utils
 import json
 import random
-import re
 import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -36,6 +35,7 @@ import pyreqwest.exceptions as reqwest_errors
 
 from ._version import __version__ as _version
 from .client import PinnedClients, describe_error, never_connected
+from .encode import read_json
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import Masker, is_secret_header, whole_secret_headers, whole_secrets
@@ -118,7 +118,7 @@ class CallResult:
     def json(self) -> Any:
         """The body as JSON (parsed once, then kept); raises ``ValueError`` if it is not JSON."""
         if self._json is _UNPARSED:
-            self._json = _parse_json(self.body)
+            self._json = read_json(self.body)
         return self._json
 
     @property
@@ -465,7 +465,7 @@ class Runtime:
                     result.ok = True
                     if _declares_json(result.content_type) and result.body.strip():
                         try:
-                            result._json = _parse_json(result.body)
+                            result._json = read_json(result.body)
                         except ValueError:
                             result.ok = False
                             result.category = "invalid_response"
@@ -627,23 +627,6 @@ def _with_default_headers(request: RenderedRequest) -> RenderedRequest:
         return request
     extra = ([] if has_agent else [_USER_AGENT]) + ([] if has_encoding else [_ACCEPT_ENCODING])
     return tuple.__new__(RenderedRequest, (request.method, request.url, request.headers + extra, request.body))
-
-
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
-def _parse_json(body: bytes) -> Any:
-    """orjson when it is exact, else the stdlib.
-
-    orjson turns integers beyond 64 bits into floats without a word, so any text with a run of 19
-    digits or more (a 64-bit integer has at most 20) goes to the stdlib, which keeps them exact.
-    """
-    if _LONG_DIGITS.search(body):
-        return json.loads(body)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return json.loads(body)
 
 
 def _declares_json(content_type: str) -> bool:

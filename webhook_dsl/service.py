@@ -39,6 +39,7 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._version import __version__
+from .encode import orjson_reads_exactly
 from .errors import ConfigError, DiagnosticsError
 from .masking import Masker
 from .openapi import (
@@ -459,17 +460,12 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-#: A run of digits that may be an integer beyond 64 bits, which orjson would read as a float.
-_LONG_DIGITS = re.compile(rb"[0-9]{19}")
-
-
 def _parse_json(data: bytes | str, what: str) -> Any:
     """A request's JSON: orjson when it reads the text exactly (a tenth of the time), else the stdlib,
     which also words every refusal. orjson refuses NaN, lone surrogates and out-of-range numbers itself."""
-    raw = data if isinstance(data, bytes) else None
-    if raw is not None and _LONG_DIGITS.search(raw) is None:
+    if isinstance(data, bytes) and orjson_reads_exactly(data):
         try:
-            value = orjson.loads(raw)
+            value = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the stdlib below says what is wrong, or accepts what orjson does not (1e400)
         else:

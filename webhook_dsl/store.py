@@ -41,6 +41,8 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from .encode import read_json
+
 __all__ = [
     "API_KEY_PREFIX",
     "AmbiguousSession",
@@ -556,19 +558,6 @@ def _dumps(value: Any) -> str:
         return json.dumps(value)
 
 
-_LONG_DIGITS = re.compile(r"[0-9]{19}")
-
-
-def _loads(text: str) -> Any:
-    """orjson when exact: it turns integers beyond 64 bits into floats, so long digit runs go to the stdlib."""
-    if _LONG_DIGITS.search(text):
-        return json.loads(text)
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:  # e.g. an escaped lone surrogate written by the stdlib fallback
-        return json.loads(text)
-
-
 #: The loop's writer leaves checkpoints to the worker thread: one every this many group commits.
 _CHECKPOINT_EVERY = 200
 #: Past this many WAL frames (16 MiB of 4 KiB pages) a checkpoint also truncates the WAL file.
@@ -650,7 +639,7 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
 
 
 def _session(row: tuple[Any, ...]) -> Session:
-    return Session(row[0], row[1], row[2], _loads(row[3]), row[4], row[5])
+    return Session(row[0], row[1], row[2], read_json(row[3]), row[4], row[5])
 
 
 def _lookup(db: sqlite3.Connection, session_id: str, company_id: str | None) -> Session | None:
@@ -757,7 +746,7 @@ def _logs(db: sqlite3.Connection, session_id: str, limit: int, company_id: str |
         "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
         (*params, limit),
     ).fetchall()
-    return [{"seq": seq, **_loads(record)} for seq, record in rows]
+    return [{"seq": seq, **read_json(record)} for seq, record in rows]
 
 
 def _list_sessions(db: sqlite3.Connection, company_id: str, limit: int, offset: int) -> list[SessionSummary]:
