@@ -16,7 +16,7 @@ problem into one ``RenderError``.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -47,6 +47,7 @@ __all__ = [
     "Slot",
     "UrlGroup",
     "WebhookPlan",
+    "defined_name",
     "dump_plans",
     "load_plans",
 ]
@@ -111,6 +112,14 @@ class Slot:
 
 
 Piece = str | Slot
+
+
+def defined_name(candidates: Sequence[str], variables: Mapping[str, Any]) -> str | None:
+    """The variable a reference reads: the longest of its candidate names that ``variables`` defines."""
+    for name in candidates:
+        if name in variables:
+            return name
+    return None
 
 
 @dataclass(frozen=True, slots=True)

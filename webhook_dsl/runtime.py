@@ -39,7 +39,7 @@ from .encode import read_json
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import Masker, is_secret_header, whole_secret_headers, whole_secrets
-from .plan import RenderedRequest, WebhookPlan
+from .plan import RenderedRequest, WebhookPlan, defined_name
 from .store import SQLiteStore, Store
 from .trigger import SYSTEM_VARIABLES, Trigger
 
@@ -553,7 +553,7 @@ class Runtime:
             return CallResult(False, trigger.plan.method, "", category="render", error=str(error)), {}
         sources = {}
         for slot in trigger.plan.slots():
-            name = next((c for c in slot.candidates if c in variables), None)
+            name = defined_name(slot.candidates, variables)
             sources[slot.written] = {"variable": name, "source": origins.get(name or "", "undefined")}
         preview = {
             "request": {
@@ -711,10 +711,9 @@ def _log_record(
     body_text = call.text
     used = {}
     for candidates in trigger.reference_candidates:
-        for name in candidates:
-            if name in variables:
-                used[name] = variables[name]
-                break
+        name = defined_name(candidates, variables)
+        if name is not None:
+            used[name] = variables[name]
     return masker.record({
         "at": time.time(),
         "session_id": session_id,
