@@ -15,7 +15,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, AnyStr
 from urllib.parse import quote
 
 import orjson
@@ -65,6 +65,15 @@ def whole_secrets(variables: Mapping[str, Any], extra_secret_names: Iterable[str
 def whole_secret_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
     """Header pairs, ready for JSON, with a secret header's value replaced whole by ``MASK``."""
     return [[name, MASK if _secret_header(name) else value] for name, value in headers]
+
+
+def _holds_any(forms: tuple[AnyStr, ...], text: AnyStr) -> bool:
+    """Whether any form occurs in text: one C substring search each. A loop, not ``any()``: with three
+    forms and a URL, 0.14 against 0.35 us, on a path every masked text takes."""
+    for form in forms:  # noqa: SIM110
+        if form in text:
+            return True
+    return False
 
 
 @functools.lru_cache(maxsize=1024)
@@ -117,12 +126,8 @@ class Masker:
     def text(self, text: str) -> str:
         if self._pattern is None or len(text) < self._shortest:
             return text
-        if self._forms is not None:
-            for form in self._forms:
-                if form in text:
-                    break
-            else:
-                return text
+        if self._forms is not None and not _holds_any(self._forms, text):
+            return text
         return self._pattern.sub(MASK, text)
 
     def head(self, text: str, limit: int) -> str:
@@ -164,10 +169,7 @@ class Masker:
             except TypeError:  # e.g. integers beyond 64 bits, non-string keys: walk it as it is
                 pass
             else:
-                for form in self._forms_in_json:
-                    if form in document:
-                        break
-                else:
+                if not _holds_any(self._forms_in_json, document):
                     return record
                 record = orjson.loads(document)
         return {key: self.data(value) for key, value in record.items()}
