@@ -1067,60 +1067,49 @@ def print_report(report: dict[str, Any]) -> None:
     print(f"\n  total time {meta['elapsed_s']:.1f} s ({timing})")
 
 
-def _pyplot() -> Any:
-    """matplotlib's pyplot without a display, or None when it is not installed (or broken)."""
+def _grouped_bars(
+    path: Path, groups: list[str], series: dict[str, list[float]], ylabel: str, title: str, legend_size: str = "medium"
+) -> bool:
+    """A grouped bar chart (one bar per series in each group), only if matplotlib happens to be installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
-    except Exception:
-        return None
-    return plt
+    except Exception:  # not installed (or broken): no chart
+        return False
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    width = 0.8 / len(series)
+    for k, (label, values) in enumerate(series.items()):
+        ax.bar([i + k * width for i in range(len(groups))], values, width, label=label)
+    ax.set_xticks([i + width * (len(series) - 1) / 2 for i in range(len(groups))], groups)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
 
 
 def write_runtime_chart(report: dict[str, Any], path: Path) -> bool:
     """Bar chart of section 5 at concurrency 64: requests/s per contender, one group per loop."""
-    plt = _pyplot()
-    if plt is None or "runtime" not in report:
+    if "runtime" not in report:
         return False
     loops = report["runtime"]["loops"]
     contenders = list(next(iter(loops.values()))["concurrency"]["64"])
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.8 / len(contenders)
-    for k, name in enumerate(contenders):
-        values = [loops[loop]["concurrency"]["64"][name]["requests_per_s"] for loop in loops]
-        ax.bar([i + k * width for i in range(len(loops))], values, width, label=name)
-    ax.set_xticks([i + width * (len(contenders) - 1) / 2 for i in range(len(loops))], list(loops))
-    ax.set_ylabel("requests/s at concurrency 64 (median of rounds)")
-    ax.set_title("webhook_dsl runtime vs bare HTTP clients, per event loop")
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    series = {name: [loops[loop]["concurrency"]["64"][name]["requests_per_s"] for loop in loops] for name in contenders}
+    return _grouped_bars(path, list(loops), series, "requests/s at concurrency 64 (median of rounds)",
+                         "webhook_dsl runtime vs bare HTTP clients, per event loop", legend_size="small")
 
 
 def write_chart(report: dict[str, Any], path: Path) -> bool:
-    """Bar chart of section 1, only if matplotlib happens to be installed."""
-    plt = _pyplot()
-    if plt is None:
-        return False
+    """Bar chart of section 1."""
     webhooks = report["render"]["webhooks"]
     impls = [i for i in IMPLS if all(i in w["ns_per_op"] for w in webhooks.values())]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
-    width = 0.8 / len(impls)
-    for k, impl in enumerate(impls):
-        values = [webhooks[w]["ns_per_op"][impl]["median_ns"] / 1000 for w in webhooks]
-        ax.bar([i + k * width for i in range(len(webhooks))], values, width, label=IMPL_LABELS[impl])
-    ax.set_xticks([i + width * (len(impls) - 1) / 2 for i in range(len(webhooks))], list(webhooks))
-    ax.set_ylabel("us per render (median)")
-    ax.set_title("webhook_dsl render vs baselines")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return True
+    series = {IMPL_LABELS[impl]: [webhooks[w]["ns_per_op"][impl]["median_ns"] / 1000 for w in webhooks]
+              for impl in impls}
+    return _grouped_bars(path, list(webhooks), series, "us per render (median)", "webhook_dsl render vs baselines")
 
 
 def _progress(message: str) -> None:
