@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 
+from webhook_dsl.runtime import run
 from webhook_dsl.standin import start_in_thread
 
 
@@ -25,11 +25,6 @@ def each_event_loop(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPa
     """Runs the test once on asyncio's loop and once on uvloop (what ``webhook-dsl serve`` runs on):
     every ``asyncio.run`` in the test then starts that loop."""
     if request.param == "uvloop":
-        uvloop = pytest.importorskip("uvloop")
-
-        def run_on_uvloop(coroutine: Any, **_: Any) -> Any:
-            with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-                return runner.run(coroutine)
-
-        monkeypatch.setattr(asyncio, "run", run_on_uvloop)
+        pytest.importorskip("uvloop")
+        monkeypatch.setattr(asyncio, "run", lambda coroutine, **_: run(coroutine, event_loop="uvloop"))
     return str(request.param)
