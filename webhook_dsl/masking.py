@@ -36,9 +36,13 @@ MIN_SECRET_LENGTH = 4
 _MAX_QUICK_FORMS = 32
 
 
-def is_secret_name(name: str) -> bool:
-    """A variable whose name says it is a credential."""
+def looks_like_credential(name: str) -> bool:
+    """Whether a name reads like a credential's (token, key, password...): a hint for ``check`` to suggest
+    declaring it, never a reason to mask."""
     return bool(_SECRET_NAME.search(name))
+
+
+is_secret_name = looks_like_credential
 
 
 def is_secret_header(name: str) -> bool:
@@ -191,3 +195,16 @@ class Masker:
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
         """Header pairs, ready for JSON: a secret header's value whole, any other masked inside."""
         return [[name, MASK if _secret_header(name) else self.text(value)] for name, value in headers]
+
+
+def mask_client_data(client_data: Mapping[str, Any], secret_names: Iterable[str]) -> dict[str, Any]:
+    """A session's client_data for display (API, CLI, dashboard): each declared secret key's value replaced
+    whole, and every form of those values masked wherever else they appear."""
+    names = set(secret_names)
+    values = [
+        value if isinstance(value, str) else orjson.dumps(value).decode("utf-8")
+        for key, value in client_data.items()
+        if key in names
+    ]
+    masker = _masker(frozenset(values))
+    return {masker.text(key): MASK if key in names else masker.data(value) for key, value in client_data.items()}
