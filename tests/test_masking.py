@@ -1,9 +1,9 @@
-"""Masking laws, checked against forms and a replacement computed here, independently of masking.py.
+"""Masking laws, against forms built here with the standard library, independently of masking.py.
 
-A secret must never survive in any form the masker knows (raw, percent-encoded, JSON-escaped, inside
-Basic-auth base64); text holding no form must come back unchanged. The quick paths (substring screens,
-one search over a whole log record's JSON, a bounded scan for a body's head) must decide exactly as a
-plain replacement over everything would.
+Two laws: no form of a declared secret survives (raw, percent-encoded in either hex case or with ``+``,
+JSON-escaped with ``\\/`` or ``\\uXXXX`` in either case, surrogate pairs, nested JSON, base64 and base64url
+at every offset, Basic credentials for any user name, and mixes of these character by character); and
+text that holds no form comes back exactly as it was.
 """
 
 from __future__ import annotations
@@ -14,133 +14,237 @@ import json
 import os
 import re
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, quote_plus, unquote, unquote_plus
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
-from webhook_dsl.masking import MASK, MIN_SECRET_LENGTH, Masker, whole_secret_headers, whole_secrets
+from webhook_dsl.masking import (
+    MASK,
+    MIN_SECRET_LENGTH,
+    Masker,
+    mask_client_data,
+    masked_variables,
+    secret_strings,
+    whole_secret_headers,
+    whole_secrets,
+)
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
-
-def reference_forms(secret: str) -> set[str]:
-    """Every form a secret may take in our outputs, as the README lists them."""
-    forms = {secret, quote(secret, safe=""), json.dumps(secret, ensure_ascii=False)[1:-1]}
-    for pair in (secret, f"{secret}:", f":{secret}"):
-        forms.add(base64.b64encode(pair.encode()).decode().rstrip("="))
-    return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
-
-
-def reference_mask(text: str, secrets: list[str]) -> str:
-    """Leftmost occurrence first, the longest form at a position, each replaced whole."""
-    forms = sorted(set().union(*map(reference_forms, secrets)), key=len, reverse=True) if secrets else []
-    return re.sub("|".join(map(re.escape, forms)), MASK, text) if forms else text
-
-
-def holds_a_form(text: str, secrets: list[str]) -> bool:
-    return any(form in text for secret in secrets for form in reference_forms(secret))
-
-
-def strings_in(value: Any) -> list[str]:
-    """Every string inside JSON-like data, dictionary keys included."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [s for item in value for s in strings_in(item)]
-    if isinstance(value, dict):
-        return [s for key, item in value.items() for s in [*strings_in(key), *strings_in(item)]]
-    return []
-
-
-# No '*' (a mask next to a secret's own stars could spell it again) and no lone surrogates (not text).
+# No '*' (a mask beside a secret's own stars could spell it again) and no lone surrogates (not text).
 _CHARACTERS = st.characters(blacklist_categories=("Cs",), blacklist_characters="*")
-secrets_strategy = st.lists(st.text(_CHARACTERS, min_size=1, max_size=12), min_size=1, max_size=3, unique=True)
+long_secrets = st.text(_CHARACTERS, min_size=MIN_SECRET_LENGTH, max_size=24)
+
+
+def _lower_hex(text: str) -> str:
+    return re.sub(r"%[0-9A-F]{2}", lambda m: m.group(0).lower(), text)
+
+
+def _json_u_escape(c: str, upper: bool) -> str:
+    units = c.encode("utf-16-be", "surrogatepass")
+    escaped = "".join(f"\\u{int.from_bytes(units[i:i + 2], 'big'):04x}" for i in range(0, len(units), 2))
+    return escaped.upper().replace("\\U", "\\u") if upper else escaped
 
 
 @st.composite
-def secrets_and_text(draw: st.DrawFn) -> tuple[list[str], str]:
-    """Secrets, and text stitched from noise and their forms (so occurrences, overlaps and near misses are common)."""
-    secrets = draw(secrets_strategy)
-    forms = sorted(set().union(*map(reference_forms, secrets))) or ["x"]
-    pieces = st.one_of(
-        st.text(_CHARACTERS, max_size=8), st.sampled_from(forms), st.sampled_from(forms).map(lambda f: f[:-1])
-    )
-    return secrets, "".join(draw(st.lists(pieces, max_size=8)))
+def a_form(draw: st.DrawFn, secret: str) -> str:
+    """One form a remote or an encoder may give ``secret``, built with the standard library."""
+    kind = draw(st.sampled_from([
+        "raw", "percent", "percent-lower", "plus", "json", "json-ascii", "json-ascii-upper", "json-slash",
+        "json-nested", "mixed", "base64", "base64url", "basic",
+    ]))
+    if kind == "raw":
+        return secret
+    if kind == "percent":
+        return quote(secret, safe="")
+    if kind == "percent-lower":
+        return _lower_hex(quote(secret, safe=""))
+    if kind == "plus":
+        return quote_plus(secret, safe="")
+    if kind == "json":
+        return json.dumps(secret, ensure_ascii=False)[1:-1]
+    if kind == "json-ascii":
+        return json.dumps(secret)[1:-1]
+    if kind == "json-ascii-upper":
+        return re.sub(r"\\u([0-9a-f]{4})", lambda m: "\\u" + m.group(1).upper(), json.dumps(secret)[1:-1])
+    if kind == "json-slash":  # PHP's default
+        return json.dumps(secret, ensure_ascii=False)[1:-1].replace("/", "\\/")
+    if kind == "json-nested":  # a JSON document inside a JSON string
+        return json.dumps(json.dumps({"v": secret}))[1:-1]
+    if kind == "mixed":  # character by character: raw, \uXXXX (either case) or percent-encoded
+        pieces = []
+        for c in secret:
+            how = draw(st.sampled_from(["raw", "u", "U", "%"]))
+            if how == "raw" and c not in '"\\' and ord(c) >= 0x20:
+                pieces.append(c)
+            elif how == "%":
+                pieces.append(quote(c, safe=""))
+            else:
+                pieces.append(_json_u_escape(c, how == "U"))
+        return "".join(pieces)
+    prefix = draw(st.binary(max_size=5))
+    suffix = draw(st.binary(max_size=5))
+    data = prefix + secret.encode("utf-8") + suffix
+    if kind == "base64":
+        return base64.b64encode(data).decode()
+    if kind == "base64url":
+        return base64.urlsafe_b64encode(data).decode().rstrip("=")
+    user = draw(st.sampled_from(["user", "root", "a", "admin", "ü", ""]))
+    return "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
 
 
-def json_values(leaves: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
-    return st.recursive(
-        leaves,
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(_CHARACTERS, max_size=6) | leaves.filter(
-            lambda v: isinstance(v, str)), inner, max_size=3),
-        max_leaves=8,
-    )
+_JSON_ESCAPE = re.compile(r'\\(u[0-9a-fA-F]{4}|["\\/bfnrt])')
+
+
+def _json_unescape(text: str) -> str:
+    """Each JSON escape decoded by the json module, wherever it stands; surrogate pairs joined."""
+    decoded = _JSON_ESCAPE.sub(lambda m: json.loads(f'"\\{m.group(1)}"'), text)
+    return decoded.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")
+
+
+def _recoverable(text: str, secret: str) -> bool:
+    """Whether ``secret`` can be read back out of ``text`` by decoding it: the independent check."""
+    views = {text, unquote(text), unquote_plus(text)}
+    for _depth in range(3):  # JSON inside JSON inside JSON
+        views |= {_json_unescape(view) for view in views}
+    views |= {unquote(view) for view in views}
+    if any(secret in view for view in views):
+        return True
+    needle = secret.encode("utf-8")
+    for run in re.findall(r"[A-Za-z0-9+/_-]{4,}", text):
+        for offset in range(4):
+            chunk = run[offset:]
+            chunk = chunk[: len(chunk) - len(chunk) % 4]
+            for alphabet in (None, b"-_"):
+                try:
+                    if needle in base64.b64decode(chunk, altchars=alphabet):
+                        return True
+                except ValueError:
+                    pass
+    return False
+
+
+noise = st.text(st.sampled_from("ab .,:{}\"'/?=&%+-_"), max_size=6)
 
 
 @SETTINGS
-@given(secrets_and_text())
-def test_text_masks_every_form_and_leaves_clean_text_alone(case: tuple[list[str], str]) -> None:
-    secrets, text = case
+@given(st.data(), st.lists(long_secrets, min_size=1, max_size=3, unique=True))
+def test_no_form_of_a_secret_survives(data: st.DataObject, secrets: list[str]) -> None:
+    forms = [data.draw(a_form(secret)) for secret in secrets]
+    text = "".join(data.draw(noise) + form for form in forms) + data.draw(noise)
     masked = Masker(secrets).text(text)
-    assert masked == reference_mask(text, secrets)
-    assert not holds_a_form(masked, secrets)
-    if not holds_a_form(text, secrets):
-        assert masked == text
+    note(f"secrets={secrets!r} text={text!r} masked={masked!r}")
+    for secret, form in zip(secrets, forms, strict=True):
+        assert form.removeprefix("Basic ") not in masked
+        assert not _recoverable(masked, secret), (secret, form, masked)
 
 
 @SETTINGS
-@given(secrets_and_text(), st.integers(min_value=0, max_value=40))
-def test_head_is_the_start_of_the_masked_text_and_never_half_a_secret(case: tuple[list[str], str], limit: int) -> None:
-    secrets, text = case
-    head = Masker(secrets).head(text, limit)
-    whole = reference_mask(text, secrets)
-    assert whole.startswith(head)
-    assert not holds_a_form(head, secrets)
-    assert len(head) <= limit + len(MASK) - 1 or head == whole
-    if not holds_a_form(text, secrets):
-        assert head == text[:limit]
+@given(long_secrets, st.text(_CHARACTERS, max_size=60))
+def test_text_holding_no_form_comes_back_exactly(secret: str, text: str) -> None:
+    assume(not _recoverable(text, secret))
+    assert Masker([secret]).text(text) == text
 
 
-@st.composite
-def secrets_and_record(draw: st.DrawFn) -> tuple[list[str], dict[str, Any]]:
-    secrets = draw(secrets_strategy)
-    forms = sorted(set().union(*map(reference_forms, secrets))) or ["x"]
-    strings = st.one_of(st.text(_CHARACTERS, max_size=8), st.sampled_from(forms),
-                        st.tuples(st.text(_CHARACTERS, max_size=4), st.sampled_from(forms)).map("".join))
-    big = st.integers(min_value=2**64, max_value=2**70)  # not plain JSON for orjson: the record is walked
-    leaves = st.one_of(strings, st.integers(), big, st.floats(allow_nan=False), st.booleans(), st.none())
-    return secrets, draw(st.dictionaries(st.sampled_from(["url", "body", "variables", "error"]), json_values(leaves)))
+json_data = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(_CHARACTERS, max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(_CHARACTERS, max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @SETTINGS
-@given(secrets_and_record())
-def test_record_masks_every_string_in_its_values_and_returns_a_clean_record_as_it_is(
-    case: tuple[list[str], dict[str, Any]],
-) -> None:
-    secrets, record = case
-    masked = Masker(secrets).record(record)
-    assert list(masked) == list(record)  # a record's own keys are its schema
-    assert not any(holds_a_form(s, secrets) for s in strings_in(list(masked.values())))
-    if not any(holds_a_form(s, secrets) for s in strings_in(list(record.values()))):
-        assert masked == record
+@given(json_data, st.lists(long_secrets, max_size=3))
+def test_responses_and_records_without_a_secret_are_untouched(response: Any, secrets: list[str]) -> None:
+    """The false-positive law for JSON data: a response, its JSON text and a record holding it are left
+    exactly as they were when no secret can be read out of them."""
+    text = json.dumps(response, ensure_ascii=False)
+    assume(not any(_recoverable(text, s) or _recoverable(json.dumps(response), s) for s in secrets))
+    masker = Masker(secrets)
+    assert masker.text(text) == text
+    assert masker.data(response) == response
+    record = {"response_body": text, "variables": {"v": response}}
+    assert masker.record(record) == record
 
 
-def test_record_screens_the_json_escaped_forms() -> None:
-    """A secret with characters JSON escapes is found inside the record's JSON, and masked."""
-    secret = 'pa"ss\\word\n'
+@SETTINGS
+@given(st.data(), long_secrets, st.integers(min_value=0, max_value=80))
+def test_head_never_shows_part_of_a_secret(data: st.DataObject, secret: str, limit: int) -> None:
+    text = data.draw(noise) + data.draw(a_form(secret)) + data.draw(noise)
     masker = Masker([secret])
-    # One field per record: a field that sends the record down the slow path would mask the others too.
-    assert masker.record({"body": f'{{"p": {json.dumps(secret)}}}', "n": 1}) == {"body": '{"p": "***"}', "n": 1}
-    assert masker.record({"raw": f"x{secret}y"}) == {"raw": "x***y"}
-    assert masker.record({"url": "/p/" + quote(secret, safe="")}) == {"url": "/p/***"}
-    clean = {"body": "nothing", "n": [1, 2.5, None]}
-    assert masker.record(clean) is clean
+    head = masker.head(text, limit)
+    assert masker.text(text).startswith(head.removesuffix(MASK)) or head == masker.text(text)[: len(head)]
+    assert not _recoverable(head, secret)
+    # Any visible start of the secret's raw form would be a leak: the head ends before it or masks it whole.
+    assert not any(head.endswith(secret[:k]) and text.startswith(head) for k in range(MIN_SECRET_LENGTH // 2, len(secret)))
+
+
+@pytest.mark.parametrize(
+    "form",
+    [
+        "sk_live/Ab c\\/x",  # PHP's \/ (the secret holds '/')
+        "sk_live\\u002fAb c/x",
+        "sk_live\\u002FAb\\u0020c/x",
+        "sk%5Flive%2fAb+c%2Fx",
+        "sk_live%2FAb%20c%2fx",
+    ],
+)
+def test_escaped_and_percent_forms_in_either_case(form: str) -> None:
+    secret = "sk_live/Ab c/x"
+    assert Masker([secret]).text(f"<{form}>") == f"<{MASK}>"
+
+
+def test_surrogate_pairs_and_basic_credentials_for_any_user() -> None:
+    secret = "pässwörd-😀-long"
+    masker = Masker([secret])
+    escaped = json.dumps(secret)[1:-1]  # \u00e4 ... \ud83d\ude00
+    assert "\\ud83d\\ude00" in escaped
+    assert masker.text(f'{{"p":"{escaped}"}}') == f'{{"p":"{MASK}"}}'
+    assert masker.text(escaped.upper().replace("\\U", "\\u")) != escaped.upper()
+    for user in ("user", "root", "a", "ab", "abc", "", "très-long-user-name"):
+        header = "Basic " + base64.b64encode(f"{user}:{secret}".encode()).decode()
+        assert masker.text(header) == f"Basic {MASK}", user
+
+
+def test_short_secrets_are_masked_as_whole_tokens_only() -> None:
+    masker = Masker(["1500"])
+    assert masker.text('{"pin":"1500","price":15000,"ref":"A1500"}') == '{"pin":"***","price":15000,"ref":"A1500"}'
+    assert masker.text("pin=1500&x=1") == "pin=***&x=1"
+
+
+def test_names_decide_nothing() -> None:
+    """A value is secret because it is declared: values under credential-like names, or that merely appear
+    in a response, are left alone unless listed."""
+    variables = {"search_keyword": "shoes", "max_tokens": 1500, "erp_token": "tok-UNIQUE-7f3a9"}
+    masker = Masker.for_call(variables, ["erp_token"])
+    response = '{"title":"Red running shoes","price":1500,"echo":"tok-UNIQUE-7f3a9"}'
+    assert masker.text(response) == '{"title":"Red running shoes","price":1500,"echo":"***"}'
+    assert Masker.for_call(variables, []).text(response) == response
+    assert whole_secrets(variables, ["erp_token"]) == {"search_keyword": "shoes", "max_tokens": 1500,
+                                                       "erp_token": MASK}
+
+
+def test_every_string_inside_a_declared_list_or_object_is_a_secret() -> None:
+    variables = {"api_keys": ["first-key-0001", "second-key-0002"], "creds": {"user": "svc", "pass": "p4ssw0rd-xyz"}}
+    assert set(secret_strings(variables["api_keys"])) >= {"first-key-0001", "second-key-0002"}
+    masker = Masker.for_call(variables, ["api_keys", "creds"])
+    assert masker.text("k=second-key-0002 p=p4ssw0rd-xyz") == f"k={MASK} p={MASK}"
+    hidden = masked_variables(variables, ["api_keys"], "HIDDEN")
+    assert hidden["api_keys"] == ["HIDDEN", "HIDDEN"] and hidden["creds"] == variables["creds"]
+
+
+def test_company_secrets_are_always_secret() -> None:
+    variables = {"secrets.erp": "company-secret-1", "plain": "x"}
+    assert whole_secrets(variables) == {"secrets.erp": MASK, "plain": "x"}
+    assert Masker.for_call(variables).text("company-secret-1") == MASK
 
 
 def test_record_masks_inside_what_orjson_writes_as_strings() -> None:
-    """A store writes a dataclass or a datetime as JSON text: the secret in it is masked all the same."""
+    """A store writes a dataclass as JSON: the secret in it is masked all the same."""
 
     @dataclasses.dataclass
     class Order:
@@ -148,13 +252,15 @@ def test_record_masks_inside_what_orjson_writes_as_strings() -> None:
 
     masker = Masker(["tok-UNIQUE-7f3a9"])
     masked = masker.record({"variables": {"order": Order("paid with tok-UNIQUE-7f3a9")}, "at": 1.5})
-    assert masked == {"variables": {"order": {"note": "paid with ***"}}, "at": 1.5}
+    assert masked == {"variables": {"order": {"note": f"paid with {MASK}"}}, "at": 1.5}
+    clean = {"body": "nothing", "n": [1, 2.5, None]}
+    assert masker.record(clean) is clean
 
 
-def test_whole_secrets_and_headers_replace_values_by_name() -> None:
-    variables = {"erp_token": "t", "order": "A-1", "pin": "1234", "nested": {"password": "x"}}
-    assert whole_secrets(variables, ["pin"]) == {"erp_token": MASK, "order": "A-1", "pin": MASK,
-                                                 "nested": {"password": "x"}}
-    headers = [("Authorization", "Bearer t"), ("X-Api-Key", "k"), ("Accept", "json"), ("X-Trace", "Bearer t")]
-    assert whole_secret_headers(headers) == [["Authorization", MASK], ["X-Api-Key", MASK], ["Accept", "json"],
-                                             ["X-Trace", "Bearer t"]]
+def test_credential_headers_whole_and_client_data_by_declaration() -> None:
+    headers = [("Authorization", "Bearer t"), ("Cookie", "a=b"), ("X-Api-Key", "k"), ("Accept", "json")]
+    assert whole_secret_headers(headers) == [["Authorization", MASK], ["Cookie", MASK], ["X-Api-Key", "k"],
+                                             ["Accept", "json"]]
+    data = {"erp_token": "tok-UNIQUE-7f3a9", "api_key_hint": "not secret", "note": "uses tok-UNIQUE-7f3a9"}
+    assert mask_client_data(data, ["erp_token"]) == {"erp_token": MASK, "api_key_hint": "not secret",
+                                                     "note": f"uses {MASK}"}

@@ -48,6 +48,7 @@ def trigger_for(url: str, method: str = "GET", **extra: Any) -> Trigger:
                 "required": ["order_number"],
             },
             "clientData": ["erp_token", "patient_id"],
+            "secrets": ["erp_token"],
             **extra,
             "webhook": webhook,
         }
@@ -131,7 +132,11 @@ def test_http_errors_and_which_are_retried(tmp_path: Path, status: int, method: 
     result, server, _ = call(tmp_path, answer(status, {"error": "nope"}), method=method, backoff_base=0.001)
     assert (result.call.ok, result.call.category, result.call.status) == (False, "http_status", status)
     assert result.call.attempts == attempts == len(server.requests)
-    assert "failed (http_status: HTTP" in result.message_for_llm
+    # The error answer reaches the LLM: status, body and directive, worded as an error.
+    message = result.message_for_llm
+    assert f"answered with an error status (HTTP {status} " in message
+    assert 'Response:\n{"error":"nope"}\nInstruction: Tell the user the status.' in message
+    assert "succeeded" not in message
 
 
 def test_503_then_200_honours_retry_after(tmp_path: Path) -> None:

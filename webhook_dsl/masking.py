@@ -1,83 +1,161 @@
-"""Keeps secret values out of everything a person or a log can read.
+"""Keeps declared secret values out of everything a person, a log or the LLM can read.
 
-A variable is secret when its name says so (token, key, secret, password,
-authorization, credential, cookie, session_secret...) or when a config or
-trigger lists it in ``secrets``. Headers such as ``Authorization``, ``Cookie``
-and ``X-Api-Key`` are masked whole. A ``Masker`` knows every form in which a
-secret value can appear in our outputs (raw, percent-encoded, JSON-escaped,
-inside Basic-auth base64) and replaces each with ``***``.
+A value is secret because it was declared, never because of its name: a company secret
+(``$secrets.NAME``), or a client_data key or trigger argument that a webhook or trigger lists under
+``secrets`` (for a list or object, every string inside it as well as the whole). A ``Masker`` finds
+a secret in every form text can carry it (raw, percent-encoded, JSON-escaped at any depth, base64 or
+base64url at any offset) and replaces the whole occurrence with ``***``. Nothing else is changed.
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import functools
+import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, AnyStr
-from urllib.parse import quote
+from typing import Any
+from urllib.parse import unquote, unquote_plus
 
 import orjson
 
-__all__ = ["MASK", "Masker", "is_secret_header", "is_secret_name", "whole_secret_headers", "whole_secrets"]
+__all__ = [
+    "CREDENTIAL_HEADERS",
+    "MASK",
+    "MIN_SECRET_LENGTH",
+    "SECRETS_PREFIX",
+    "Masker",
+    "looks_like_credential",
+    "mask_client_data",
+    "masked_variables",
+    "secret_strings",
+    "whole_secret_headers",
+    "whole_secrets",
+]
 
 MASK = "***"
+#: Secrets this long or longer are masked wherever any form of them appears, inside any text. A shorter
+#: one is masked where it stands as a whole token (not next to a letter or digit): four characters such
+#: as "1500" occur by chance in ordinary data, and masking them inside it would change what the LLM reads.
+MIN_SECRET_LENGTH = 8
+#: Company secrets reach a template as ``$secrets.NAME``: the variable ``secrets.NAME``.
+SECRETS_PREFIX = "secrets."
+#: Headers whose value is a credential by definition (RFC 9110 section 11.6, RFC 6265): shown masked whole.
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
-_SECRET_NAME = re.compile(r"(?i)(token|key|secret|passw(or)?d|pwd|authori[sz]ation|credential|cookie|signature)")
-_SECRET_HEADER = re.compile(
-    r"(?i)^(authorization|proxy-authorization|cookie|set-cookie|x-[a-z0-9-]*(api|auth|token|key|secret|signature)"
-    r"[a-z0-9-]*|api-?key|[a-z0-9-]*-token)$"
-)
-#: Values shorter than this are not searched for in text (masking "1" would garble everything);
-#: they are still masked wherever they stand whole (variables, secret headers).
-MIN_SECRET_LENGTH = 4
-#: Up to this many forms, substring tests screen a text before the regex runs (see ``Masker``).
-_MAX_QUICK_FORMS = 32
+_CREDENTIAL_NAME = re.compile(r"(?i)(token|key|secret|passw(or)?d|pwd|authori[sz]ation|credential|cookie|signature)")
+#: A JSON escape at any nesting depth: each level of JSON-in-JSON doubles the backslashes and adds one.
+_BACKSLASHES = r"\\{1,16}"
+_JSON_SHORT_ESCAPES = {'"': '"', "\\": "\\", "/": "/", "\b": "b", "\f": "f", "\n": "n", "\r": "r", "\t": "t"}
+_BASE64_CHARACTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/-_")
+_BASE64_RUN_END = re.compile(r"[A-Za-z0-9+/_-]*=*")
+#: Characters the screen's loose decoding would misread: escape marks themselves and what a short escape
+#: letter stands for.
+_CONFUSED_BY_LOOSE_DECODING = re.compile("[\\\\%+\x00-\x1f\ud800-\udfff]")
+_UNICODE_ESCAPE = re.compile(r"\\+u([0-9a-fA-F]{4})")
+#: The longest form one character can take: a surrogate pair, each half escaped behind 16 backslashes.
+_LONGEST_CHARACTER_FORM = 2 * (16 + 5)
 
 
 def looks_like_credential(name: str) -> bool:
     """Whether a name reads like a credential's (token, key, password...): a hint for ``check`` to suggest
     declaring it, never a reason to mask."""
-    return bool(_SECRET_NAME.search(name))
+    return bool(_CREDENTIAL_NAME.search(name))
 
 
-is_secret_name = looks_like_credential
+def secret_strings(value: Any) -> list[str]:
+    """The strings a declared secret value stands for: itself, or for a list or object every string inside
+    it and its whole JSON text. Numbers count by their JSON text; booleans and null are no secret."""
+    if isinstance(value, str):
+        return [value] if value else []
+    if value is None or isinstance(value, bool):
+        return []
+    if isinstance(value, int | float):
+        return [json.dumps(value)]
+    if isinstance(value, list | tuple | dict):
+        inner = value.values() if isinstance(value, dict) else value
+        found = [s for item in inner for s in secret_strings(item)]
+        try:
+            found.append(orjson.dumps(value).decode("utf-8"))
+        except TypeError:
+            found.append(json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str))
+        return found
+    return [str(value)]
 
 
-def is_secret_header(name: str) -> bool:
-    """A header whose whole value is a credential."""
-    return bool(_SECRET_HEADER.match(name))
+def whole_secrets(variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> dict[str, Any]:
+    """The variables with each declared secret's value (and every company secret) replaced whole by ``MASK``."""
+    names = set(secret_names)
+    return {
+        name: MASK if (name in names or name.startswith(SECRETS_PREFIX)) else value
+        for name, value in variables.items()
+    }
 
 
-@functools.lru_cache(maxsize=4096)
-def _secret_name(name: str) -> bool:
-    return is_secret_name(name)
+def masked_variables(variables: Mapping[str, Any], secret_names: Iterable[str], placeholder: str) -> dict[str, Any]:
+    """The variables with every string inside a secret replaced by ``placeholder`` (structure kept, so that
+    ``$api_keys[0]`` and ``$customer.email`` still resolve): a render of these shows where secrets went."""
+    names = set(secret_names)
 
+    def hide(value: Any) -> Any:
+        if isinstance(value, list | tuple):
+            return [hide(item) for item in value]
+        if isinstance(value, dict):
+            return {key: hide(item) for key, item in value.items()}
+        return placeholder
 
-@functools.lru_cache(maxsize=4096)
-def _secret_header(name: str) -> bool:
-    return is_secret_header(name)
-
-
-def whole_secrets(variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> dict[str, Any]:
-    """The variables with each secret one's value replaced whole by ``MASK``; the others as they are."""
-    names = set(extra_secret_names)
-    return {name: MASK if (name in names or _secret_name(name)) else value for name, value in variables.items()}
+    return {
+        name: hide(value) if (name in names or name.startswith(SECRETS_PREFIX)) else value
+        for name, value in variables.items()
+    }
 
 
 def whole_secret_headers(headers: Iterable[tuple[str, str]]) -> list[list[str]]:
-    """Header pairs, ready for JSON, with a secret header's value replaced whole by ``MASK``."""
-    return [[name, MASK if _secret_header(name) else value] for name, value in headers]
+    """Header pairs, ready for JSON, with a credential header's value replaced whole by ``MASK``."""
+    return [[name, MASK if name.lower() in CREDENTIAL_HEADERS else value] for name, value in headers]
 
 
-def _holds_any(forms: tuple[AnyStr, ...], text: AnyStr) -> bool:
-    """Whether any form occurs in text: one C substring search each. A loop, not ``any()``: with three
-    forms and a URL, 0.14 against 0.35 us, on a path every masked text takes."""
-    for form in forms:  # noqa: SIM110
-        if form in text:
-            return True
-    return False
+def _unicode_character(match: re.Match[str]) -> str:
+    return chr(int(match.group(1), 16))
+
+
+def _hex(number: int, width: int) -> str:
+    """A pattern for ``number`` in hex, either case."""
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{number:0{width}x}")
+
+
+def _character(c: str) -> str:
+    """A pattern for one character in any form a text can carry it: raw, JSON-escaped (short escape or
+    ``\\uXXXX``, a surrogate pair above U+FFFF, at any depth), or percent-encoded UTF-8 (``+`` for space)."""
+    alternatives = [re.escape(c)]
+    point = ord(c)
+    if point < 0x10000:
+        alternatives.append(f"{_BACKSLASHES}u{_hex(point, 4)}")
+    else:
+        high, low = 0xD800 + ((point - 0x10000) >> 10), 0xDC00 + ((point - 0x10000) & 0x3FF)
+        alternatives.append(f"{_BACKSLASHES}u{_hex(high, 4)}{_BACKSLASHES}u{_hex(low, 4)}")
+    if c in _JSON_SHORT_ESCAPES:
+        alternatives.append(_BACKSLASHES + re.escape(_JSON_SHORT_ESCAPES[c]))
+    alternatives.append("".join(f"%{_hex(byte, 2)}" for byte in c.encode("utf-8", "surrogatepass")))
+    if c == " ":
+        alternatives.append(r"\+")
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+def _base64_cores(secret: str) -> set[str]:
+    """What base64 and base64url text holds of ``secret`` at each of the three byte offsets: the characters
+    that depend on the secret's bytes alone (so any blob that encodes the secret contains one of them)."""
+    data = secret.encode("utf-8", "surrogatepass")
+    cores = set()
+    for offset, skip in ((0, 0), (1, 2), (2, 3)):
+        size = offset + len(data)
+        encoded = base64.b64encode(b"\0" * offset + data).decode("ascii").rstrip("=")
+        if size % 3:
+            encoded = encoded[:-1]  # the last character also depends on what follows
+        core = encoded[skip:]
+        if len(core) >= MIN_SECRET_LENGTH:
+            cores |= {core, core.replace("+", "-").replace("/", "_")}
+    return cores
 
 
 @functools.lru_cache(maxsize=1024)
@@ -86,97 +164,142 @@ def _masker(values: frozenset[str]) -> Masker:
     return Masker(sorted(values))
 
 
-def _forms(value: str) -> set[str]:
-    forms = {value, quote(value, safe=""), orjson.dumps(value).decode("utf-8")[1:-1]}
-    # Basic auth: base64("user:password") holds the secret; mask the encoding of any pair containing it.
-    for pair in (value, f"{value}:", f":{value}"):
-        forms.add(base64.b64encode(pair.encode("utf-8", "surrogatepass")).decode("ascii").rstrip("="))
-    return {f for f in forms if len(f) >= MIN_SECRET_LENGTH}
-
-
 class Masker:
-    """Replaces every known form of the secret values in text and data."""
+    """Replaces every form of the given secret values in text and data with ``MASK``.
+
+    One compiled pattern holds every secret: each character in all of its forms (so any mix of raw,
+    escaped and percent-encoded characters is found), and, for secrets of ``MIN_SECRET_LENGTH`` or more,
+    their base64 cores, where a match is widened to the whole base64 run around it.
+    """
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms: set[str] = set()
-        self.values: set[str] = set()
-        for value in secrets:
-            if value:
-                self.values.add(value)
-                forms |= _forms(value)
-        ordered = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, ordered))) if ordered else None
-        self._shortest = len(ordered[-1]) if ordered else 0  # a shorter text cannot hold any form
-        self._longest = len(ordered[0]) if ordered else 0
-        # Substring tests find a form faster than the regex scans for any (CPython's fastsearch against re's
-        # per-position alternation: 0.3-0.4 us a form against 2.2 us, over a 660-byte log record), so with
-        # a handful of forms they decide whether the regex has anything to do.
-        self._forms = tuple(ordered) if len(ordered) <= _MAX_QUICK_FORMS else None
-        # The forms as they read inside JSON text. JSON escapes character by character, so a form inside
-        # any string of a document is, escaped, inside the document's JSON: one search covers them all.
-        self._forms_in_json: tuple[bytes, ...] | None = None
-        with contextlib.suppress(TypeError):  # a lone surrogate: no JSON text holds it, so no quick check
-            self._forms_in_json = tuple(orjson.dumps(form)[1:-1] for form in ordered)
-
+        self.values = frozenset(value for value in secrets if value)
+        long = sorted((v for v in self.values if len(v) >= MIN_SECRET_LENGTH), key=len, reverse=True)
+        short = sorted((v for v in self.values if len(v) < MIN_SECRET_LENGTH), key=len, reverse=True)
+        alternatives = ["".join(map(_character, value)) for value in long]
+        alternatives += [r"(?<![^\W_])" + "".join(map(_character, value)) + r"(?![^\W_])" for value in short]
+        cores = sorted(set().union(*map(_base64_cores, long)), key=len, reverse=True)
+        if cores:
+            # '+' and '/' may arrive escaped (PHP writes '\/') or percent-encoded (base64 in a URL).
+            core_patterns = ("".join(_character(c) if c in "+/" else c for c in core) for core in cores)
+            alternatives.append("(?P<base64>" + "|".join(core_patterns) + ")")
+        self._pattern = re.compile("|".join(alternatives)) if alternatives else None
+        self._reach = _LONGEST_CHARACTER_FORM * max(map(len, self.values), default=0)
+        # The screen: every form, decoded, is the secret itself or holds a base64 core, so a few substring
+        # searches (C's fastsearch) over the text and its decoded view rule out most texts before the
+        # pattern tries every position. Decoding is loose (backslashes dropped), which is sound only for
+        # secrets without the characters it would confuse; with those, any escape mark sends text to the pattern.
+        self._plain = tuple(long) + tuple(short) + tuple(cores)
+        self._decodable = not any(_CONFUSED_BY_LOOSE_DECODING.search(value) for value in self.values)
+        self._plus = any(" " in value for value in self.values)
     @classmethod
-    def for_variables(cls, variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> Masker:
-        names = set(extra_secret_names)
-        values = []
-        for name, value in variables.items():
-            if name in names or _secret_name(name):
-                values.append(value if isinstance(value, str) else orjson.dumps(value).decode("utf-8"))
+    def for_call(cls, variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> Masker:
+        """The masker for one call: every declared secret among the variables, and every company secret."""
+        names = set(secret_names)
+        values = [
+            s
+            for name, value in variables.items()
+            if name in names or name.startswith(SECRETS_PREFIX)
+            for s in secret_strings(value)
+        ]
         return _masker(frozenset(values))
 
+    for_variables = for_call  # the name service.py and cli.py still use until they move to mask_client_data
+
+    def with_values(self, values: Iterable[str]) -> Masker:
+        """This masker and more secrets (a secret that arrived during the call)."""
+        more = frozenset(v for v in values if v) - self.values
+        return _masker(self.values | more) if more else self
+
+    def _may_hold(self, text: str) -> bool:
+        """False only when ``text`` certainly holds no form of any secret."""
+        for form in self._plain:  # a loop, not any(): on the path of every masked text
+            if form in text:
+                return True
+        escaped, encoded = "\\" in text, "%" in text or (self._plus and "+" in text)
+        if not (escaped or encoded):
+            return False
+        if not self._decodable:
+            return True
+        if escaped:
+            if "\\u" in text:
+                text = _UNICODE_ESCAPE.sub(_unicode_character, text)
+                text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "replace")  # pairs joined
+            text = text.replace("\\", "")
+        if encoded:
+            text = unquote_plus(text) if self._plus else unquote(text)
+        for form in self._plain:  # noqa: SIM110
+            if form in text:
+                return True
+        return False
+
+    def _spans(self, text: str) -> list[tuple[int, int]]:
+        """Where the secrets' forms are, merged; a base64 core widened to its whole run."""
+        assert self._pattern is not None
+        spans: list[tuple[int, int]] = []
+        position = 0
+        while (match := self._pattern.search(text, position)) is not None:
+            start, end = match.span()
+            if match.lastgroup == "base64":
+                floor = spans[-1][1] if spans else 0
+                while start > floor and text[start - 1] in _BASE64_CHARACTERS:
+                    start -= 1
+                run = _BASE64_RUN_END.match(text, end)
+                end = run.end() if run else end
+            if spans and start <= spans[-1][1]:
+                spans[-1] = (spans[-1][0], max(end, spans[-1][1]))
+            else:
+                spans.append((start, end))
+            position = max(end, match.start() + 1)
+        return spans
+
+    @staticmethod
+    def _replace(text: str, spans: list[tuple[int, int]], limit: int) -> str:
+        parts: list[str] = []
+        position = 0
+        for start, end in spans:
+            if start >= limit:
+                break
+            parts += (text[position:start], MASK)
+            position = end
+        if position < limit:
+            parts.append(text[position:limit])
+        return "".join(parts)
+
     def text(self, text: str) -> str:
-        if self._pattern is None or len(text) < self._shortest:
+        if self._pattern is None or not self._may_hold(text):
             return text
-        if self._forms is not None and not _holds_any(self._forms, text):
-            return text
-        return self._pattern.sub(MASK, text)
+        spans = self._spans(text)
+        return self._replace(text, spans, len(text)) if spans else text
 
     def head(self, text: str, limit: int) -> str:
         """The first ``limit`` characters of ``text``, masked as in the whole text: a secret that straddles
         the cut is masked whole (so the result may run past ``limit`` by a mask), never left half-visible.
-
-        Only ``limit`` plus the longest form's length is scanned, however long the text.
-        """
+        Only ``limit`` plus the longest form a secret can take is scanned, however long the text."""
         if len(text) <= limit:
             return self.text(text)
-        if self._pattern is None:
+        window = text[: limit + self._reach]
+        if self._pattern is None or not self._may_hold(window):
             return text[:limit]
-        # Every occurrence that starts before the cut ends inside this window, so the scan decides it as a
-        # scan of the whole text would.
-        window = text[: limit + self._longest - 1]
-        parts: list[str] = []
-        position = 0
-        for match in self._pattern.finditer(window):
-            if match.start() >= limit:
-                break
-            parts += (window[position : match.start()], MASK)
-            position = match.end()
-        if position < limit:
-            parts.append(window[position:limit])
-        return "".join(parts)
+        return self._replace(window, self._spans(window), limit)
 
     def record(self, record: dict[str, Any]) -> dict[str, Any]:
         """A log record with every string inside its values masked (its own keys are its schema).
 
-        One JSON encoding and one search settle the common case, where no secret appears anywhere: the
-        record itself comes back. Otherwise every value is walked, as the JSON a store would write, so
-        what orjson writes as strings (dataclass fields, datetimes) is masked too.
+        One search over the record's JSON text settles the common case where no secret appears anywhere
+        (the pattern knows JSON escapes): the record itself comes back. Otherwise every value is walked, as
+        the JSON a store would write, so what orjson writes as strings (dataclass fields) is masked too.
         """
         if self._pattern is None:
             return record
-        if self._forms_in_json is not None:
-            try:
-                document = orjson.dumps(record)
-            except TypeError:  # e.g. integers beyond 64 bits, non-string keys: walk it as it is
-                pass
-            else:
-                if not _holds_any(self._forms_in_json, document):
-                    return record
-                record = orjson.loads(document)
-        return {key: self.data(value) for key, value in record.items()}
+        try:
+            document = orjson.dumps(record)
+        except TypeError:  # e.g. integers beyond 64 bits: walk it as it is
+            return {key: self.data(value) for key, value in record.items()}
+        text = document.decode("utf-8")
+        if not self._may_hold(text) or self._pattern.search(text) is None:
+            return record
+        return {key: self.data(value) for key, value in orjson.loads(document).items()}
 
     def data(self, value: Any) -> Any:
         """Mask strings inside JSON-like data, keys included."""
@@ -188,23 +311,18 @@ class Masker:
             return {self.text(str(k)): self.data(v) for k, v in value.items()}
         return value
 
-    def variables(self, variables: Mapping[str, Any], extra_secret_names: Iterable[str] = ()) -> dict[str, Any]:
-        """Variables for a log: secret ones replaced whole, the rest masked inside."""
-        return self.record(whole_secrets(variables, extra_secret_names))
+    def variables(self, variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> dict[str, Any]:
+        """Variables for a log: declared secrets replaced whole, the rest masked inside."""
+        return self.record(whole_secrets(variables, secret_names))
 
     def headers(self, headers: Iterable[tuple[str, str]]) -> list[list[str]]:
-        """Header pairs, ready for JSON: a secret header's value whole, any other masked inside."""
-        return [[name, MASK if _secret_header(name) else self.text(value)] for name, value in headers]
+        """Header pairs, ready for JSON: a credential header's value whole, any other masked inside."""
+        return [[name, MASK if name.lower() in CREDENTIAL_HEADERS else self.text(value)] for name, value in headers]
 
 
 def mask_client_data(client_data: Mapping[str, Any], secret_names: Iterable[str]) -> dict[str, Any]:
     """A session's client_data for display (API, CLI, dashboard): each declared secret key's value replaced
     whole, and every form of those values masked wherever else they appear."""
     names = set(secret_names)
-    values = [
-        value if isinstance(value, str) else orjson.dumps(value).decode("utf-8")
-        for key, value in client_data.items()
-        if key in names
-    ]
-    masker = _masker(frozenset(values))
+    masker = Masker.for_call(client_data, names)
     return {masker.text(key): MASK if key in names else masker.data(value) for key, value in client_data.items()}

@@ -21,11 +21,13 @@ import asyncio
 import email.utils
 import json
 import random
+import secrets as secrets_module
 import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
+from http import HTTPStatus
 from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
@@ -38,7 +40,15 @@ from .client import PinnedClients, describe_error, never_connected
 from .encode import read_json
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
-from .masking import Masker, is_secret_header, whole_secret_headers, whole_secrets
+from .masking import (
+    CREDENTIAL_HEADERS,
+    MASK,
+    SECRETS_PREFIX,
+    Masker,
+    masked_variables,
+    secret_strings,
+    whole_secrets,
+)
 from .plan import RenderedRequest, WebhookPlan, defined_name
 from .store import SQLiteStore, Store
 from .trigger import SYSTEM_VARIABLES, Trigger
@@ -89,6 +99,7 @@ class RuntimeSettings:
     max_connections: int = 256
     llm_response_chars: int = 8000  # response text handed to the LLM
     log_body_chars: int = 65536  # response text kept in a log record
+    secrets_cache_seconds: float = 5.0  # how long a company's secrets are reused before they are read again
 
 
 _UNPARSED: Any = object()
@@ -139,6 +150,8 @@ class TriggerResult:
     log_seq: int | None
     masker: Masker = field(repr=False)
     dry_run: dict[str, Any] | None = field(default=None, repr=False)
+    #: The request as a person may see it: each secret masked where it was put (see ``shown_request``).
+    request_shown: dict[str, Any] | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """The masked JSON form printed by ``webhook-dsl call``."""
@@ -160,7 +173,7 @@ class TriggerResult:
             "elapsed_ms": round(call.elapsed_ms, 3),
             "attempts": call.attempts,
             "method": call.method,
-            "url": m.text(call.url),
+            "url": self.request_shown["url"] if self.request_shown else m.text(call.url),
             "response": response,
             "client_data_merged": m.data(self.client_data_merged),
             "message_for_llm": self.message_for_llm,
@@ -272,6 +285,7 @@ class Runtime:
         self._transport = transport
         self._clients: PinnedClients | None = None
         self._httpx: httpx.AsyncClient | None = None
+        self._secrets_cache: dict[str, tuple[float, dict[str, str]]] = {}
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -391,7 +405,7 @@ class Runtime:
         except httpx.HTTPError as error:
             raise _Failure("invalid_response", describe_error(error)) from None
 
-    async def _follow(self, request: RenderedRequest, secret_values: set[str], deadline: float) -> _Response:
+    async def _follow(self, request: RenderedRequest, secret_values: frozenset[str], deadline: float) -> _Response:
         method, url, headers, body = request.method, request.url, request.headers, request.body
         for _hop in range(self.settings.max_redirects + 1):
             response = await self._send_once(method, url, headers, body, deadline)
@@ -405,7 +419,9 @@ class Runtime:
                 raise _Failure("blocked", "redirect to a URL that is not http or https")
             if _origin(next_url) != _origin(url):  # never carry credentials to another origin
                 headers = [
-                    (k, v) for k, v in headers if not is_secret_header(k) and not any(s in v for s in secret_values)
+                    (k, v)
+                    for k, v in headers
+                    if k.lower() not in CREDENTIAL_HEADERS and not any(s in v for s in secret_values)
                 ]
             if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                 method, body = "GET", None
@@ -432,9 +448,9 @@ class Runtime:
             return CallResult(False, plan.method, "", category="render", error=str(error), elapsed_ms=elapsed)
         request = _with_default_headers(request)
         result = CallResult(False, request.method, request.url, request=request)
-        secret_values: set[str] = set()
+        secret_values: frozenset[str] = frozenset()
         if self.settings.follow_redirects:
-            secret_values = Masker.for_variables(variables, list(secret_names) + list(plan.secrets)).values
+            secret_values = Masker.for_call(variables, list(secret_names) + list(plan.secrets)).values
         retry = request.method in _IDEMPOTENT or (retry_post and request.method == "POST")
         deadline = started + self.settings.deadline
         try:
@@ -511,10 +527,12 @@ class Runtime:
         """Validate arguments, build variables from the session, call, merge client_data, log."""
         store = self._store()
         session = await store.get_session(session_id)
+        secrets = await self._company_secrets(session.company_id) if trigger.uses_company_secrets else None
         variables = build_variables(
-            session.id, session.company_id, session.assistant_id, session.client_data, trigger, arguments, images
+            session.id, session.company_id, session.assistant_id, session.client_data, trigger, arguments, images,
+            secrets,
         )
-        masker = Masker.for_variables(variables, trigger.secret_names)
+        masker = Masker.for_call(variables, trigger.secret_names)
         argument_errors = trigger.argument_errors(arguments)
         merged: dict[str, Any] = {}
         warnings: list[str] = []
@@ -529,20 +547,41 @@ class Runtime:
             call = await self.execute(
                 trigger.plan, variables, retry_post=trigger.retry_post, secret_names=trigger.secret_names
             )
-            if call.ok:
+            if call.ok or (trigger.merge_on_error and call.category == "http_status"):
                 merged, warnings = _client_data_update(call)
+                arrived = [s for name in trigger.secret_names if name in merged for s in secret_strings(merged[name])]
+                masker = masker.with_values(arrived)  # a secret that arrived now is masked in this call's outputs
         if dry_run and call.ok:
             message = "(dry run: nothing was sent, so there is no response for the LLM)"
         else:
             message = message_for_llm(trigger, call, masker, self.settings.llm_response_chars)
         log_seq = None
+        shown = None
+        if call.request is not None:
+            shown = shown_request(trigger, variables, call.request, masker)
         if not dry_run:
             record = _log_record(
-                trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars
+                trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars, shown
             )
             # merge and log in one transaction; the company is known, so no lookup by id alone
             log_seq = await store.finish_call(session_id, merged, record, company_id=session.company_id)
-        return TriggerResult(trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview)
+        return TriggerResult(
+            trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview, shown
+        )
+
+    async def _company_secrets(self, company_id: str) -> dict[str, str]:
+        """The company's secrets, read at most once per ``secrets_cache_seconds`` (a secret set or deleted
+        takes effect within that time on every replica)."""
+        now = time.monotonic()
+        cached = self._secrets_cache.get(company_id)
+        if cached is not None and now - cached[0] < self.settings.secrets_cache_seconds:
+            return cached[1]
+        reader = getattr(self._store(), "company_secrets", None)
+        secrets: dict[str, str] = await reader(company_id) if reader is not None else {}
+        if len(self._secrets_cache) >= 4096:
+            self._secrets_cache.clear()
+        self._secrets_cache[company_id] = (now, secrets)
+        return secrets
 
     def _dry_run(
         self, trigger: Trigger, variables: Mapping[str, Any], origins: Mapping[str, str], masker: Masker
@@ -556,12 +595,7 @@ class Runtime:
             name = defined_name(slot.candidates, variables)
             sources[slot.written] = {"variable": name, "source": origins.get(name or "", "undefined")}
         preview = {
-            "request": {
-                "method": request.method,
-                "url": masker.text(request.url),
-                "headers": masker.headers(request.headers),
-                "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
-            },
+            "request": shown_request(trigger, variables, request, masker),
             "variables": sources,
             "sent": False,
         }
@@ -576,12 +610,13 @@ def build_variables(
     trigger: Trigger,
     arguments: Mapping[str, Any],
     images: Sequence[str],
+    company_secrets: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """The flat variable mapping for a call.
 
     Precedence, lowest first: client_data, then the trigger's declared arguments
-    (undeclared arguments are dropped), then images, then system variables, which
-    nothing can overwrite.
+    (undeclared arguments are dropped), then images, then system variables and the
+    company's secrets (``secrets.NAME``), which nothing can overwrite.
     """
     variables = dict(client_data)
     if _SESSION_ID in variables or _COMPANY_ID in variables or _ASSISTANT_ID in variables:
@@ -592,6 +627,11 @@ def build_variables(
             variables[name] = arguments[name]
     variables["images"] = list(images)
     variables[_SESSION_ID], variables[_COMPANY_ID], variables[_ASSISTANT_ID] = session_id, company_id, assistant_id
+    if company_secrets is not None:
+        for name in [name for name in variables if name.startswith(SECRETS_PREFIX)]:
+            del variables[name]  # only the company can define a secret
+        for name, value in company_secrets.items():
+            variables[SECRETS_PREFIX + name] = value
     return variables
 
 
@@ -603,6 +643,8 @@ def variable_origins(variables: Mapping[str, Any], trigger: Trigger, arguments: 
             origins[name] = "system"
         elif name == "images":
             origins[name] = "image"
+        elif name.startswith(SECRETS_PREFIX):
+            origins[name] = "company_secret"
         elif name in arguments and name in trigger.parameter_names:
             origins[name] = "argument"
         else:
@@ -663,14 +705,49 @@ def _compact_json(document: Any, body: bytes) -> str:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
+#: Stands for a secret in a second render of the request (letters and digits only: no encoding changes it).
+_PLACEHOLDER = "wdslsecret" + secrets_module.token_hex(12)
+
+
+def shown_request(
+    trigger: Trigger, variables: Mapping[str, Any], request: RenderedRequest, masker: Masker
+) -> dict[str, Any]:
+    """The request as a log, a dry run or a result shows it: rendered again with every secret replaced where
+    it is put, so a secret is masked exactly, whatever its length and encoding, and nothing else changes.
+    Where that render cannot be made (a secret in a port), the sent request is masked by search instead."""
+    if trigger.references_secrets:
+        try:
+            hidden = trigger.plan.render(masked_variables(variables, trigger.secret_names, _PLACEHOLDER))
+        except RenderError:
+            pass
+        else:
+            request = tuple.__new__(
+                RenderedRequest,
+                (
+                    hidden.method,
+                    hidden.url.replace(_PLACEHOLDER, MASK),
+                    [(k, v.replace(_PLACEHOLDER, MASK)) for k, v in _with_default_headers(hidden).headers],
+                    None if hidden.body is None else hidden.body.replace(_PLACEHOLDER.encode(), MASK.encode()),
+                ),
+            )
+    return {
+        "method": request.method,
+        "url": masker.text(request.url),
+        "headers": masker.headers(request.headers),
+        "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
+    }
+
+
 def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: int) -> str:
-    """What the LLM is handed after the call (see README: "What the LLM receives")."""
+    """What the LLM is handed after the call (see README: "What the LLM receives"): for any HTTP answer,
+    success or error status, the status and the body; for a call that got no answer, the failure's category."""
     if call.category == "bad_arguments":
         return masker.text(
             f'The tool "{trigger.name}" was not called: its arguments are invalid ({call.error}). '
             "Ask the user for the missing or corrected values, then call it again."
         )
-    if not call.ok:
+    answered = call.status is not None and call.category in (None, "http_status", "invalid_response")
+    if not answered:
         detail = call.error or call.category
         if call.category == "render":
             detail = "the request could not be built from the session's data"
@@ -678,21 +755,42 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
             f'The tool "{trigger.name}" failed ({call.category}: {detail}). Tell the user the '
             "action could not be completed right now; do not invent a result."
         )
+    assert call.status is not None
     try:  # JSON is shown compact; anything else as it came
         text = _compact_json(call.json(), call.body)
     except ValueError:
         text = call.text
-    if len(text) > limit:  # masked before the cut would be, so a secret across it is masked whole
+    if not text.strip():
+        shown = "(empty)"
+    elif len(text) > limit:  # masked before the cut would be, so a secret across it is masked whole
         shown = masker.head(text, limit) + f"… [truncated, {len(text) - limit} more characters]"
     else:
         shown = masker.text(text)
-    parts = [f'The tool "{trigger.name}" answered (HTTP {call.status}).', "Response:", shown]
+    status = _status_text(call.status)
+    if call.ok:
+        head = f'The tool "{trigger.name}" succeeded (HTTP {status}).'
+    elif call.category == "http_status":
+        head = f'The tool "{trigger.name}" answered with an error status (HTTP {status}): the action did not succeed.'
+    else:
+        head = masker.text(
+            f'The tool "{trigger.name}" answered (HTTP {status}), but the answer is not usable ({call.error}).'
+        )
+    parts = [head, "Response:", shown]
     directive = trigger.plan.response_directive
     if trigger.interpret_response and directive:
         parts.append(f"Instruction: {directive}")
-    else:
+    elif call.ok:
         parts.append("Use this response as context for your reply; decide freely what to tell the user.")
+    else:
+        parts.append("Use this response to tell the user what went wrong; do not invent a result.")
     return "\n".join(parts)
+
+
+def _status_text(status: int) -> str:
+    try:
+        return f"{status} {HTTPStatus(status).phrase}"
+    except ValueError:
+        return str(status)
 
 
 def _log_record(
@@ -704,24 +802,25 @@ def _log_record(
     warnings: list[str],
     masker: Masker,
     limit: int,
+    shown: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The call's log record, masked. Its variables are the ones the request used (what each reference
     resolved to), not every variable the session defines; bodies are cut at ``limit`` characters."""
-    request = call.request
     body_text = call.text
     used = {}
     for candidates in trigger.reference_candidates:
         name = defined_name(candidates, variables)
         if name is not None:
             used[name] = variables[name]
+    request_body = shown["body"] if shown else None
     return masker.record({
         "at": time.time(),
         "session_id": session_id,
         "trigger": trigger.name,
         "method": call.method,
-        "url": call.url,
-        "request_headers": whole_secret_headers(request.headers) if request else [],
-        "request_body": masker.head(request.body.decode("utf-8"), limit) if request and request.body else None,
+        "url": shown["url"] if shown else call.url,
+        "request_headers": shown["headers"] if shown else [],
+        "request_body": masker.head(request_body, limit) if request_body else None,
         "status": call.status,
         "response_body": masker.head(body_text, limit) if body_text else None,
         "response_truncated": len(body_text) > limit,
@@ -731,7 +830,7 @@ def _log_record(
         "ok": call.ok,
         "category": call.category,
         "error": call.error or None,
-        "client_data_merged": dict(merged),
+        "client_data_merged": whole_secrets(merged, trigger.secret_names),
         "warnings": warnings,
     })
 

@@ -36,6 +36,7 @@ from . import ast
 from .compiler import compile_template
 from .config import skeleton, validate_webhook
 from .errors import ConfigError, Diagnostic
+from .masking import SECRETS_PREFIX
 from .parse import SourceText, parse_config, parse_mapping
 from .plan import WebhookPlan
 
@@ -44,6 +45,7 @@ __all__ = ["SYSTEM_VARIABLES", "Trigger", "compile_trigger", "load_trigger"]
 #: Variables the platform sets for every call; nothing else may define or overwrite them.
 SYSTEM_VARIABLES = ("session.id", "company.id", "assistant.id")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 class _TriggerModel(BaseModel):
@@ -54,6 +56,7 @@ class _TriggerModel(BaseModel):
     interpretResponse: bool = True  # noqa: N815 - the seed's field name
     clientData: list[str] = []  # noqa: N815
     retryPost: bool = False  # noqa: N815
+    mergeOnError: bool = False  # noqa: N815
     secrets: list[str] = []
     webhook: Any
 
@@ -71,11 +74,17 @@ class Trigger:
     secrets: tuple[str, ...]
     plan: WebhookPlan
     source: str
+    #: Whether a non-2xx answer's ``session.client_data`` is merged too (by default only a 2xx one is).
+    merge_on_error: bool = False
     #: Derived once here, read on every call.
     parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     #: Each distinct reference's candidate names, longest first: what a call's log names as the variables used.
     reference_candidates: tuple[tuple[str, ...], ...] = dataclasses.field(init=False, compare=False, repr=False)
+    #: Whether a reference may read a company secret (then a call loads the company's secrets).
+    uses_company_secrets: bool = dataclasses.field(init=False, compare=False, repr=False)
+    #: Whether a reference may read a secret at all (then a call's log shows the request masked by position).
+    references_secrets: bool = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         properties = self.parameters.get("properties") or {}
@@ -83,6 +92,10 @@ class Trigger:
         object.__setattr__(self, "secret_names", tuple(dict.fromkeys(self.secrets + self.plan.secrets)))
         candidates = dict.fromkeys(slot.candidates for slot in self.plan.slots())
         object.__setattr__(self, "reference_candidates", tuple(candidates))
+        names = {name for group in candidates for name in group}
+        company = any(name.startswith(SECRETS_PREFIX) for name in names)
+        object.__setattr__(self, "uses_company_secrets", company)
+        object.__setattr__(self, "references_secrets", company or bool(names & set(self.secret_names)))
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
         """Every way the arguments break the schema, in words an LLM can act on (empty if valid)."""
@@ -116,15 +129,16 @@ class Trigger:
         raise ValueError(f"unknown tool style {style!r}; use 'openai' or 'anthropic'")
 
     def undefined_references(self) -> list[Diagnostic]:
-        """References no source can define: not system, not a parameter, not declared client_data, not images."""
+        """References no source can define: not system, not a company secret, not a parameter, not declared
+        client_data, not images."""
         known = set(SYSTEM_VARIABLES) | set(self.parameter_names) | set(self.client_data_keys) | {"images"}
         problems = []
         for slot in self.plan.slots():
-            if not any(name in known for name in slot.candidates):
+            if not any(name in known or _company_secret_name(name) for name in slot.candidates):
                 problems.append(
                     Diagnostic(
-                        message=f"{slot.written}: no source defines it (not a system variable, not a parameter "
-                        f"of the schema, not a declared clientData key)",
+                        message=f"{slot.written}: no source defines it (not a system variable, not a company "
+                        f"secret $secrets.NAME, not a parameter of the schema, not a declared clientData key)",
                         source=self.source,
                         line=slot.line,
                         column=slot.column,
@@ -134,6 +148,11 @@ class Trigger:
                     )
                 )
         return problems
+
+
+def _company_secret_name(name: str) -> bool:
+    """``secrets.NAME``: what ``$secrets.NAME`` reads, a company secret (see ``webhook-dsl secrets``)."""
+    return name.startswith(SECRETS_PREFIX) and bool(_SECRET_NAME.match(name, len(SECRETS_PREFIX)))
 
 
 def _never_retrieve(uri: str) -> referencing.Resource[Any]:
@@ -296,12 +315,11 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         for name_ in (
             model.parameters.get("properties", {}) if isinstance(model.parameters.get("properties"), dict) else ()
         ):
-            if name_ in SYSTEM_VARIABLES:
+            if name_ in SYSTEM_VARIABLES or name_.startswith(SECRETS_PREFIX):
                 assert parameters is not None
+                what = "a system variable" if name_ in SYSTEM_VARIABLES else "a company secret"
                 problems.append(
-                    src.at(
-                        parameters.value.span, f"parameter '{name_}' would shadow a system variable", field="parameters"
-                    )
+                    src.at(parameters.value.span, f"parameter '{name_}' would shadow {what}", field="parameters")
                 )
     if problems or model is None or plan is None:
         raise ConfigError(sorted(problems, key=lambda d: (d.line, d.column)))
@@ -312,6 +330,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         interpret_response=model.interpretResponse,
         client_data_keys=tuple(model.clientData),
         retry_post=model.retryPost,
+        merge_on_error=model.mergeOnError,
         secrets=tuple(model.secrets),
         plan=plan,
         source=name,
