@@ -190,6 +190,10 @@ class Masker:
         # pattern tries every position. Decoding is loose (backslashes dropped), which is sound only for
         # secrets without the characters it would confuse; with those, any escape mark sends text to the pattern.
         self._plain = tuple(long) + tuple(short) + tuple(cores)
+        # In a decoded view a stray escape just before a form can swallow its first characters ("%4" then
+        # "0..." decodes as "@"; "\\u00" then "41..." as "A"), so the decoded view is searched for each form
+        # less its first four characters: never fewer matches than the pattern would find.
+        self._tails = tuple(form[4:] for form in self._plain)
         self._decodable = not any(_CONFUSED_BY_LOOSE_DECODING.search(value) for value in self.values)
         self._plus = any(" " in value for value in self.values)
     @classmethod
@@ -228,8 +232,8 @@ class Masker:
             text = text.replace("\\", "")
         if encoded:
             text = unquote_plus(text) if self._plus else unquote(text)
-        for form in self._plain:  # noqa: SIM110
-            if form in text:
+        for tail in self._tails:  # noqa: SIM110
+            if tail in text:
                 return True
         return False
 
