@@ -159,7 +159,7 @@ def test_a_secret_echoed_in_any_json_escape_is_masked_in_every_output(tmp_path: 
 def test_a_secret_that_arrives_in_the_response_is_masked_in_that_same_call(tmp_path: Path) -> None:
     fresh = "fresh-access-token-0001"
     body = json.dumps({"ok": True, "token": fresh, "session": {"client_data": {"access_token": fresh}}}).encode()
-    result, _, logs = fire(tmp_path, body, secrets=["access_token"])
+    result, _, logs = fire(tmp_path, body, secrets=["access_token"], clientDataWrites=["access_token"])
     assert result.client_data_merged == {"access_token": fresh}
     for output in outputs(result, logs):
         assert fresh not in output

@@ -523,8 +523,14 @@ class Runtime:
         images: Sequence[str] = (),
         *,
         dry_run: bool = False,
+        protected_keys: Iterable[str] = (),
     ) -> TriggerResult:
-        """Validate arguments, build variables from the session, call, merge client_data, log."""
+        """Validate arguments, build variables from the session, call, merge client_data, log.
+
+        ``protected_keys`` adds to the trigger's own (``Trigger.protected_keys``) the client_data keys no
+        response may set: the service passes those of every trigger of the company, so that one trigger's
+        answer cannot change where another sends, or swap its credential.
+        """
         store = self._store()
         session = await store.get_session(session_id)
         secrets = await self._company_secrets(session.company_id) if trigger.uses_company_secrets else None
@@ -548,7 +554,7 @@ class Runtime:
                 trigger.plan, variables, retry_post=trigger.retry_post, secret_names=trigger.secret_names
             )
             if call.ok or (trigger.merge_on_error and call.category == "http_status"):
-                merged, warnings = _client_data_update(call)
+                merged, warnings = _client_data_update(call, trigger, protected_keys)
                 arrived = [s for name in trigger.secret_names if name in merged for s in secret_strings(merged[name])]
                 masker = masker.with_values(arrived)  # a secret that arrived now is masked in this call's outputs
         if dry_run and call.ok:
@@ -676,7 +682,9 @@ def _declares_json(content_type: str) -> bool:
     return kind == "application/json" or kind.endswith("+json")
 
 
-def _client_data_update(call: CallResult) -> tuple[dict[str, Any], list[str]]:
+def _client_data_update(
+    call: CallResult, trigger: Trigger, protected_keys: Iterable[str] = ()
+) -> tuple[dict[str, Any], list[str]]:
     """``session.client_data`` of a JSON response: keys to merge, and warnings for what was ignored."""
     try:
         document = call.json() if call.body.strip() else None
@@ -691,7 +699,14 @@ def _client_data_update(call: CallResult) -> tuple[dict[str, Any], list[str]]:
     if not isinstance(data, dict):
         return {}, [f"response session.client_data is {type(data).__name__}, not an object; ignored"]
     warnings = [f"response tried to set system variable '{k}'; ignored" for k in data if k in SYSTEM_VARIABLES]
-    return {k: v for k, v in data.items() if k not in SYSTEM_VARIABLES}, warnings
+    refused = (trigger.protected_keys | set(protected_keys)) - set(trigger.client_data_writes)
+    for key in data:
+        if key in refused:
+            warnings.append(
+                f"response tried to set '{key}', a declared secret or a key that chooses a webhook's destination; "
+                "ignored (list it under the trigger's clientDataWrites to allow it)"
+            )
+    return {k: v for k, v in data.items() if k not in SYSTEM_VARIABLES and k not in refused}, warnings
 
 
 def _compact_json(document: Any, body: bytes) -> str:

@@ -36,7 +36,7 @@ from . import ast
 from .compiler import compile_template
 from .config import skeleton, validate_webhook
 from .errors import ConfigError, Diagnostic
-from .masking import SECRETS_PREFIX
+from .masking import CREDENTIAL_HEADERS, SECRETS_PREFIX
 from .parse import SourceText, parse_config, parse_mapping
 from .plan import WebhookPlan
 
@@ -57,6 +57,7 @@ class _TriggerModel(BaseModel):
     clientData: list[str] = []  # noqa: N815
     retryPost: bool = False  # noqa: N815
     mergeOnError: bool = False  # noqa: N815
+    clientDataWrites: list[str] = []  # noqa: N815
     secrets: list[str] = []
     webhook: Any
 
@@ -76,6 +77,8 @@ class Trigger:
     source: str
     #: Whether a non-2xx answer's ``session.client_data`` is merged too (by default only a 2xx one is).
     merge_on_error: bool = False
+    #: client_data keys a response may set although they are protected (see ``protected_keys``).
+    client_data_writes: tuple[str, ...] = ()
     #: Derived once here, read on every call.
     parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
@@ -85,6 +88,11 @@ class Trigger:
     uses_company_secrets: bool = dataclasses.field(init=False, compare=False, repr=False)
     #: Whether a reference may read a secret at all (then a call's log shows the request masked by position).
     references_secrets: bool = dataclasses.field(init=False, compare=False, repr=False)
+    #: Names a reference in the URL's host, port or whole URL may read: they choose where the request goes.
+    destination_names: frozenset[str] = dataclasses.field(init=False, compare=False, repr=False)
+    #: client_data keys a response may not set unless ``clientDataWrites`` lists them: declared secrets and
+    #: the names that choose a destination (a response must not redirect another call, or swap a credential).
+    protected_keys: frozenset[str] = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         properties = self.parameters.get("properties") or {}
@@ -96,6 +104,17 @@ class Trigger:
         company = any(name.startswith(SECRETS_PREFIX) for name in names)
         object.__setattr__(self, "uses_company_secrets", company)
         object.__setattr__(self, "references_secrets", company or bool(names & set(self.secret_names)))
+        declared = set(self.client_data_keys)
+        destination = frozenset(
+            name
+            for slot in self.plan.slots()
+            if slot.context in _DESTINATION
+            for name in slot.candidates
+            if name in declared or name == slot.full_name
+        )
+        object.__setattr__(self, "destination_names", destination)
+        protected = (set(self.secret_names) | destination) - set(self.client_data_writes)
+        object.__setattr__(self, "protected_keys", frozenset(protected))
 
     def argument_errors(self, arguments: Mapping[str, Any]) -> list[str]:
         """Every way the arguments break the schema, in words an LLM can act on (empty if valid)."""
@@ -148,6 +167,43 @@ class Trigger:
                     )
                 )
         return problems
+
+
+_DESTINATION = frozenset({ast.Context.URL_WHOLE, ast.Context.URL_HOST, ast.Context.URL_PORT})
+
+
+def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -> list[Diagnostic]:
+    """A webhook whose destination a trigger argument chooses must carry no secret: a prompt injection would
+    otherwise send the credential to any host. Each carrier is reported with the position that decides the host."""
+    arguments = set(trigger.parameter_names)
+    chosen = [s for s in trigger.plan.slots() if s.context in _DESTINATION and arguments & set(s.candidates)]
+    if not chosen:
+        return []
+    declared = set(trigger.secret_names)
+    problems = []
+    for slot in trigger.plan.slots():
+        reads_secret = any(name in declared or _company_secret_name(name) for name in slot.candidates)
+        credential_header = False
+        if slot.context is ast.Context.HEADER_VALUE and slot.field.startswith("headers["):
+            position = int(slot.field[len("headers[") : slot.field.index("]")])
+            credential_header = position < len(header_names) and header_names[position].lower() in CREDENTIAL_HEADERS
+        if reads_secret or credential_header:
+            what = "a secret" if reads_secret else f"the {header_names[position]} header built from variables"
+            where = chosen[0]
+            problems.append(
+                Diagnostic(
+                    message=f"{slot.written} sends {what} to a destination a trigger argument chooses "
+                    f"({where.written} at line {where.line}, column {where.column}); write the host in the "
+                    "config, or send no secret",
+                    source=trigger.source,
+                    line=slot.line,
+                    column=slot.column,
+                    width=len(slot.written),
+                    field=slot.field,
+                    variable=slot.written,
+                )
+            )
+    return problems
 
 
 def _company_secret_name(name: str) -> bool:
@@ -323,7 +379,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
                 )
     if problems or model is None or plan is None:
         raise ConfigError(sorted(problems, key=lambda d: (d.line, d.column)))
-    return Trigger(
+    trigger = Trigger(
         name=model.name,
         description=model.description,
         parameters=model.parameters,
@@ -331,10 +387,17 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         client_data_keys=tuple(model.clientData),
         retry_post=model.retryPost,
         merge_on_error=model.mergeOnError,
+        client_data_writes=tuple(model.clientDataWrites),
         secrets=tuple(model.secrets),
         plan=plan,
         source=name,
     )
+    headers = data.get("webhook", {}).get("headers") if isinstance(data.get("webhook"), dict) else None
+    header_names = [h.get("key") if isinstance(h, dict) else None for h in headers or []]
+    carriers = _secrets_to_chosen_destinations(trigger, [n if isinstance(n, str) else "" for n in header_names])
+    if carriers:
+        raise ConfigError(carriers)
+    return trigger
 
 
 def load_trigger(path: str | Path) -> Trigger:
