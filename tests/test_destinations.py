@@ -4,6 +4,7 @@ credential: a prompt injection or a hostile API must not redirect where secrets 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
