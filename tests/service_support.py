@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -142,7 +143,8 @@ ACME_TRIGGER = {
     "name": "acme_inventory",
     "description": "Only company acme has this one.",
     "parameters": {"type": "object", "properties": {"sku": {"type": "string"}}, "required": ["sku"]},
-    "clientData": ["erp_token"],
+    "clientData": ["erp_token", "acme_pin"],
+    "secrets": ["erp_token", "acme_pin"],
     "webhook": {
         "url": "http://127.0.0.1:PORT/erp/api/orders/$sku",
         "method": "GET",
@@ -151,12 +153,35 @@ ACME_TRIGGER = {
 }
 
 
-def write_triggers(directory: Path, stand_in_port: int, echo_port: int | None = None) -> Path:
-    """The example triggers aimed at a stand-in, plus ``echo`` (shared) and ``acme/acme_inventory``."""
+#: The example triggers' credentials, declared secret as a deployment declares them: a session view masks
+#: a client_data value only when a trigger declares its key in "secrets".
+EXAMPLE_SECRETS = {
+    "check_order": ["erp_token"],
+    "create_ticket": ["helpdesk_api_key"],
+    "analyze_image": ["vision_api_key"],
+}
+
+
+def declaring_secrets(text: str, names: Iterable[str]) -> str:
+    """A trigger file's text with ``"secrets"`` declared, unless it declares some already. The member goes in
+    on the first line, so every other line keeps its number."""
+    if re.search(r'^\s*"secrets"\s*:', text, re.MULTILINE):
+        return text
+    return text.replace("{", '{"secrets": ' + json.dumps(list(names)) + ", ", 1)
+
+
+def write_example_triggers(directory: Path, stand_in_port: int) -> Path:
+    """The example triggers aimed at a stand-in on ``stand_in_port``, their credentials declared secret."""
     directory.mkdir(parents=True, exist_ok=True)
     for trigger in EXAMPLE_TRIGGERS.glob("*.json"):
         text = trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{stand_in_port}")
-        (directory / trigger.name).write_text(text)
+        (directory / trigger.name).write_text(declaring_secrets(text, EXAMPLE_SECRETS.get(trigger.stem, [])))
+    return directory
+
+
+def write_triggers(directory: Path, stand_in_port: int, echo_port: int | None = None) -> Path:
+    """The example triggers aimed at a stand-in, plus ``echo`` (shared) and ``acme/acme_inventory``."""
+    write_example_triggers(directory, stand_in_port)
     echo = json.dumps(ECHO_TRIGGER).replace("PORT", str(echo_port or stand_in_port))
     (directory / "echo.json").write_text(echo)
     (directory / "acme").mkdir(exist_ok=True)
@@ -222,3 +247,30 @@ def services(triggers: Path, database: str, count: int, *extra: str) -> Iterator
     finally:
         for service in started:
             service.stop()
+
+
+# -- the one rule for sessions (webhook_dsl.store): the service and the command line are tested with these ----
+
+ACCEPTED_SESSION_IDS = ["S1", "7", "x" * 128, "ana@example.com", "a.b_c:d~e-f"]
+REFUSED_SESSION_IDS = ["a b", "-S1", ".S1", "_S1", "x" * 129, "é", "S1\n", "a%b", "a+b", "a#b"]
+_DEEP_32 = '{"x": ' + "[" * 31 + "]" * 31 + "}"  # the object and 31 arrays: 32 levels
+_DEEP_33 = '{"x": ' + "[" * 32 + "]" * 32 + "}"
+ACCEPTED_CLIENT_DATA = [
+    "{}",
+    '{"a.b": 1, "session": {"id": 2}, "Session.Id": 3, "company_id": "", "": null}',
+    _DEEP_32,
+    '{"n": 2.5, "big": 123456789012345678901234567890, "t": "\\u00e9\\ud83d\\ude00"}',
+]
+#: client_data text, and what the message says (the same words on both sides)
+REFUSED_CLIENT_DATA = [
+    ("[1]", "client_data must be a JSON object, not an array"),
+    ('"text"', "client_data must be a JSON object, not a string"),
+    ("null", "client_data must be a JSON object, not null"),
+    ('{"session.id": "x"}', "client_data key 'session.id' is a system variable; the platform sets it"),
+    ('{"ok": 1, "company.id": "x"}', "client_data key 'company.id' is a system variable; the platform sets it"),
+    ('{"assistant.id": "x"}', "client_data key 'assistant.id' is a system variable; the platform sets it"),
+    (_DEEP_33, "nested deeper than 32 levels"),
+    ('{"x": 1e400}', "client_data['x'] is inf, which JSON cannot hold"),
+    ('{"x": NaN}', "NaN is not JSON"),
+    ('{"x": ["\\ud800"]}', "lone UTF-16 surrogate"),
+]

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.service_support import (
+    ACCEPTED_CLIENT_DATA,
+    ACCEPTED_SESSION_IDS,
+    BACKENDS,
+    REFUSED_CLIENT_DATA,
+    REFUSED_SESSION_IDS,
+    StoreFactory,
+)
 from webhook_dsl.cli import main
+from webhook_dsl.store import SQLiteStore, company_id_problem, session_id_problem
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(str(p) for p in (ROOT / "examples" / "webhooks").glob("*.json"))
@@ -131,3 +142,201 @@ def test_installed_command_runs_as_a_process() -> None:
     assert json.loads(result.stdout)["method"] == "POST"
     usage = subprocess.run([sys.executable, "-m", "webhook_dsl", "check"], capture_output=True, text=True, check=False)
     assert usage.returncode == 2 and "FILE" in usage.stderr
+
+
+# -- one rule for sessions: the same cases as tests/test_service.py ------------------------------------
+
+
+@pytest.mark.parametrize("session_id", ACCEPTED_SESSION_IDS)
+def test_session_ids_the_rule_accepts_are_accepted(tmp_path: Path, session_id: str) -> None:
+    db = str(tmp_path / "s.db")
+    status, out, err = run("session", "put", session_id, "--company-id", "cmp_42", "--database", db)
+    assert status == 0 and json.loads(out)["id"] == session_id, err
+    assert json.loads(run("session", "get", session_id, "--database", db)[1])["id"] == session_id
+
+
+@pytest.mark.parametrize("session_id", REFUSED_SESSION_IDS)
+def test_session_ids_the_rule_refuses_are_refused_in_its_words(tmp_path: Path, session_id: str) -> None:
+    db = tmp_path / "s.db"
+    for command in ("put", "get"):
+        status, out, err = run("session", command, "--database", str(db), "--", session_id)  # "-S1" too
+        assert (status, out) == (1, ""), command
+        assert err == f"session id {session_id!r}: {session_id_problem(session_id)}\n"
+    assert not db.exists()  # refused before the database is opened
+
+
+@pytest.mark.parametrize("text", ACCEPTED_CLIENT_DATA)
+def test_client_data_the_rule_accepts_is_stored(tmp_path: Path, text: str) -> None:
+    db = str(tmp_path / "s.db")
+    status, _, err = run("session", "put", "S1", "--company-id", "c", "--client-data", text, "--database", db)
+    assert status == 0, err
+    assert json.loads(run("session", "get", "S1", "--database", db)[1])["client_data"] == json.loads(text)
+
+
+@pytest.mark.parametrize(("text", "message"), REFUSED_CLIENT_DATA)
+def test_client_data_the_rule_refuses_is_refused_in_its_words(tmp_path: Path, text: str, message: str) -> None:
+    db = tmp_path / "s.db"
+    status, out, err = run("session", "put", "S1", "--client-data", text, "--database", str(db))
+    assert (status, out) == (1, "") and err.startswith("--client-data: ")
+    assert message in err
+    assert not db.exists()
+
+
+def test_session_company_ids_follow_the_rule_too(tmp_path: Path) -> None:
+    status, _, err = run("session", "put", "S1", "--company-id", "../x", "--database", str(tmp_path / "s.db"))
+    assert status == 1 and err == f"--company-id '../x': {company_id_problem('../x')}\n"
+
+
+# -- check: credentials that are not declared secret ----------------------------------------------------
+
+
+def _trigger_file(tmp_path: Path, **extra: object) -> Path:
+    trigger = {
+        "name": "lookup",
+        "description": "Look something up.",
+        "clientData": ["erp_token", "user_id", "api_key_v2"],
+        "webhook": {
+            "url": "https://erp.example.com/$user_id",
+            "method": "GET",
+            "headers": [{"key": "Authorization", "value": "Bearer $erp_token"}, {"key": "X-K", "value": "$api_key_v2"}],
+        },
+        **extra,
+    }
+    path = tmp_path / "lookup.json"
+    path.write_text(json.dumps(trigger, indent=2))
+    return path
+
+
+def test_check_warns_of_credential_keys_not_declared_secret(tmp_path: Path) -> None:
+    path = _trigger_file(tmp_path)
+    status, out, err = run("check", str(path))
+    assert status == 0 and out.startswith(f"{path}: ok (")
+    assert err.splitlines() == [
+        f"{path}: warning: clientData key 'erp_token' looks like a credential; declare it in \"secrets\" "
+        "(or use a company secret, $secrets.erp_token) so it is masked in logs and LLM messages",
+        f"{path}: warning: clientData key 'api_key_v2' looks like a credential; declare it in \"secrets\" "
+        "(or use a company secret, $secrets.api_key_v2) so it is masked in logs and LLM messages",
+    ]
+    status, out, err = run("check", "--quiet", str(path))  # a warning is not a file that is fine
+    assert status == 0 and out == "" and err.count("warning:") == 2
+    status, out, err = run("check", "--format", "json", str(path))
+    report = json.loads(out)
+    assert status == 0 and report["ok"] is True and report["errors"] == []
+    assert [w["message"].split("'")[1] for w in report["warnings"]] == ["erp_token", "api_key_v2"]
+    assert all(w["source"] == str(path) for w in report["warnings"]) and err.count("warning:") == 2
+
+
+def test_check_is_quiet_about_declared_secrets(tmp_path: Path) -> None:
+    path = _trigger_file(tmp_path, secrets=["erp_token", "api_key_v2"])
+    status, out, err = run("check", str(path))
+    assert (status, err) == (0, "") and ": ok (" in out
+
+
+# -- secrets ------------------------------------------------------------------------------------------
+
+VALUE = "erp-SECRET-7f3a9c"
+
+
+def run_with_stdin(stdin: str, *argv: str, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
+    monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    return run(*argv)
+
+
+@pytest.mark.parametrize("kind", BACKENDS)
+def test_secrets_set_list_delete_never_print_the_value(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    factory = StoreFactory(kind, tmp_path)
+    factory.create_schema()
+    try:
+        db = ("--database", factory.url)
+        status, out, err = run_with_stdin(VALUE + "\n", "secrets", "set", "erp_token", "--company-id", "cmp_42", *db,
+                                          monkeypatch=monkeypatch)
+        assert status == 0, err
+        assert out == "" and VALUE not in err and "$secrets.erp_token" in err
+        run_with_stdin("other-SECRET-0000\r\n", "secrets", "set", "api_key", "--company-id", "cmp_42", *db,
+                       monkeypatch=monkeypatch)
+        run_with_stdin("acme-SECRET-0000", "secrets", "set", "acme_only", "--company-id", "acme", *db,
+                       monkeypatch=monkeypatch)
+        status, out, err = run("secrets", "list", "--company-id", "cmp_42", *db)
+        assert status == 0 and VALUE not in out + err
+        assert [line.split()[0] for line in out.splitlines()] == ["api_key", "erp_token"]
+        assert all(re.fullmatch(r"\w+  \d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ", line) for line in out.splitlines())
+        assert asyncio.run(_stored(factory, "cmp_42")) == {"erp_token": VALUE, "api_key": "other-SECRET-0000"}
+
+        status, out, err = run("secrets", "delete", "acme_only", "--company-id", "cmp_42", *db)  # acme's
+        assert status == 1 and "no secret acme_only" in err
+        status, out, err = run("secrets", "delete", "erp_token", "--company-id", "cmp_42", *db)
+        assert status == 0 and "deleted" in err
+        status, out, err = run("secrets", "list", "--company-id", "cmp_42", *db)
+        assert out.split()[0] == "api_key" and len(out.splitlines()) == 1
+        status, out, err = run("secrets", "list", "--company-id", "nobody", *db)
+        assert (status, out) == (0, "") and "no secrets for company 'nobody'" in err
+    finally:
+        factory.drop()
+
+
+async def _stored(factory: StoreFactory, company: str) -> dict[str, str]:
+    store = factory()
+    try:
+        return await store.company_secrets(company)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "fragment"),
+    [
+        (["erp_token", VALUE], "", "read from standard input, never from the command line"),
+        (["1st"], VALUE, "secret name '1st': a secret name is 1-64 letters"),
+        (["erp_token"], "short\n", "a secret value is at least 8 characters"),
+        (["erp_token"], "", "a secret value cannot be empty"),
+        (["erp_token"], "\n", "a secret value cannot be empty"),
+        (["erp_token"], VALUE + "\n\n", "cannot hold control characters"),
+        (["erp_token"], VALUE + "\nX-Injected: 1", "cannot hold control characters"),
+        (["erp_token"], VALUE + "\x00", "cannot hold control characters"),
+    ],
+)
+def test_secrets_set_refuses_in_words_and_stores_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, argv: list[str], stdin: str, fragment: str
+) -> None:
+    db = tmp_path / "s.db"
+    status, out, err = run_with_stdin(stdin, "secrets", "set", *argv, "--company-id", "c", "--database", str(db),
+                                      monkeypatch=monkeypatch)
+    assert (status, out) == (1, "") and fragment in err, err
+    assert VALUE not in err
+    assert not db.exists()
+
+
+def test_secrets_set_prompts_without_echo_on_a_terminal(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import getpass
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    prompts: list[str] = []
+    monkeypatch.setattr(sys, "stdin", Terminal("never read"))
+    monkeypatch.setattr(getpass, "getpass", lambda prompt="": prompts.append(prompt) or VALUE)
+    db = str(tmp_path / "s.db")
+    status, out, err = run("secrets", "set", "erp_token", "--company-id", "c", "--database", db)
+    assert (status, out) == (0, ""), err
+    assert prompts == ["value of secret erp_token (not shown): "]
+    assert SQLiteStore(db).company_secrets_sync("c") == {"erp_token": VALUE}
+
+
+def test_secrets_check_the_company_and_the_database(tmp_path: Path) -> None:
+    status, _, err = run("secrets", "list", "--company-id", "a b", "--database", str(tmp_path / "s.db"))
+    assert status == 1 and err == f"--company-id 'a b': {company_id_problem('a b')}\n"
+    status, _, err = run("secrets", "list", "--company-id", "c", "--database", "mysql://x")
+    assert status == 1 and err.startswith("--database: ")
+
+
+@pytest.mark.parametrize("argv", [["secrets"], ["secrets", "set"], ["secrets", "list"], ["secrets", "delete"],
+                                  ["session", "put"], ["session", "get"]])
+def test_secrets_and_session_help_ends_with_an_example(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        run(*argv, "--help")
+    assert exit_info.value.code == 0
+    last = capsys.readouterr().out.rstrip().splitlines()[-1]
+    assert last.startswith("  ") and "webhook-dsl " + argv[0] in last

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.service_support import write_example_triggers
 from webhook_dsl.cli import main
 from webhook_dsl.runtime import event_loop_factory
 from webhook_dsl.runtime import run as run_coroutine
@@ -34,11 +35,8 @@ def put_session(db: str, session_id: str) -> None:
 
 @pytest.fixture
 def stand_in_triggers(tmp_path: Path, stand_in: int) -> Path:
-    """The example triggers, pointed at the stand-in on its ephemeral port."""
-    for trigger in TRIGGERS.glob("*.json"):
-        text = trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{stand_in}")
-        (tmp_path / trigger.name).write_text(text)
-    return tmp_path
+    """The example triggers, pointed at the stand-in on its ephemeral port, their credentials declared secret."""
+    return write_example_triggers(tmp_path, stand_in)
 
 
 def test_seed_examples_end_to_end(stand_in_triggers: Path, tmp_path: Path) -> None:
@@ -54,11 +52,14 @@ def test_seed_examples_end_to_end(stand_in_triggers: Path, tmp_path: Path) -> No
         "asst_7",
         "--client-data",
         client_data,
+        "--triggers",
+        str(stand_in_triggers),
         "--database",
         db,
     )
     assert status == 0, err
     assert json.loads(out)["client_data"]["erp_token"] == "***"
+    assert SECRETS["erp_token"] not in out
     allow = ("--allow-network", "127.0.0.0/8", "--database", db)
 
     status, out, err = run(
@@ -125,6 +126,34 @@ def test_seed_examples_end_to_end(stand_in_triggers: Path, tmp_path: Path) -> No
     everything = out
     for secret in SECRETS.values():
         assert secret not in everything
+
+
+def test_session_views_mask_what_the_triggers_declare(
+    stand_in_triggers: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Masking is by declaration: with --triggers (or $WEBHOOK_DSL_TRIGGERS) the keys those triggers declare
+    in "secrets" read ***; without, nothing is masked, since these are the values the operator typed."""
+    db = str(tmp_path / "views.db")
+    monkeypatch.delenv("WEBHOOK_DSL_TRIGGERS", raising=False)
+    put_session(db, "S1")
+    status, out, _ = run("session", "get", "S1", "--database", db)
+    assert status == 0 and json.loads(out)["client_data"] == SECRETS
+    masked = {name: "***" for name in SECRETS}
+    status, out, _ = run("session", "get", "S1", "--database", db, "--triggers", str(stand_in_triggers))
+    assert status == 0 and json.loads(out)["client_data"] == masked
+    status, out, _ = run("session", "get", "S1", "--database", db,
+                         "--triggers", str(stand_in_triggers / "check_order.json"))
+    assert json.loads(out)["client_data"] == {**SECRETS, "erp_token": "***"}  # only what that trigger declares
+    monkeypatch.setenv("WEBHOOK_DSL_TRIGGERS", str(stand_in_triggers))
+    status, out, _ = run("session", "put", "S1", "--client-data", '{"note": "erp-SECRET-41d2 again"}',
+                         "--database", db)
+    assert status == 0 and json.loads(out)["client_data"] == {**masked, "note": "*** again"}
+    assert all(secret not in out for secret in SECRETS.values())
+
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.json").write_text("{")
+    status, out, err = run("session", "get", "S1", "--database", db, "--triggers", str(tmp_path / "broken"))
+    assert (status, out) == (1, "") and f"--triggers {tmp_path / 'broken'}: fix these errors first" in err
 
 
 def test_call_refuses_loopback_without_allow_and_bad_arguments(stand_in_triggers: Path, tmp_path: Path) -> None:

@@ -124,6 +124,24 @@ def test_session_page_shows_calls_escaped_and_masked(app_parts: tuple[TestClient
     assert "&#34;helpdesk_api_key&#34;: &#34;***&#34;" in text or '"helpdesk_api_key": "***"' in html.unescape(text)
 
 
+def test_session_page_masks_what_the_company_s_triggers_declare(
+    app_parts: tuple[TestClient, dict[str, str]],
+) -> None:
+    """As the API does: a key is masked because a trigger of the company declares it secret (acme's own
+    trigger declares acme_pin), never because of its name."""
+    client, keys = app_parts
+    client_data = {"acme_pin": "pin-90125", "password_hint": "hunter22"}
+    for company in ("cmp_42", "acme"):
+        response = client.put("/session/S1", headers={"Authorization": f"Bearer {keys[company]}"},
+                              json={"client_data": client_data})
+        assert response.status_code == 200
+    pages = {c: html.unescape(client.get("/dashboard/sessions/S1", headers={"Authorization": f"Bearer {keys[c]}"}).text)
+             for c in ("cmp_42", "acme")}
+    assert '"acme_pin": "***"' in pages["acme"] and "pin-90125" not in pages["acme"]
+    assert '"acme_pin": "pin-90125"' in pages["cmp_42"]
+    assert all('"password_hint": "hunter22"' in page for page in pages.values())
+
+
 def test_a_company_sees_only_its_own_sessions(app_parts: tuple[TestClient, dict[str, str]]) -> None:
     client, keys = app_parts
     seed(client, keys["cmp_42"], "only-42")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import jsonschema
@@ -25,10 +27,22 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
-from tests.service_support import BACKENDS, StoreFactory, make_key, services, start_echo, write_triggers
+from tests.service_support import (
+    ACCEPTED_CLIENT_DATA,
+    ACCEPTED_SESSION_IDS,
+    BACKENDS,
+    REFUSED_CLIENT_DATA,
+    REFUSED_SESSION_IDS,
+    StoreFactory,
+    make_key,
+    services,
+    start_echo,
+    write_triggers,
+)
 from webhook_dsl.cli import main
 from webhook_dsl.openapi import openapi_document
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
+from webhook_dsl.store import secret_problem, session_id_problem
 
 _MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 
@@ -107,7 +121,7 @@ def test_the_seed_flow_multipart_client_data_then_a_trigger(service: Service) ->
     response = fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": "A-1001"}, "images": []})
     assert response.status_code == 200
     body = response.json()
-    assert body["message_for_llm"].startswith('The tool "check_order" answered (HTTP 200).')
+    assert body["message_for_llm"].startswith('The tool "check_order" succeeded (HTTP 200 OK).')
     assert "Instruction: Inform the customer" in body["message_for_llm"]
     result = body["result"]
     assert result["ok"] and result["status"] == 200 and result["response"]["order_number"] == "A-1001"
@@ -383,19 +397,232 @@ def test_health_and_openapi_need_no_key(service: Service) -> None:
     assert document["components"] == DOCUMENT["components"]
     name = document["paths"]["/session/{session_id}/triggers/{name}"]["parameters"][1]
     assert sorted(name["examples"]) == ["analyze_image", "check_order", "create_ticket", "echo"]  # not acme's
-    assert {path for path in document["paths"]} == {p for _, _, p in ENDPOINTS} | {"/health", "/openapi.json"}
+    assert {path for path in document["paths"]} == {p for _, _, p in ENDPOINTS} | {
+        "/health",
+        "/openapi.json",
+        "/secrets",
+        "/secrets/{name}",
+    }
 
 
 def test_secrets_in_client_data_never_come_back(service: Service) -> None:
-    client_data = {"erp_token": SECRET, "note": f"the token is {SECRET}", "password": "hunter22"}
+    """erp_token is declared secret (check_order's "secrets"): its value never comes back, wherever it stands."""
+    client_data = {"erp_token": SECRET, "note": f"the token is {SECRET}"}
     session = put(service, "cmp_42", "S1", json={"client_data": client_data})
     texts = [json.dumps(session)]
     texts.append(fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": SECRET}}).text)
     texts.append(service.client.get("/session/S1", headers=service.as_("cmp_42")).text)
     texts.append(service.client.get("/session/S1/logs", headers=service.as_("cmp_42")).text)
     for text in texts:
-        assert SECRET not in text and "hunter22" not in text
-    assert session["client_data"]["note"] == "the token is ***"
+        assert SECRET not in text
+    assert session["client_data"] == {"erp_token": "***", "note": "the token is ***"}
+
+
+def test_a_session_is_masked_by_declaration_not_by_key_names(service: Service) -> None:
+    """Only keys a trigger of the company declares in "secrets" are masked; a key that merely looks like a
+    credential is data the caller sent, shown as sent. acme's own trigger declares acme_pin: masked for acme,
+    not for cmp_42, whose triggers do not declare it."""
+    client_data = {"password_hint": "hunter22", "acme_pin": "pin-90125", "erp_token": SECRET}
+    for company in ("cmp_42", "acme"):
+        put(service, company, "S1", json={"client_data": client_data})
+    shown = {c: check(service.client.get("/session/S1", headers=service.as_(c)), "/session/{session_id}", "GET")
+             for c in ("cmp_42", "acme")}
+    assert shown["cmp_42"]["client_data"] == {"password_hint": "hunter22", "acme_pin": "pin-90125", "erp_token": "***"}
+    assert shown["acme"]["client_data"] == {"password_hint": "hunter22", "acme_pin": "***", "erp_token": "***"}
+    catalog = service.client.app.state.catalog
+    assert catalog.secret_names("acme") == {"erp_token", "helpdesk_api_key", "vision_api_key", "acme_pin"}
+    assert catalog.secret_names("cmp_42") == {"erp_token", "helpdesk_api_key", "vision_api_key"}
+
+
+# -- one rule for sessions: the same cases as tests/test_cli.py ---------------------------------------
+
+
+@pytest.mark.parametrize("session_id", ACCEPTED_SESSION_IDS)
+def test_session_ids_the_rule_accepts_are_accepted(service: Service, session_id: str) -> None:
+    path = f"/session/{quote(session_id, safe='')}"
+    assert put(service, "cmp_42", quote(session_id, safe=""))["id"] == session_id
+    assert service.client.get(path, headers=service.as_("cmp_42")).json()["id"] == session_id
+
+
+@pytest.mark.parametrize("session_id", REFUSED_SESSION_IDS)
+def test_session_ids_the_rule_refuses_are_400s_in_its_words(service: Service, session_id: str) -> None:
+    path = f"/session/{quote(session_id, safe='')}"
+    for method in ("PUT", "GET"):
+        response = service.client.request(method, path, headers=service.as_("cmp_42"))
+        assert response.status_code == 400, (method, response.text)
+        assert check(response, "/session/{session_id}", method)["error"]["message"] == session_id_problem(session_id)
+
+
+@pytest.mark.parametrize("encoding", ["json", "multipart"])
+@pytest.mark.parametrize("text", ACCEPTED_CLIENT_DATA)
+def test_client_data_the_rule_accepts_is_stored(service: Service, text: str, encoding: str) -> None:
+    response = _put_client_data(service, text, encoding)
+    assert response.status_code == 200, response.text
+    check(response, "/session/{session_id}", "PUT")
+    stored = service.client.get("/session/S1", headers=service.as_("cmp_42")).json()["client_data"]
+    assert stored == json.loads(text)
+
+
+@pytest.mark.parametrize("encoding", ["json", "multipart"])
+@pytest.mark.parametrize(("text", "message"), REFUSED_CLIENT_DATA)
+def test_client_data_the_rule_refuses_is_a_400_in_its_words(
+    service: Service, text: str, message: str, encoding: str
+) -> None:
+    response = _put_client_data(service, text, encoding)
+    assert response.status_code == 400, response.text
+    assert message in check(response, "/session/{session_id}", "PUT")["error"]["message"]
+    assert service.client.get("/session/S1", headers=service.as_("cmp_42")).status_code == 404  # nothing stored
+
+
+def _put_client_data(service: Service, text: str, encoding: str) -> httpx.Response:
+    """client_data as the text of a JSON body, or of a multipart form field (as the seed's curl -F sends it)."""
+    headers = service.as_("cmp_42")
+    if encoding == "json":
+        body = ('{"client_data": ' + text + "}").encode()
+        return service.client.put("/session/S1", headers={**headers, "content-type": "application/json"}, content=body)
+    return service.client.put("/session/S1", headers=headers, files={"client_data": (None, text)})
+
+
+# -- company secrets ------------------------------------------------------------------------------
+
+
+def check_empty(response: httpx.Response, path: str, method: str) -> None:
+    """A documented response without a body (204)."""
+    operation = DOCUMENT["paths"][path][method.lower()]
+    described = operation["responses"].get(str(response.status_code))
+    assert described is not None, f"{method} {path}: status {response.status_code} is not documented"
+    assert "content" not in described and response.content == b""
+
+
+def set_secret(service: Service, company: str, name: str, value: str) -> httpx.Response:
+    return service.client.put(f"/secrets/{name}", headers=service.as_(company), json={"value": value})
+
+
+def test_secrets_are_set_listed_and_deleted_and_never_shown(service: Service) -> None:
+    response = set_secret(service, "cmp_42", "erp_token", SECRET)
+    assert response.status_code == 204 and response.headers["cache-control"] == "no-store"
+    check_empty(response, "/secrets/{name}", "PUT")
+    check_empty(set_secret(service, "cmp_42", "helpdesk_api_key", SECRET + "-2"), "/secrets/{name}", "PUT")
+    listing = service.client.get("/secrets", headers=service.as_("cmp_42"))
+    secrets = check(listing, "/secrets", "GET")["secrets"]
+    assert [s["name"] for s in secrets] == ["erp_token", "helpdesk_api_key"]
+    assert all(s["updated_at"] > 1_700_000_000 for s in secrets)
+
+    replaced = set_secret(service, "cmp_42", "erp_token", "replaced-SECRET-0a1b")
+    assert replaced.status_code == 204
+    stored = asyncio.run(_company_secrets(service.factory, "cmp_42"))
+    assert stored == {"erp_token": "replaced-SECRET-0a1b", "helpdesk_api_key": SECRET + "-2"}
+
+    response = service.client.delete("/secrets/erp_token", headers=service.as_("cmp_42"))
+    assert response.status_code == 204 and check_empty(response, "/secrets/{name}", "DELETE") is None
+    response = service.client.delete("/secrets/erp_token", headers=service.as_("cmp_42"))
+    assert response.status_code == 404
+    assert check(response, "/secrets/{name}", "DELETE")["error"]["code"] == "secret_not_found"
+    listing = service.client.get("/secrets", headers=service.as_("cmp_42"))
+    assert [s["name"] for s in check(listing, "/secrets", "GET")["secrets"]] == ["helpdesk_api_key"]
+    assert SECRET not in listing.text
+
+
+async def _company_secrets(factory: StoreFactory, company: str) -> dict[str, str]:
+    store = factory()
+    try:
+        return await store.company_secrets(company)
+    finally:
+        await store.close()
+
+
+def test_a_company_neither_sees_nor_deletes_another_company_s_secrets(service: Service) -> None:
+    assert set_secret(service, "cmp_42", "erp_token", SECRET).status_code == 204
+    listing = service.client.get("/secrets", headers=service.as_("acme"))
+    assert check(listing, "/secrets", "GET") == {"secrets": []}
+    response = service.client.delete("/secrets/erp_token", headers=service.as_("acme"))
+    assert response.status_code == 404 and response.json()["error"]["code"] == "secret_not_found"
+    assert set_secret(service, "acme", "erp_token", "acme-SECRET-77aa").status_code == 204  # acme's own
+    assert asyncio.run(_company_secrets(service.factory, "cmp_42")) == {"erp_token": SECRET}
+    assert asyncio.run(_company_secrets(service.factory, "acme")) == {"erp_token": "acme-SECRET-77aa"}
+    response = service.client.put(
+        "/secrets/erp_token", headers=service.as_("acme"), json={"value": "x" * 10, "company_id": "cmp_42"}
+    )
+    assert response.status_code == 400 and "company_id cannot be sent" in response.json()["error"]["message"]
+    assert asyncio.run(_company_secrets(service.factory, "cmp_42")) == {"erp_token": SECRET}
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "fragment"),
+    [
+        ("1st", {"value": SECRET}, "a secret name is 1-64 letters, digits and '_'"),
+        ("erp-token", {"value": SECRET}, "a secret name is"),
+        ("x" * 65, {"value": SECRET}, "a secret name is"),
+        ("erp_token", {"value": "short"}, "a secret value is at least"),
+        ("erp_token", {"value": ""}, "a secret value cannot be empty"),
+        ("erp_token", {"value": SECRET + "\r\nX-Injected: 1"}, "cannot hold control characters"),
+        ("erp_token", {"value": SECRET + "\x00"}, "cannot hold control characters"),
+        ("erp_token", {"value": SECRET + "\u0085"}, "cannot hold control characters"),
+        ("erp_token", {"value": 123456789}, "a secret value must be a string, not a number"),
+        ("erp_token", {"value": None}, "a secret value must be a string, not null"),
+        ("erp_token", {"secret": SECRET}, 'send the secret as JSON: {"value": "..."}'),
+        ("erp_token", {"value": SECRET, "label": "x"}, "unknown field 'label' in the body; known: value"),
+        ("erp_token", [SECRET], 'send the secret as JSON: {"value": "..."}'),
+        ("erp_token", f'{{"value": "{SECRET}\xff', "the body is not JSON this service reads"),
+        ("erp_token", f'{{"value": "{SECRET}\\ud800"}}', "the body is not JSON this service reads"),
+        ("erp_token", None, 'send the secret as JSON: {"value": "..."}'),
+    ],
+)
+def test_bad_secrets_are_400s_that_never_quote_the_value(service: Service, name: str, body: Any, fragment: str) -> None:
+    if isinstance(body, str):
+        kwargs: dict[str, Any] = {"content": body.encode("latin-1"), "headers": {"content-type": "application/json"}}
+    elif body is None:
+        kwargs = {"content": b"", "headers": {"content-type": "application/json"}}
+    else:
+        kwargs = {"json": body}
+    headers = {**service.as_("cmp_42"), **kwargs.pop("headers", {})}
+    response = service.client.put(f"/secrets/{name}", headers=headers, **kwargs)
+    assert response.status_code == 400, response.text
+    message = check(response, "/secrets/{name}", "PUT")["error"]["message"]
+    assert fragment in message
+    if isinstance(body, dict) and set(body) == {"value"}:
+        assert message == secret_problem(name, body["value"])  # the one rule, in its words
+    assert SECRET not in response.text and "0xff" not in message
+    assert asyncio.run(_company_secrets(service.factory, "cmp_42")) == {}
+
+
+def test_a_secret_must_be_sent_as_json(service: Service) -> None:
+    response = service.client.put("/secrets/erp_token", headers=service.as_("cmp_42"), data={"value": SECRET})
+    assert response.status_code == 415 and SECRET not in response.text
+    assert check(response, "/secrets/{name}", "PUT")["error"]["code"] == "unsupported_media_type"
+    response = service.client.delete("/secrets/1st", headers=service.as_("cmp_42"))
+    assert response.status_code == 400 and check(response, "/secrets/{name}", "DELETE")
+    response = service.client.post("/secrets/erp_token", headers=service.as_("cmp_42"))
+    assert response.status_code == 405 and set(response.headers["allow"].split(", ")) == {"PUT", "DELETE"}
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "path"),
+    [("GET", "/secrets", "/secrets"), ("PUT", "/secrets/erp_token", "/secrets/{name}"),
+     ("DELETE", "/secrets/erp_token", "/secrets/{name}")],
+)
+def test_secret_endpoints_want_a_valid_key(service: Service, method: str, url: str, path: str) -> None:
+    for headers in ({}, {"Authorization": "Bearer wdsl_not-a-key"}, {"X-Api-Key": "wdsl_not-a-key"}):
+        response = service.client.request(method, url, headers=headers, json={"value": SECRET})
+        assert response.status_code == 401, headers
+        assert check(response, path, method)["error"]["code"] == "unauthorized"
+    assert asyncio.run(_company_secrets(service.factory, "cmp_42")) == {}
+
+
+def test_no_secret_value_reaches_a_log_line(tmp_path: Path, triggers: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """With the access log on and every logger at DEBUG: set, replace, list and delete, a refused value too."""
+    factory = StoreFactory("sqlite", tmp_path)
+    key = make_key(factory, "cmp_42")
+    app = create_app(factory(), TriggerCatalog.load(triggers), settings=ServiceSettings(access_log=True))
+    caplog.set_level(logging.DEBUG)
+    with TestClient(app) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        assert client.put("/secrets/erp_token", headers=headers, json={"value": SECRET}).status_code == 204
+        assert client.put("/secrets/erp_token", headers=headers, json={"value": SECRET + "\n"}).status_code == 400
+        assert client.get("/secrets", headers=headers).status_code == 200
+        assert client.delete("/secrets/erp_token", headers=headers).status_code == 204
+    assert "PUT /secrets/erp_token 204" in caplog.text  # the access log did run
+    assert SECRET not in caplog.text
 
 
 def test_the_anonymous_company_option_serves_the_seed_s_bare_curl(tmp_path: Path, triggers: Path) -> None:
@@ -572,14 +799,15 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _reference_parse(data: bytes) -> Any:
-    """The stdlib's reading, with the service's rules: no NaN/Infinity, depth 32, no lone surrogates."""
+    """The stdlib's reading, with the service's rules: no NaN/Infinity, depth 33 (client_data's 32 and the body
+    around it), no lone surrogates."""
     from webhook_dsl.service import _depth
 
     def refuse(name: str) -> Any:
         raise ValueError(name)
 
     value = json.loads(data, parse_constant=refuse)
-    if _depth(value) > 32:
+    if _depth(value) > 33:
         raise ValueError("too deep")
     json.dumps(value, ensure_ascii=False).encode("utf-8")  # UnicodeEncodeError on a lone surrogate
     return value
@@ -608,7 +836,7 @@ def test_request_json_is_read_as_the_stdlib_reads_it(value: Any, ascii_only: boo
     elif damage == "surrogate":
         text = f'[{text}, "\\udc00"]'
     elif damage == "nest":
-        text = "[" * 33 + text + "]" * 33
+        text = "[" * 34 + text + "]" * 34
     data = text.encode("utf-8", "surrogatepass")
     try:
         want = _reference_parse(data)

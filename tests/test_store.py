@@ -18,11 +18,13 @@ from hypothesis import strategies as st
 from tests.service_support import BACKENDS, StoreFactory
 from webhook_dsl.store import (
     AmbiguousSession,
+    SecretInfo,
     SessionNotFound,
     SQLiteStore,
     Store,
     hash_api_key,
     new_api_key,
+    secret_problem,
 )
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
@@ -491,3 +493,156 @@ def test_sqlite_call_finishes_in_one_group_commit_equal_one_by_one(calls: list[t
             assert isinstance(outcome, SessionNotFound)
         else:
             assert outcome == seq_of[f"t{i}"]
+
+
+# -- company secrets -------------------------------------------------------------------------------
+
+VALUE_A = "erp-SECRET-a-5f1c"
+VALUE_B = "erp-SECRET-b-77d0"
+
+
+def test_secrets_are_written_listed_by_name_and_scoped_by_company(backend: StoreFactory) -> None:
+    async def test(store: Store) -> None:
+        assert await store.secret_names("a") == [] and await store.company_secrets("a") == {}
+        await store.set_secret("a", "erp_token", VALUE_A)
+        await store.set_secret("a", "Zeta", "zeta-value-1234")
+        await store.set_secret("b", "erp_token", VALUE_B)
+        listed = await store.secret_names("a")
+        assert [s.name for s in listed] == ["Zeta", "erp_token"]  # byte order on both backends
+        assert all(isinstance(s, SecretInfo) and s.updated_at > 1_700_000_000 for s in listed)
+        assert listed[1].to_dict() == {"name": "erp_token", "updated_at": listed[1].updated_at}
+        assert VALUE_A not in repr(listed) and VALUE_A not in json.dumps([s.to_dict() for s in listed])
+        assert await store.company_secrets("a") == {"erp_token": VALUE_A, "Zeta": "zeta-value-1234"}
+        assert await store.company_secrets("b") == {"erp_token": VALUE_B}
+        secrets = await store.company_secrets("a")
+        assert VALUE_A not in repr(secrets) and VALUE_A not in str(secrets) and "erp_token" in repr(secrets)
+
+        await asyncio.sleep(0.01)
+        await store.set_secret("a", "erp_token", "replaced-value-9")  # insert or replace
+        again = {s.name: s.updated_at for s in await store.secret_names("a")}
+        assert again["erp_token"] > listed[1].updated_at and len(again) == 2
+        assert (await store.company_secrets("a"))["erp_token"] == "replaced-value-9"
+
+        assert await store.delete_secret("b", "Zeta") is False  # a's, not b's
+        assert await store.delete_secret("a", "erp_token") is True
+        assert await store.delete_secret("a", "erp_token") is False
+        assert await store.company_secrets("a") == {"Zeta": "zeta-value-1234"}
+        assert await store.company_secrets("b") == {"erp_token": VALUE_B}
+        assert await store.company_secrets("nobody") == {}
+
+    run(backend, test)
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("1st", VALUE_A),
+        ("erp-token", VALUE_A),
+        ("x" * 65, VALUE_A),
+        ("", VALUE_A),
+        ("erp_token", "short"),
+        ("erp_token", ""),
+        ("erp_token", VALUE_A + "\r\nX-Injected: 1"),
+        ("erp_token", VALUE_A + "\x00"),
+        ("erp_token", VALUE_A + "\t"),
+        ("erp_token", VALUE_A + "\ud800"),
+    ],
+)
+def test_stores_refuse_what_secret_problem_refuses(backend: StoreFactory, name: str, value: str) -> None:
+    async def test(store: Store) -> None:
+        with pytest.raises(ValueError) as caught:
+            await store.set_secret("a", name, value)
+        assert str(caught.value) == secret_problem(name, value)
+        assert VALUE_A not in str(caught.value)
+        assert await store.company_secrets("a") == {}
+
+    run(backend, test)
+
+
+def test_sqlite_secrets_have_sync_twins(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        store.set_secret_sync("a", "erp_token", VALUE_A)
+        assert [s.name for s in store.secret_names_sync("a")] == ["erp_token"]
+        assert store.company_secrets_sync("a") == {"erp_token": VALUE_A}
+        assert store.delete_secret_sync("a", "erp_token") and not store.delete_secret_sync("a", "erp_token")
+        with pytest.raises(ValueError, match="at least"):
+            store.set_secret_sync("a", "erp_token", "x")
+    finally:
+        store.close_sync()
+
+
+def test_sqlite_secrets_are_read_with_one_indexed_query(tmp_path: Path) -> None:
+    """company_secrets runs on every call of a trigger that uses $secrets: one statement, by primary key."""
+    store = SQLiteStore(tmp_path / "s.db")
+    statements: list[str] = []
+
+    async def main() -> dict[str, str]:
+        await store.set_secret("a", "erp_token", VALUE_A)
+        assert store._reader is not None
+        store._reader.set_trace_callback(statements.append)
+        return await store.company_secrets("a")
+
+    try:
+        assert asyncio.run(main()) == {"erp_token": VALUE_A}
+        assert len(statements) == 1, statements
+        (statement,) = statements  # as traced, with the company filled in
+        plan = store._connection.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall()
+        assert [row[-1] for row in plan] == ["SEARCH secrets USING PRIMARY KEY (company_id=?)"], plan
+    finally:
+        store.close_sync()
+
+
+def test_sqlite_database_of_version_2_gains_the_secrets_table(tmp_path: Path) -> None:
+    path = tmp_path / "v2.db"
+    db = sqlite3.connect(path)
+    db.executescript(
+        """
+        CREATE TABLE sessions (company_id TEXT NOT NULL DEFAULT '', id TEXT NOT NULL,
+            assistant_id TEXT NOT NULL DEFAULT '', client_data TEXT NOT NULL DEFAULT '{}',
+            created_at REAL NOT NULL, updated_at REAL NOT NULL, PRIMARY KEY (company_id, id));
+        CREATE TABLE call_logs (seq INTEGER PRIMARY KEY AUTOINCREMENT, company_id TEXT NOT NULL DEFAULT '',
+            session_id TEXT NOT NULL, at REAL NOT NULL, record TEXT NOT NULL);
+        CREATE TABLE api_keys (key_hash TEXT PRIMARY KEY, company_id TEXT NOT NULL, prefix TEXT NOT NULL,
+            label TEXT NOT NULL DEFAULT '', created_at REAL NOT NULL);
+        PRAGMA user_version = 2;
+        """
+    )
+    db.execute("INSERT INTO sessions VALUES ('c', 'S1', '', '{\"k\": 1}', 1.0, 2.0)")
+    db.commit()
+    db.close()
+    store = SQLiteStore(path)
+    try:
+        store.set_secret_sync("c", "erp_token", VALUE_A)
+        assert store.company_secrets_sync("c") == {"erp_token": VALUE_A}
+        assert store.get_session_sync("S1", company_id="c").client_data == {"k": 1}
+    finally:
+        store.close_sync()
+
+
+def test_sqlite_a_new_database_and_its_wal_and_shm_are_private(tmp_path: Path) -> None:
+    """Every tenant's client_data and secrets are in the file: only its owner may read it, and its WAL and
+    shared-memory files, which hold the same pages, likewise."""
+    path = tmp_path / "private.db"
+    store = SQLiteStore(path)
+    try:
+        store.put_session_sync("S1", company_id="c", client_data={"k": "v"})
+        store.set_secret_sync("c", "erp_token", VALUE_A)
+        files = [path, Path(f"{path}-wal"), Path(f"{path}-shm")]
+        assert all(f.exists() for f in files)
+        assert {f.name: oct(f.stat().st_mode & 0o777) for f in files} == {f.name: "0o600" for f in files}
+    finally:
+        store.close_sync()
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+
+
+def test_sqlite_an_existing_database_keeps_the_permissions_its_owner_gave_it(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    SQLiteStore(path).close_sync()
+    path.chmod(0o640)
+    store = SQLiteStore(path)
+    try:
+        store.put_session_sync("S1", company_id="c")
+    finally:
+        store.close_sync()
+    assert oct(path.stat().st_mode & 0o777) == "0o640"

@@ -13,13 +13,18 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from .compiler import compile_webhook
 from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
+from .masking import MIN_SECRET_LENGTH
 from .plan import WebhookPlan, dump_plans, load_plans
 from .runtime import EVENT_LOOPS, run
-from .trigger import compile_trigger, is_trigger_document
+from .trigger import Trigger, compile_trigger, is_trigger_document
+
+if TYPE_CHECKING:
+    from .service import TriggerCatalog
+    from .store import Session
 
 __all__ = ["main"]
 
@@ -96,9 +101,23 @@ def _plans_from(path: str) -> list[WebhookPlan]:
     return [compile_webhook(text, source=path)]
 
 
+def _credential_warnings(trigger: Trigger) -> list[str]:
+    """clientData keys named like credentials that the trigger does not declare secret: a hint, since only a
+    declaration masks a value (a name is never a reason to mask)."""
+    from .masking import looks_like_credential
+
+    return [
+        f"clientData key {key!r} looks like a credential; declare it in \"secrets\" "
+        f"(or use a company secret, $secrets.{key}) so it is masked in logs and LLM messages"
+        for key in trigger.client_data_keys
+        if looks_like_credential(key) and key not in trigger.secret_names
+    ]
+
+
 def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     failed = 0
     report: list[dict[str, object]] = []
+    warned: list[dict[str, object]] = []
     for path in args.files:
         try:
             text = _read(path)
@@ -107,6 +126,9 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 undefined = trigger.undefined_references()
                 if undefined:
                     raise ConfigError(undefined)
+                for warning in _credential_warnings(trigger):  # printed, never a failure
+                    print(f"{path}: warning: {warning}", file=err)
+                    warned.append({"source": path, "message": warning})
                 plan = trigger.plan
             else:
                 plan = compile_webhook(text, source=path)
@@ -127,7 +149,7 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 refs = " ".join(plan.references) or "no variables"
                 print(f"{path}: ok ({plan.method}; {refs})", file=out)
     if args.format == "json":
-        print(json.dumps({"ok": failed == 0, "errors": report}, indent=2), file=out)
+        print(json.dumps({"ok": failed == 0, "errors": report, "warnings": warned}, indent=2), file=out)
     elif failed and len(args.files) > 1:
         print(f"{failed} of {len(args.files)} file(s) have errors", file=err)
     return 1 if failed else 0
@@ -192,10 +214,28 @@ def _json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import SQLiteStore
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
-    client_data = _json_object(args.client_data, "--client-data") if args.client_data else None
+
+def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .store import SQLiteStore, client_data_problems, company_id_problem
+
+    _check_session_id(args.session_id)
+    if args.company_id is not None and (problem := company_id_problem(args.company_id)) is not None:
+        raise _InputError(f"--company-id {args.company_id!r}: {problem}")
+    client_data = None
+    if args.client_data:
+        try:  # read as the service reads a body: NaN and Infinity are not JSON
+            client_data = json.loads(args.client_data, parse_constant=_reject_constant)
+        except RecursionError:
+            raise _InputError("--client-data: nested too deeply") from None
+        except ValueError as error:
+            raise _InputError(f"--client-data: not valid JSON ({error})") from None
+        problems = client_data_problems(client_data)
+        if problems:
+            raise _InputError("--client-data: " + "; ".join(problems))
+    catalog = _session_triggers(args)
     store = SQLiteStore(_database(args))
     try:
         session = store.put_session_sync(
@@ -203,20 +243,47 @@ def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     finally:
         store.close_sync()
-    print(json.dumps(_masked_session(session.to_dict()), ensure_ascii=False, indent=2), file=out)
+    print(json.dumps(_masked_session(session, catalog), ensure_ascii=False, indent=2), file=out)
     return 0
 
 
-def _masked_session(session: dict[str, Any]) -> dict[str, Any]:
-    from .masking import Masker
+def _check_session_id(session_id: str) -> None:
+    from .store import session_id_problem
 
-    session["client_data"] = Masker().variables(session["client_data"])
-    return session
+    problem = session_id_problem(session_id)
+    if problem is not None:
+        raise _InputError(f"session id {session_id!r}: {problem}")
+
+
+def _session_triggers(args: argparse.Namespace) -> TriggerCatalog | None:
+    """The triggers whose declared secrets a session view masks (``--triggers``, else $WEBHOOK_DSL_TRIGGERS)."""
+    from .service import TriggerCatalog, TriggerLoadError
+
+    path = args.triggers or os.environ.get("WEBHOOK_DSL_TRIGGERS")
+    if not path:
+        return None
+    try:
+        return TriggerCatalog.load(path)
+    except TriggerLoadError as error:
+        raise _InputError(f"{error}\n--triggers {path}: fix these errors first") from None
+
+
+def _masked_session(session: Session, catalog: TriggerCatalog | None) -> dict[str, Any]:
+    """The session as the service shows it: the values of the keys its company's triggers declare secret
+    replaced by ***; with no triggers, as stored (these are values the operator typed)."""
+    from .masking import mask_client_data
+
+    shown = session.to_dict()
+    if catalog is not None:
+        shown["client_data"] = mask_client_data(session.client_data, catalog.secret_names(session.company_id))
+    return shown
 
 
 def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .store import SessionNotFound, SQLiteStore
 
+    _check_session_id(args.session_id)
+    catalog = _session_triggers(args)
     store = SQLiteStore(_database(args))
     try:
         session = store.get_session_sync(args.session_id)
@@ -224,7 +291,7 @@ def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise _InputError(f"no session {args.session_id!r} in {_database(args)}") from None
     finally:
         store.close_sync()
-    print(json.dumps(_masked_session(session.to_dict()), ensure_ascii=False, indent=2), file=out)
+    print(json.dumps(_masked_session(session, catalog), ensure_ascii=False, indent=2), file=out)
     return 0
 
 
@@ -428,6 +495,82 @@ def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run(work())
 
 
+def _secret_value(name: str) -> str:
+    """The value of a secret, from standard input: a prompt that does not echo on a terminal, else what is piped
+    in, less one trailing newline. Never from the command line, where shell history and ``ps`` keep it."""
+    import getpass
+
+    stdin = sys.stdin
+    if stdin is None:
+        raise _InputError(f"no standard input to read the value of {name} from; pipe it in (see --help)")
+    if stdin.isatty():
+        value = getpass.getpass(f"value of secret {name} (not shown): ")
+    else:
+        try:
+            value = stdin.read()
+        except UnicodeDecodeError:
+            raise _InputError("the secret on standard input is not UTF-8 text") from None
+        if value.endswith("\r\n"):
+            value = value[:-2]
+        elif value.endswith("\n"):
+            value = value[:-1]
+    return value
+
+
+def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .service import open_store
+    from .store import company_id_problem, secret_problem
+
+    problem = company_id_problem(args.company_id)
+    if problem is not None:
+        raise _InputError(f"--company-id {args.company_id!r}: {problem}")
+    value = ""
+    if args.secrets_command in ("set", "delete"):
+        if getattr(args, "value_on_command_line", None) is not None:
+            raise _InputError(
+                "the value is read from standard input, never from the command line (shell history and ps would "
+                f"keep it): printf '%s' \"$VALUE\" | webhook-dsl secrets set {args.name} --company-id {args.company_id}"
+            )
+        problem = secret_problem(args.name)
+        if problem is not None:
+            raise _InputError(f"secret name {args.name!r}: {problem}")
+    if args.secrets_command == "set":
+        value = _secret_value(args.name)
+        problem = secret_problem(args.name, value)
+        if problem is not None:
+            raise _InputError(f"secret {args.name}: {problem}")
+    try:
+        store = open_store(_database(args))
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+
+    async def work() -> int:
+        try:
+            if args.secrets_command == "set":
+                await store.set_secret(args.company_id, args.name, value)
+                print(
+                    f"secret {args.name} set for company {args.company_id!r}; triggers read it as $secrets.{args.name}",
+                    file=err,
+                )
+            elif args.secrets_command == "list":
+                listed = await store.secret_names(args.company_id)
+                for info in listed:
+                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.updated_at))
+                    print(f"{info.name}  {when}Z", file=out)
+                if not listed:
+                    print(f"no secrets for company {args.company_id!r}", file=err)
+            elif await store.delete_secret(args.company_id, args.name):
+                print(f"deleted secret {args.name} of company {args.company_id!r}", file=err)
+            else:
+                print(f"no secret {args.name} for company {args.company_id!r}", file=err)
+                return 1
+            return 0
+        finally:
+            await store.close()
+
+    return run(work())
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webhook-dsl",
@@ -497,15 +640,38 @@ def build_parser() -> argparse.ArgumentParser:
         "webhook can use. 'put' merges client_data (keys replace keys).",
     )
     session_commands = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
-    put = session_commands.add_parser("put", help="create or update a session (client_data is merged)")
+    session_triggers_help = (
+        "a trigger file or folder, as 'serve --triggers' takes (default: $WEBHOOK_DSL_TRIGGERS): the values of "
+        'the client_data keys these triggers declare in "secrets" are shown as ***. Without it nothing is '
+        "masked: the values shown are the ones you typed"
+    )
+    put = session_commands.add_parser(
+        "put",
+        help="create or update a session (client_data is merged)",
+        description="Create or update a session; client_data is merged (keys replace keys).\n"
+        "Ids and client_data follow the service's rules: an id is 1-128 letters, digits and\n"
+        ". _ : @ ~ -, starting with a letter or digit; client_data is a JSON object without\n"
+        "the system variables (session.id, company.id, assistant.id) as keys.",
+        epilog="example:\n  webhook-dsl session put S1 --company-id cmp_42 --client-data '{\"user_id\":\"usr_999\"}' "
+        "--triggers examples/triggers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     put.add_argument("session_id", metavar="SESSION_ID")
     put.add_argument("--company-id", help="the company the session belongs to ($company.id)")
     put.add_argument("--assistant-id", help="the assistant of the session ($assistant.id)")
     put.add_argument("--client-data", metavar="JSON", help='client_data to merge, e.g. \'{"user_id":"usr_999"}\'')
+    put.add_argument("--triggers", metavar="PATH", help=session_triggers_help)
     put.add_argument("--database", help=database_help)
     put.set_defaults(handler=_session_put)
-    get = session_commands.add_parser("get", help="show a session (secret-looking values masked)")
+    get = session_commands.add_parser(
+        "get",
+        help="show a session (declared secrets masked with --triggers)",
+        description="Show a session and its client_data.",
+        epilog="example:\n  webhook-dsl session get S1 --triggers examples/triggers",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     get.add_argument("session_id", metavar="SESSION_ID")
+    get.add_argument("--triggers", metavar="PATH", help=session_triggers_help)
     get.add_argument("--database", help=database_help)
     get.set_defaults(handler=_session_get)
 
@@ -660,6 +826,53 @@ def build_parser() -> argparse.ArgumentParser:
     keys_revoke.add_argument("--company-id", required=True)
     keys_revoke.add_argument("--database", metavar="URL", help=keys_database_help)
     keys.set_defaults(handler=_keys)
+
+    secrets = commands.add_parser(
+        "secrets",
+        help="set, list or delete a company's secrets ($secrets.NAME in triggers)",
+        description="A company's secrets: named credentials its triggers use as $secrets.NAME, masked\n"
+        "in every log, result and LLM message. They are write-only: 'set' reads the value from\n"
+        "standard input (a prompt that does not echo on a terminal), and nothing prints it\n"
+        "again; 'list' shows names and when each was set.",
+        epilog="examples:\n"
+        "  printf '%s' \"$ERP_TOKEN\" | webhook-dsl secrets set erp_token --company-id cmp_42\n"
+        "  webhook-dsl secrets list --company-id cmp_42\n"
+        "  webhook-dsl secrets delete erp_token --company-id cmp_42",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    secrets_commands = secrets.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    secrets_set = secrets_commands.add_parser(
+        "set",
+        help="set a secret (the value from standard input)",
+        description="Store the value read from standard input (one trailing newline dropped; on a\n"
+        "terminal, typed at a prompt that does not echo) as secret NAME of the company,\n"
+        f"replacing any. The value is at least {MIN_SECRET_LENGTH} characters, on one line (no control\n"
+        "characters). It is never taken from the command line.",
+        epilog="example:\n  printf '%s' \"$ERP_TOKEN\" | webhook-dsl secrets set erp_token --company-id cmp_42 "
+        "--database webhooks.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    secrets_set.add_argument("name", metavar="NAME", help="letters, digits and '_' (1-64; not a digit first)")
+    secrets_set.add_argument("value_on_command_line", nargs="?", help=argparse.SUPPRESS)
+    secrets_list = secrets_commands.add_parser(
+        "list",
+        help="list a company's secrets: names and when set, never values",
+        description="One line per secret: its name and when it was last set (UTC). Values are never shown.",
+        epilog="example:\n  webhook-dsl secrets list --company-id cmp_42 --database postgresql://webhooks@db.internal/webhooks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    secrets_delete = secrets_commands.add_parser(
+        "delete",
+        help="delete a secret",
+        description="Delete secret NAME of the company; exit status 1 when it has none.",
+        epilog="example:\n  webhook-dsl secrets delete erp_token --company-id cmp_42",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    secrets_delete.add_argument("name", metavar="NAME")
+    for action in (secrets_set, secrets_list, secrets_delete):
+        action.add_argument("--company-id", required=True, help="the company the secret belongs to")
+        action.add_argument("--database", metavar="URL", help=keys_database_help)
+    secrets.set_defaults(handler=_secrets)
     return parser
 
 

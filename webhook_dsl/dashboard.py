@@ -9,7 +9,8 @@ address); the key is kept in an HttpOnly, SameSite=Strict cookie scoped to ``/da
 
 Everything shown is escaped by Jinja2's autoescape, and the pages carry a Content-Security-Policy
 that allows no script at all, so a response body full of markup is shown as text, never run.
-Log records were masked when they were written; session data is masked as the API masks it.
+Log records were masked when they were written; session data is masked as the API masks it: the
+values of the client_data keys the company's triggers declare secret.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .service import _ID, masked_session
-from .store import SessionNotFound, Store
+from .service import TriggerCatalog, masked_session
+from .store import SessionNotFound, Store, session_id_problem
 
 __all__ = ["COOKIE", "routes"]
 
@@ -323,14 +324,16 @@ async def session_page(request: Request) -> Response:
     session_id = str(request.path_params["session_id"])
     store: Store = request.app.state.store
     try:
-        if not _ID.match(session_id):
+        if session_id_problem(session_id) is not None:
             raise SessionNotFound(session_id)
         session = await store.get_session(session_id, company_id=company)
     except SessionNotFound:
         return _page("missing.html", 404, company=company, id=session_id)
     calls = await store.logs(session_id, _CALLS_SHOWN, company_id=company)
     calls.reverse()  # newest first
-    return _page("session.html", company=company, session=masked_session(session), calls=calls, shown=_CALLS_SHOWN)
+    catalog: TriggerCatalog = request.app.state.catalog
+    view = masked_session(session, catalog.secret_names(company))
+    return _page("session.html", company=company, session=view, calls=calls, shown=_CALLS_SHOWN)
 
 
 async def login(request: Request) -> Response:

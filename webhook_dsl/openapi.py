@@ -9,12 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from ._version import __version__
+from .masking import MIN_SECRET_LENGTH
 from .runtime import CATEGORIES
+from .store import ID_PATTERN, SECRET_NAME_PATTERN, SECRET_VALUE_PATTERN
 
 __all__ = ["ID_PATTERN", "TRIGGER_NAME_PATTERN", "openapi_document"]
 
-#: Session and company ids: what fits in a URL segment and a directory name as is.
-ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$"
 #: Trigger names: what LLM tool-calling APIs accept (see ``webhook_dsl.trigger``).
 TRIGGER_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_IMAGES = 100
@@ -48,6 +48,14 @@ _SESSION_ID = {
 _BAD = _error("Bad input: the message says what is wrong.")
 _UNAUTHORIZED = _error("No API key, or a key that is not valid.")
 _NO_SESSION = _error("No such session for the key's company.")
+_SECRET_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The secret's name, as a trigger writes it: $secrets.NAME.",
+    "schema": {"type": "string", "pattern": SECRET_NAME_PATTERN},
+    "examples": {"erp_token": {"value": "erp_token"}},
+}
 _TOO_LARGE = _error("The request body is larger than the service accepts.")
 
 _SCHEMAS: dict[str, Any] = {
@@ -64,7 +72,8 @@ _SCHEMAS: dict[str, Any] = {
                     "code": {
                         "type": "string",
                         "description": "bad_request, unauthorized, not_found, session_not_found, trigger_not_found, "
-                        "method_not_allowed, payload_too_large, unsupported_media_type, unavailable, internal",
+                        "secret_not_found, method_not_allowed, payload_too_large, unsupported_media_type, "
+                        "unavailable, internal",
                     },
                     "message": {"type": "string"},
                 },
@@ -91,7 +100,8 @@ _SCHEMAS: dict[str, Any] = {
             "assistant_id": {"type": "string"},
             "client_data": {
                 "type": "object",
-                "description": "Values whose key names a secret (token, key, password...) read as ***.",
+                "description": "The values of the keys the company's triggers declare secret (their "
+                '"secrets") read as ***, and so does every other appearance of those values.',
             },
             "created_at": {"type": "number", "description": "Unix time, seconds."},
             "updated_at": {"type": "number"},
@@ -214,6 +224,39 @@ _SCHEMAS: dict[str, Any] = {
             "logs": {"type": "array", "items": _ref("LogRecord"), "description": "Oldest first."},
         },
     },
+    "SecretValue": {
+        "type": "object",
+        "required": ["value"],
+        "additionalProperties": False,
+        "properties": {
+            "value": {
+                "type": "string",
+                "minLength": MIN_SECRET_LENGTH,
+                "pattern": SECRET_VALUE_PATTERN,
+                "description": "The credential, whole, on one line (no control characters); never shown again.",
+            }
+        },
+    },
+    "Secrets": {
+        "type": "object",
+        "required": ["secrets"],
+        "additionalProperties": False,
+        "properties": {
+            "secrets": {
+                "type": "array",
+                "description": "By name; never a value.",
+                "items": {
+                    "type": "object",
+                    "required": ["name", "updated_at"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "name": {"type": "string"},
+                        "updated_at": {"type": "number", "description": "When it was last set; Unix time, seconds."},
+                    },
+                },
+            }
+        },
+    },
     "Tools": {
         "type": "object",
         "required": ["style", "tools"],
@@ -249,7 +292,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
             "version": __version__,
             "description": "Sessions, trigger calls and call logs for an AI assistant's webhooks. Every request "
             "but /health and /openapi.json carries an API key (Authorization: Bearer KEY, or X-Api-Key: KEY) "
-            "bound to one company; sessions, logs and triggers are those of that company only. Errors are "
+            "bound to one company; sessions, logs, triggers and secrets are those of that company only. Errors are "
             'JSON: {"error": {"code": ..., "message": ...}}.',
         },
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
@@ -354,6 +397,45 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "404": _error("No such session, or no such trigger, for the key's company."),
                         "413": _TOO_LARGE,
                         "415": _error("A body that is not JSON."),
+                    },
+                },
+            },
+            "/secrets": {
+                "get": {
+                    "operationId": "listSecrets",
+                    "summary": "The key's company's secrets: names and when each was set, never the values.",
+                    "responses": {
+                        "200": _ok("The company's secrets, by name.", "Secrets"),
+                        "401": _UNAUTHORIZED,
+                    },
+                }
+            },
+            "/secrets/{name}": {
+                "parameters": [_SECRET_NAME],
+                "put": {
+                    "operationId": "putSecret",
+                    "summary": "Set one of the company's secrets (write-only: no request answers its value).",
+                    "description": "Triggers use it as $secrets.NAME. Setting it again replaces the value.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": _ref("SecretValue")}},
+                    },
+                    "responses": {
+                        "204": {"description": "Stored."},
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "413": _TOO_LARGE,
+                        "415": _error("A body that is not JSON."),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteSecret",
+                    "summary": "Delete one of the company's secrets.",
+                    "responses": {
+                        "204": {"description": "Deleted."},
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _error("The key's company has no secret of that name."),
                     },
                 },
             },

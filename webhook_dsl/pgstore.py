@@ -1,7 +1,7 @@
 """The PostgreSQL backend: the same ``Store`` as ``SQLiteStore``, for several service replicas.
 
-``PostgresStore("postgresql://user@host/db")`` keeps sessions, call logs and API keys
-in three tables, created on first use (under an advisory lock, so replicas starting
+``PostgresStore("postgresql://user@host/db")`` keeps sessions, call logs, API keys and
+company secrets in four tables, created on first use (under an advisory lock, so replicas starting
 together do not race). Nothing is cached in the process: every replica reads and
 writes the database, so they can share sessions freely.
 
@@ -28,7 +28,16 @@ from typing import Any
 
 import asyncpg
 
-from .store import AmbiguousSession, ApiKey, Session, SessionNotFound, SessionSummary
+from .store import (
+    AmbiguousSession,
+    ApiKey,
+    SecretInfo,
+    SecretValues,
+    Session,
+    SessionNotFound,
+    SessionSummary,
+    secret_problem,
+)
 
 __all__ = ["PostgresStore"]
 
@@ -60,6 +69,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at double precision NOT NULL
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_company ON api_keys (company_id);
+CREATE TABLE IF NOT EXISTS secrets (
+    company_id text NOT NULL,
+    name text NOT NULL,
+    value text NOT NULL,
+    updated_at double precision NOT NULL,
+    PRIMARY KEY (company_id, name)
+);
 """
 _SCHEMA_LOCK = 0x77_64_73_6C  # pg_advisory_xact_lock key while creating tables ("wdsl")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
@@ -302,6 +318,37 @@ class PostgresStore:
             "DELETE FROM api_keys WHERE company_id = $1 AND left(prefix, length($2)) = $2", company_id, prefix
         )
         return int(status.rsplit(" ", 1)[-1])
+
+    async def set_secret(self, company_id: str, name: str, value: str) -> None:
+        problem = secret_problem(name, value)
+        if problem is not None:
+            raise ValueError(problem)
+        pool = await self._connection_pool()
+        await pool.execute(
+            "INSERT INTO secrets (company_id, name, value, updated_at) VALUES ($1, $2, $3, $4) "
+            "ON CONFLICT (company_id, name) DO UPDATE SET value = EXCLUDED.value, updated_at = EXCLUDED.updated_at",
+            company_id,
+            name,
+            value,
+            time.time(),
+        )
+
+    async def delete_secret(self, company_id: str, name: str) -> bool:
+        pool = await self._connection_pool()
+        status = await pool.execute("DELETE FROM secrets WHERE company_id = $1 AND name = $2", company_id, name)
+        return int(status.rsplit(" ", 1)[-1]) > 0
+
+    async def secret_names(self, company_id: str) -> list[SecretInfo]:
+        pool = await self._connection_pool()
+        rows = await pool.fetch(  # byte order (COLLATE "C"), as SQLite sorts
+            'SELECT name, updated_at FROM secrets WHERE company_id = $1 ORDER BY name COLLATE "C"', company_id
+        )
+        return [SecretInfo(row[0], row[1]) for row in rows]
+
+    async def company_secrets(self, company_id: str) -> dict[str, str]:
+        pool = await self._connection_pool()
+        rows = await pool.fetch("SELECT name, value FROM secrets WHERE company_id = $1", company_id)
+        return SecretValues((row[0], row[1]) for row in rows)
 
     async def ping(self) -> None:
         pool = await self._connection_pool()

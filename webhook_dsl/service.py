@@ -10,6 +10,11 @@ Triggers are compiled once, when the app is built: ``TriggerCatalog.load(directo
 reads ``DIR/*.json`` (triggers every company has) and ``DIR/<company_id>/*.json``
 (that company's own, which win over a shared trigger of the same name).
 
+A company's secrets are written (``PUT /secrets/NAME``), listed by name and deleted, never read
+back: only the runtime reads them, to fill ``$secrets.NAME``. A session's client_data is shown
+with the values of the keys the company's triggers declare secret (their ``secrets``) masked:
+by declaration, never by guessing from a key's name.
+
 The runtime (one connection pool for the whole process) addresses sessions by id;
 here it is handed a store that scopes every id to the company of the request being
 served, so a trigger call can only read and merge into the caller's own session.
@@ -41,9 +46,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ._version import __version__
 from .encode import orjson_reads_exactly
 from .errors import ConfigError, DiagnosticsError
-from .masking import Masker
+from .masking import mask_client_data
 from .openapi import (
-    ID_PATTERN,
     MAX_ASSISTANT_ID,
     MAX_IMAGE_URL,
     MAX_IMAGES,
@@ -53,15 +57,22 @@ from .openapi import (
 )
 from .runtime import Runtime
 from .store import (
+    MAX_CLIENT_DATA_DEPTH,
     ApiKey,
+    SecretInfo,
     Session,
     SessionNotFound,
     SessionSummary,
     SQLiteStore,
     Store,
+    client_data_problems,
+    company_id_problem,
+    describe_json_type,
     hash_api_key,
+    secret_problem,
+    session_id_problem,
 )
-from .trigger import SYSTEM_VARIABLES, Trigger, compile_trigger
+from .trigger import Trigger, compile_trigger
 
 __all__ = [
     "ApiError",
@@ -76,9 +87,10 @@ __all__ = [
 log = logging.getLogger("webhook_dsl.service")
 access_log = logging.getLogger("webhook_dsl.access")
 
-_ID = re.compile(ID_PATTERN)
 _TRIGGER_NAME = re.compile(TRIGGER_NAME_PATTERN)
-_MAX_DEPTH = 32  # nesting of client_data / arguments; deeper is refused, not a stack overflow
+#: Nesting of a request's JSON: client_data (and arguments) at most MAX_CLIENT_DATA_DEPTH deep, plus the body
+#: object around them; deeper is refused, not a stack overflow. client_data_problems applies the exact rule.
+_MAX_DEPTH = MAX_CLIENT_DATA_DEPTH + 1
 
 
 # -- triggers -------------------------------------------------------------------------------
@@ -94,9 +106,21 @@ class TriggerCatalog:
 
     shared: Mapping[str, Trigger] = field(default_factory=dict)
     companies: Mapping[str, Mapping[str, Trigger]] = field(default_factory=dict)
+    _secret_names: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def for_company(self, company_id: str) -> dict[str, Trigger]:
         return {**self.shared, **self.companies.get(company_id, {})}
+
+    def secret_names(self, company_id: str) -> frozenset[str]:
+        """The names the company's triggers declare secret (their ``secrets``, their webhooks' ``secrets``):
+        the client_data keys whose values a session view masks. Worked out once per company."""
+        names = self._secret_names.get(company_id)
+        if names is None:
+            names = frozenset(n for t in self.for_company(company_id).values() for n in t.secret_names)
+            if len(self._secret_names) > 10_000:  # company ids come from keys; bounded all the same
+                self._secret_names.clear()
+            self._secret_names[company_id] = names
+        return names
 
     def get(self, company_id: str, name: str) -> Trigger | None:
         own = self.companies.get(company_id)
@@ -122,8 +146,9 @@ class TriggerCatalog:
             shared = _compile_all(sorted(root.glob("*.json")), problems)
             companies = {}
             for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-                if not _ID.match(folder.name):
-                    problems.append(f"{folder}: a folder of triggers is named after a company id ({ID_PATTERN})")
+                problem = company_id_problem(folder.name)
+                if problem is not None:
+                    problems.append(f"{folder}: a folder of triggers is named after a company id; {problem}")
                     continue
                 companies[folder.name] = _compile_all(sorted(folder.glob("*.json")), problems)
         else:
@@ -238,6 +263,18 @@ class _CompanyScopedStore:
 
     async def revoke_api_key(self, company_id: str, prefix: str) -> int:
         raise PermissionError("keys are not revoked through a request")
+
+    async def set_secret(self, company_id: str, name: str, value: str) -> None:
+        await self.backend.set_secret(self._scope(), name, value)
+
+    async def delete_secret(self, company_id: str, name: str) -> bool:
+        return await self.backend.delete_secret(self._scope(), name)
+
+    async def secret_names(self, company_id: str) -> list[SecretInfo]:
+        return await self.backend.secret_names(self._scope())
+
+    async def company_secrets(self, company_id: str) -> dict[str, str]:
+        return await self.backend.company_secrets(self._scope())
 
     async def ping(self) -> None:
         await self.backend.ping()
@@ -470,7 +507,7 @@ def _parse_json(data: bytes | str, what: str) -> Any:
             pass  # the stdlib below says what is wrong, or accepts what orjson does not (1e400)
         else:
             if _depth(value) > _MAX_DEPTH:
-                raise ApiError(400, "bad_request", f"{what}: nested deeper than {_MAX_DEPTH} levels")
+                raise ApiError(400, "bad_request", f"{what}: nested deeper than {MAX_CLIENT_DATA_DEPTH} levels")
             return value
     try:
         value = json.loads(data, parse_constant=_reject_constant)
@@ -479,7 +516,7 @@ def _parse_json(data: bytes | str, what: str) -> Any:
     except ValueError as error:  # JSONDecodeError, bad UTF-8, NaN, an integer too long
         raise ApiError(400, "bad_request", f"{what}: not valid JSON ({error})") from None
     if _depth(value) > _MAX_DEPTH:
-        raise ApiError(400, "bad_request", f"{what}: nested deeper than {_MAX_DEPTH} levels")
+        raise ApiError(400, "bad_request", f"{what}: nested deeper than {MAX_CLIENT_DATA_DEPTH} levels")
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
     except UnicodeEncodeError:
@@ -499,12 +536,9 @@ def _depth(value: Any, level: int = 0) -> int:
 
 def _session_id(request: Request) -> str:
     session_id = str(request.path_params["session_id"])
-    if not _ID.match(session_id):
-        raise ApiError(
-            400,
-            "bad_request",
-            "a session id is 1-128 characters: letters, digits and . _ : @ ~ -, starting with a letter or digit",
-        )
+    problem = session_id_problem(session_id)
+    if problem is not None:
+        raise ApiError(400, "bad_request", problem)
     return session_id
 
 
@@ -513,33 +547,18 @@ def _media_type(request: Request) -> str:
 
 
 def _check_client_data(value: Any) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ApiError(400, "bad_request", f"client_data must be a JSON object, not {_json_type(value)}")
-    for key in value:
-        if key in SYSTEM_VARIABLES:
-            raise ApiError(400, "bad_request", f"client_data key {key!r} is a system variable; the platform sets it")
+    problems = client_data_problems(value)
+    if problems:
+        raise ApiError(400, "bad_request", "; ".join(problems))
+    assert isinstance(value, dict)
     return value
 
 
-def _json_type(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, list):
-        return "an array"
-    return "an object"
-
-
-def _only(fields: Iterable[str], allowed: tuple[str, ...], where: str) -> None:
+def _only(fields: Iterable[str], allowed: tuple[str, ...], where: str, owned: str = "a session") -> None:
     for name in fields:
         if name == "company_id":
             raise ApiError(
-                400, "bad_request", "company_id cannot be sent: a session belongs to the company of the API key"
+                400, "bad_request", f"company_id cannot be sent: {owned} belongs to the company of the API key"
             )
         if name not in allowed:
             raise ApiError(400, "bad_request", f"unknown field {name!r} in {where}; known: {', '.join(allowed)}")
@@ -577,7 +596,7 @@ async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str 
             )
         document = _parse_json(body, "the body")
         if not isinstance(document, dict):
-            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {_json_type(document)}")
+            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
         _only(document, ("client_data", "assistant_id"), "the body")
         body_fields = document
     client_data = _check_client_data(body_fields["client_data"]) if "client_data" in body_fields else None
@@ -590,12 +609,17 @@ async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str 
     return client_data, assistant_id
 
 
-def masked_session(session: Session) -> dict[str, Any]:
-    """A session as the API and the dashboard show it: values of secret-looking keys replaced by ***,
-    and those values masked wherever else they appear."""
+def masked_session(session: Session, secret_names: Iterable[str]) -> dict[str, Any]:
+    """A session as the API and the dashboard show it: the values of the keys declared secret (see
+    ``TriggerCatalog.secret_names``) replaced by ***, and those values masked wherever else they appear."""
     data = session.to_dict()
-    data["client_data"] = Masker.for_variables(session.client_data).variables(session.client_data)
+    data["client_data"] = mask_client_data(session.client_data, secret_names)
     return data
+
+
+def _masked(request: Request, company: str, session: Session) -> dict[str, Any]:
+    catalog: TriggerCatalog = request.app.state.catalog
+    return masked_session(session, catalog.secret_names(company))
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -623,7 +647,7 @@ async def put_session(request: Request) -> Response:
     session = await store.put_session(
         session_id, company_id=company, assistant_id=assistant_id, client_data=client_data
     )
-    return JSONResponse(masked_session(session))
+    return JSONResponse(_masked(request, company, session))
 
 
 async def _existing_session(request: Request, company: str, session_id: str) -> Session:
@@ -639,7 +663,7 @@ async def _existing_session(request: Request, company: str, session_id: str) -> 
 async def get_session(request: Request) -> Response:
     company = await company_of(request)
     session_id = _session_id(request)
-    return JSONResponse(masked_session(await _existing_session(request, company, session_id)))
+    return JSONResponse(_masked(request, company, await _existing_session(request, company, session_id)))
 
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -681,11 +705,11 @@ async def call_trigger(request: Request) -> Response:
             raise ApiError(415, "unsupported_media_type", "send the call as JSON (Content-Type: application/json)")
         document = _parse_json(body, "the body")
         if not isinstance(document, dict):
-            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {_json_type(document)}")
+            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
         _only(document, ("arguments", "images", "dry_run"), "the body")
         arguments = document.get("arguments", {})
         if not isinstance(arguments, dict):
-            raise ApiError(400, "bad_request", f"arguments must be a JSON object, not {_json_type(arguments)}")
+            raise ApiError(400, "bad_request", f"arguments must be a JSON object, not {describe_json_type(arguments)}")
         images = document.get("images", [])
         if (
             not isinstance(images, list)
@@ -713,6 +737,56 @@ async def call_trigger(request: Request) -> Response:
     finally:
         _company.reset(token)
     return JSONResponse({"message_for_llm": result.message_for_llm, "result": result.to_dict()})
+
+
+def _secret_name(request: Request) -> str:
+    name = str(request.path_params["name"])
+    problem = secret_problem(name)
+    if problem is not None:
+        raise ApiError(400, "bad_request", problem)
+    return name
+
+
+#: Said whenever a secret's body cannot be read: the parser's own words could quote part of the value.
+_SECRET_BODY = 'send the secret as JSON: {"value": "..."} (Content-Type: application/json)'
+
+
+async def put_secret(request: Request) -> Response:
+    """Store one of the company's secrets. Nothing of the value is ever answered, logged or quoted in an error."""
+    company = await company_of(request)
+    name = _secret_name(request)
+    kind = _media_type(request)
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", _SECRET_BODY)
+    body = await request.body()
+    try:
+        document = _parse_json(body, "the body") if body.strip() else None
+    except ApiError:
+        raise ApiError(400, "bad_request", f"the body is not JSON this service reads; {_SECRET_BODY}") from None
+    if not isinstance(document, dict) or "value" not in document:
+        raise ApiError(400, "bad_request", _SECRET_BODY)
+    _only(document, ("value",), "the body", owned="a secret")
+    problem = secret_problem(name, document["value"])
+    if problem is not None:
+        raise ApiError(400, "bad_request", problem)
+    store: Store = request.app.state.store
+    await store.set_secret(company, name, document["value"])
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
+
+
+async def list_secrets(request: Request) -> Response:
+    company = await company_of(request)
+    store: Store = request.app.state.store
+    return JSONResponse({"secrets": [info.to_dict() for info in await store.secret_names(company)]})
+
+
+async def delete_secret(request: Request) -> Response:
+    company = await company_of(request)
+    name = _secret_name(request)
+    store: Store = request.app.state.store
+    if not await store.delete_secret(company, name):
+        raise ApiError(404, "secret_not_found", f"no secret {name!r} for this API key's company; see GET /secrets")
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
 async def list_triggers(request: Request) -> Response:
@@ -762,6 +836,9 @@ def create_app(
         Route("/session/{session_id}/logs", get_logs, methods=["GET"]),
         Route("/session/{session_id}/triggers/{name}", call_trigger, methods=["POST"]),
         Route("/triggers", list_triggers, methods=["GET"]),
+        Route("/secrets", list_secrets, methods=["GET"]),
+        Route("/secrets/{name}", put_secret, methods=["PUT"]),
+        Route("/secrets/{name}", delete_secret, methods=["DELETE"]),
     ]
     if settings.dashboard:
         from .dashboard import routes as dashboard_routes

@@ -20,6 +20,15 @@ both have a session ``S1`` and never see each other's. Every method takes
 (the single-tenant command line and a bare ``Runtime`` work that way), which is
 an error when several companies do. The service always passes the company of the
 request's API key. API keys are stored as SHA-256 hashes (see ``hash_api_key``).
+
+**What may be stored** is decided here, once, for every way in: ``session_id_problem``,
+``client_data_problems`` and ``secret_problem`` word what is wrong, and the command line and
+the service both ask them, so they accept the same input and refuse the rest in the same words.
+
+**Company secrets** are write-only named values (``set_secret``, ``secret_names``,
+``delete_secret``); only the runtime reads them back (``company_secrets``), to fill
+``$secrets.NAME``. A new SQLite file, its WAL and its shared-memory file are readable by
+their owner only: they hold every tenant's client_data and secrets.
 """
 
 from __future__ import annotations
@@ -28,6 +37,8 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import math
+import os
 import re
 import secrets
 import sqlite3
@@ -42,18 +53,31 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from .encode import read_json
+from .masking import MIN_SECRET_LENGTH
+from .trigger import SYSTEM_VARIABLES
 
 __all__ = [
     "API_KEY_PREFIX",
+    "ID_PATTERN",
+    "MAX_CLIENT_DATA_DEPTH",
+    "SECRET_NAME_PATTERN",
+    "SECRET_VALUE_PATTERN",
     "AmbiguousSession",
     "ApiKey",
+    "SecretInfo",
+    "SecretValues",
     "Session",
     "SessionNotFound",
     "SessionSummary",
     "SQLiteStore",
     "Store",
+    "client_data_problems",
+    "company_id_problem",
+    "describe_json_type",
     "hash_api_key",
     "new_api_key",
+    "secret_problem",
+    "session_id_problem",
 ]
 
 T = TypeVar("T")
@@ -62,6 +86,143 @@ _PendingWrite = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any
 
 #: Every key this project makes starts with this, so a leaked one is easy to recognise (and to grep for).
 API_KEY_PREFIX = "wdsl_"
+
+
+#: Session and company ids: what fits in a URL segment and a directory name as is (JSON Schema dialect:
+#: ``$`` is the end of the string, as ``\Z`` is below).
+ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}$"
+_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}\Z")
+_ID_RULE = "1-128 characters: letters, digits and . _ : @ ~ -, starting with a letter or digit"
+#: client_data nested deeper than this is refused (a value that deep is a mistake or an attack).
+MAX_CLIENT_DATA_DEPTH = 32
+#: A secret's name: what ``$secrets.NAME`` can write.
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
+#: A secret's value holds no control character (C0, DEL, C1): it usually goes into a header.
+SECRET_VALUE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def session_id_problem(session_id: str) -> str | None:
+    """What is wrong with a session id, or None: the one rule for the service's paths and the command line."""
+    return None if _ID.match(session_id) else f"a session id is {_ID_RULE}"
+
+
+def company_id_problem(company_id: str) -> str | None:
+    """What is wrong with a company id (the same shape as a session id: it names a folder of triggers), or None."""
+    return None if _ID.match(company_id) else f"a company id is {_ID_RULE}"
+
+
+def describe_json_type(value: Any) -> str:
+    """A JSON value's type in words, for messages: "an array", "a string", "null"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def client_data_problems(client_data: Any) -> list[str]:
+    """Every reason a session's client_data cannot be stored as given (empty when it can).
+
+    The service and the command line both ask this, so they take the same keys and values: an object;
+    no system variable (``session.id``, ``company.id``, ``assistant.id``) as a key, since the platform
+    sets those; nesting at most ``MAX_CLIENT_DATA_DEPTH`` deep; finite numbers (JSON has no NaN or
+    Infinity); no lone UTF-16 surrogate, which neither UTF-8 nor PostgreSQL's jsonb can hold.
+    """
+    if not isinstance(client_data, dict):
+        return [f"client_data must be a JSON object, not {describe_json_type(client_data)}"]
+    problems = [
+        f"client_data key {key!r} is a system variable; the platform sets it"
+        for key in client_data
+        if key in SYSTEM_VARIABLES
+    ]
+    _value_problems(client_data, [], problems)
+    return problems
+
+
+def _value_problems(value: Any, path: list[Any], problems: list[str]) -> None:
+    """Walk a JSON value once, noting too deep nesting, non-finite numbers and lone surrogates (ten at most).
+    ``path`` is where the walk is; it is written out only for a problem."""
+    if len(problems) >= 10:
+        return
+    if isinstance(value, dict | list):
+        if len(path) >= MAX_CLIENT_DATA_DEPTH:
+            problems.append(f"{_where(path)}: nested deeper than {MAX_CLIENT_DATA_DEPTH} levels")
+            return
+        for key, item in value.items() if isinstance(value, dict) else enumerate(value):
+            if isinstance(key, str) and _SURROGATE.search(key):
+                problems.append(f"{_where(path)}: a key holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+            path.append(key)
+            _value_problems(item, path, problems)
+            path.pop()
+    elif isinstance(value, float) and not math.isfinite(value):
+        problems.append(f"{_where(path)} is {value}, which JSON cannot hold; send a finite number or a string")
+    elif isinstance(value, str) and _SURROGATE.search(value):
+        problems.append(f"{_where(path)} holds a lone UTF-16 surrogate (\\ud800-\\udfff)")
+
+
+def _where(path: list[Any]) -> str:
+    return "client_data" + "".join(f"[{key!r}]" for key in path)
+
+
+#: ``secret_problem``'s value when only the name is to be checked (a delete); ``None`` is a value JSON can send.
+_NAME_ONLY: Any = object()
+
+
+def secret_problem(name: str, value: Any = _NAME_ONLY) -> str | None:
+    """What is wrong with a company secret's name and value (the name alone when no value is given), or None.
+
+    The command line, the service and the stores all ask this one function. The value is never part of
+    the message: it is a credential, and messages end up in terminals and logs.
+    """
+    if not isinstance(name, str) or not _SECRET_NAME.match(name):
+        return (
+            "a secret name is 1-64 letters, digits and '_', not starting with a digit "
+            "(it is written $secrets.NAME), e.g. erp_token"
+        )
+    if value is _NAME_ONLY:
+        return None
+    if not isinstance(value, str):
+        return f"a secret value must be a string, not {describe_json_type(value)}"
+    if not value:
+        return "a secret value cannot be empty; give the whole credential"
+    if len(value) < MIN_SECRET_LENGTH:
+        return (
+            f"a secret value is at least {MIN_SECRET_LENGTH} characters (a shorter one cannot be masked "
+            "safely wherever it appears); give the whole credential"
+        )
+    if _CONTROL.search(value):
+        return (
+            "a secret value cannot hold control characters (line breaks, tab, NUL...): it usually goes into "
+            "a header; give it on one line"
+        )
+    if _SURROGATE.search(value):
+        return "a secret value holds a lone UTF-16 surrogate (\\ud800-\\udfff); give valid Unicode text"
+    return None
+
+
+def _checked_secret(name: str, value: str) -> None:
+    """The stores' own guard: whatever calls them, nothing that ``secret_problem`` refuses is written."""
+    problem = secret_problem(name, value)
+    if problem is not None:
+        raise ValueError(problem)
+
+
+class SecretValues(dict[str, str]):
+    """A company's secrets, name to value, as the runtime reads them; the repr names them, never shows them."""
+
+    def __repr__(self) -> str:
+        return f"<secrets {sorted(self)}>"
+
+    __str__ = __repr__
 
 
 class SessionNotFound(LookupError):
@@ -140,6 +301,17 @@ class ApiKey:
     created_at: float
 
 
+@dataclass(frozen=True, slots=True)
+class SecretInfo:
+    """A company secret as listed: its name and when it was last set, never its value."""
+
+    name: str
+    updated_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "updated_at": self.updated_at}
+
+
 class Store(Protocol):
     """What the runtime and the service need from storage. All methods are coroutines."""
 
@@ -193,6 +365,23 @@ class Store(Protocol):
         """Delete the company's keys starting with ``prefix``; return how many."""
         ...
 
+    async def set_secret(self, company_id: str, name: str, value: str) -> None:
+        """Store the company's secret ``name`` (replacing any), noting when; ``ValueError`` if ``secret_problem``."""
+        ...
+
+    async def delete_secret(self, company_id: str, name: str) -> bool:
+        """Delete the company's secret ``name``; False when there was none."""
+        ...
+
+    async def secret_names(self, company_id: str) -> list[SecretInfo]:
+        """The company's secrets by name, with when each was set; never a value."""
+        ...
+
+    async def company_secrets(self, company_id: str) -> dict[str, str]:
+        """Every secret of the company, name to value: one indexed read, made on each call of a trigger
+        that uses ``$secrets.NAME``."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the database cannot be reached."""
         ...
@@ -200,7 +389,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-_SCHEMA_VERSION = 2
+_SCHEMA_VERSION = 3
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     company_id TEXT NOT NULL DEFAULT '',
@@ -229,6 +418,13 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_company ON api_keys (company_id);
+CREATE TABLE IF NOT EXISTS secrets (
+    company_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    PRIMARY KEY (company_id, name)
+) WITHOUT ROWID;
 """
 
 # Version 1 (before tenancy) keyed sessions by id alone and logs had no company.
@@ -250,6 +446,7 @@ class SQLiteStore:
         self.path = str(path)
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-dsl-sqlite")
+        _create_private(self.path)
         self._connection = sqlite3.connect(
             self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
@@ -390,6 +587,24 @@ class SQLiteStore:
                 ).rowcount
             )
         )
+
+    def set_secret_sync(self, company_id: str, name: str, value: str) -> None:
+        _checked_secret(name, value)
+        self._transaction(lambda db: _set_secret(db, company_id, name, value))
+
+    def delete_secret_sync(self, company_id: str, name: str) -> bool:
+        return self._transaction(lambda db: _delete_secret(db, company_id, name))
+
+    def secret_names_sync(self, company_id: str) -> list[SecretInfo]:
+        rows = self._read(
+            lambda db: db.execute(
+                "SELECT name, updated_at FROM secrets WHERE company_id = ? ORDER BY name", (company_id,)
+            ).fetchall()
+        )
+        return [SecretInfo(*row) for row in rows]
+
+    def company_secrets_sync(self, company_id: str) -> dict[str, str]:
+        return self._read(lambda db: _company_secrets(db, company_id))
 
     def close_sync(self) -> None:
         with self._loop_writer_lock:
@@ -541,12 +756,66 @@ class SQLiteStore:
     async def revoke_api_key(self, company_id: str, prefix: str) -> int:
         return await self._run(self.revoke_api_key_sync, company_id, prefix)
 
+    async def set_secret(self, company_id: str, name: str, value: str) -> None:
+        _checked_secret(name, value)
+        await self._write(lambda db: _set_secret(db, company_id, name, value))
+
+    async def delete_secret(self, company_id: str, name: str) -> bool:
+        return await self._write(lambda db: _delete_secret(db, company_id, name))
+
+    async def secret_names(self, company_id: str) -> list[SecretInfo]:
+        return await self._run(self.secret_names_sync, company_id)
+
+    async def company_secrets(self, company_id: str) -> dict[str, str]:
+        # On every call of a trigger that uses $secrets: read on the loop, as get_session does.
+        if self._reader is None:
+            return await self._run(self.company_secrets_sync, company_id)
+        with self._reader_lock:
+            return _company_secrets(self._reader, company_id)
+
     async def ping(self) -> None:
         await self._run(lambda: self._read(lambda db: db.execute("SELECT 1").fetchone()))
 
     async def close(self) -> None:
         await self._run(lambda: None)
         self.close_sync()
+
+
+def _create_private(path: str) -> None:
+    """Create a new database file readable by its owner only, before SQLite opens it.
+
+    It holds every tenant's client_data and secrets. SQLite gives the WAL and shared-memory files it
+    creates the database file's permissions, so they are private too. A file that exists is left as it
+    is (its owner chose); so is an in-memory or URI database. Creating the file ourselves, instead of
+    changing the process-wide umask or chmod-ing afterwards, leaves no moment at which it is readable.
+    """
+    if path in ("", ":memory:") or path.startswith("file:"):
+        return
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    except OSError:
+        return  # a directory that does not exist, no permission...: sqlite3.connect says so in its own words
+    os.close(descriptor)
+
+
+def _set_secret(db: sqlite3.Connection, company_id: str, name: str, value: str) -> None:
+    db.execute(
+        "INSERT INTO secrets (company_id, name, value, updated_at) VALUES (?, ?, ?, ?) "
+        "ON CONFLICT (company_id, name) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+        (company_id, name, value, time.time()),
+    )
+
+
+def _delete_secret(db: sqlite3.Connection, company_id: str, name: str) -> bool:
+    cursor = db.execute("DELETE FROM secrets WHERE company_id = ? AND name = ?", (company_id, name))
+    return cursor.rowcount > 0
+
+
+def _company_secrets(db: sqlite3.Connection, company_id: str) -> dict[str, str]:
+    rows = db.execute("SELECT name, value FROM secrets WHERE company_id = ?", (company_id,)).fetchall()
+    return SecretValues(rows)
 
 
 def _dumps(value: Any) -> str:
