@@ -393,12 +393,11 @@ def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import logging
-    import re
 
     import uvicorn
 
-    from .openapi import ID_PATTERN
     from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app, open_store
+    from .store import company_id_problem
 
     try:
         catalog = TriggerCatalog.load(args.triggers)
@@ -410,8 +409,8 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         store = open_store(_database(args))
     except ValueError as error:
         raise _InputError(f"--database: {error}") from None
-    if args.anonymous_company is not None and not re.match(ID_PATTERN, args.anonymous_company):
-        raise _InputError(f"--anonymous-company {args.anonymous_company!r}: not a company id")
+    if args.anonymous_company is not None and (problem := company_id_problem(args.anonymous_company)) is not None:
+        raise _InputError(f"--anonymous-company: {problem}")
     settings = ServiceSettings(
         max_body_bytes=args.max_body_bytes,
         access_log=not args.no_access_log,
@@ -452,16 +451,11 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    import re
-
-    from .openapi import ID_PATTERN
     from .service import open_store
-    from .store import API_KEY_PREFIX, hash_api_key, new_api_key
+    from .store import API_KEY_PREFIX, company_id_problem, hash_api_key, new_api_key
 
-    if not re.match(ID_PATTERN, args.company_id):
-        raise _InputError(
-            f"--company-id {args.company_id!r}: 1-128 letters, digits and . _ : @ ~ -, starting with a letter or digit"
-        )
+    if (problem := company_id_problem(args.company_id)) is not None:
+        raise _InputError(f"--company-id: {problem}")
     try:
         store = open_store(_database(args))
     except ValueError as error:

@@ -24,6 +24,8 @@ __all__ = [
     "MASK",
     "MIN_SECRET_LENGTH",
     "SECRETS_PREFIX",
+    "SECRET_NAME",
+    "SECRET_NAME_PATTERN",
     "Masker",
     "looks_like_credential",
     "mask_client_data",
@@ -40,6 +42,9 @@ MASK = "***"
 MIN_SECRET_LENGTH = 8
 #: Company secrets reach a template as ``$secrets.NAME``: the variable ``secrets.NAME``.
 SECRETS_PREFIX = "secrets."
+#: A company secret's name, what ``$secrets.NAME`` can write (JSON Schema dialect: ``$`` ends the string).
+SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 #: Headers whose value is a credential by definition (RFC 9110 section 11.6, RFC 6265): shown masked whole.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 

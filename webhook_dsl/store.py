@@ -53,7 +53,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 
 from .encode import read_json
-from .masking import MIN_SECRET_LENGTH
+from .masking import MIN_SECRET_LENGTH, SECRET_NAME, SECRET_NAME_PATTERN
 from .trigger import SYSTEM_VARIABLES
 
 __all__ = [
@@ -95,9 +95,6 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}\Z")
 _ID_RULE = "1-128 characters: letters, digits and . _ : @ ~ -, starting with a letter or digit"
 #: client_data nested deeper than this is refused (a value that deep is a mistake or an attack).
 MAX_CLIENT_DATA_DEPTH = 32
-#: A secret's name: what ``$secrets.NAME`` can write.
-SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
-_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 #: A secret's value holds no control character (C0, DEL, C1): it usually goes into a header.
 SECRET_VALUE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -183,7 +180,7 @@ def secret_problem(name: str, value: Any = _NAME_ONLY) -> str | None:
     The command line, the service and the stores all ask this one function. The value is never part of
     the message: it is a credential, and messages end up in terminals and logs.
     """
-    if not isinstance(name, str) or not _SECRET_NAME.match(name):
+    if not isinstance(name, str) or not SECRET_NAME.match(name):
         return (
             "a secret name is 1-64 letters, digits and '_', not starting with a digit "
             "(it is written $secrets.NAME), e.g. erp_token"
