@@ -7,6 +7,7 @@ printed on stderr as ``FILE:LINE:COLUMN: message``), 2 for a bad command line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .compiler import compile_webhook
 from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
-from .masking import MIN_SECRET_LENGTH
+from .masking import MIN_SECRET_LENGTH, Masker, shown_request
 from .plan import WebhookPlan, dump_plans, load_plans
 from .runtime import EVENT_LOOPS, run
 from .trigger import Trigger, compile_trigger, is_trigger_document
@@ -167,7 +168,12 @@ def _render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 if not plans:
                     raise _InputError(f"{path}: no plan compiled from {args.source!r}")
             for plan in plans:
-                request = plan.render(variables, lenient=args.lenient).to_dict()
+                rendered = plan.render(variables, lenient=args.lenient)
+                if args.show_secrets:
+                    request = rendered.to_dict()
+                else:
+                    masker = Masker.for_call(variables, plan.secrets)
+                    request = shown_request(rendered, masker, plan, variables, plan.secrets)
                 if many or len(plans) > 1:
                     request = {"source": plan.source, **request}
                     print(json.dumps(request, ensure_ascii=False), file=out)
@@ -333,7 +339,10 @@ def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"no session {args.session!r} in {_database(args)}; create it with "
             f"'webhook-dsl session put {args.session} ...'"
         ) from None
-    print(json.dumps(result.to_dict(), ensure_ascii=False, indent=2), file=out)
+    printed = result.to_dict()
+    if args.show_secrets and result.dry_run is not None and result.call.request is not None:
+        printed["dry_run"]["request"] = result.call.request.to_dict()
+    print(json.dumps(printed, ensure_ascii=False, indent=2), file=out)
     return 0 if result.call.ok else 1
 
 
@@ -614,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--lenient", action="store_true", help="keep references that match no variable as written, instead of failing"
     )
+    render.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="print declared secrets ($secrets.NAME and the webhook's \"secrets\") as they would be sent; "
+        "by default they read ***",
+    )
     render.set_defaults(handler=_render)
 
     compile_ = commands.add_parser(
@@ -698,6 +713,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run",
         action="store_true",
         help="show the request that would be sent (secrets masked) and where each variable came from; send nothing",
+    )
+    call.add_argument(
+        "--show-secrets",
+        action="store_true",
+        help="with --dry-run, show declared secrets in the request as they would be sent",
     )
     call.add_argument("--database", help=database_help)
     call.set_defaults(handler=_call)
@@ -879,6 +899,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None, err: Text
         status: int = args.handler(args, out, err)
     except (_InputError, PlanFormatError) as error:
         print(error, file=err)
+        return 1
+    except BrokenPipeError:  # the reader went away (`| head`): nothing left to say, and no traceback
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - Python flushes stdout once more at exit
         return 1
     return status
 

@@ -13,11 +13,15 @@ import base64
 import functools
 import json
 import re
+import secrets as secrets_module
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import unquote, unquote_plus
 
 import orjson
+
+from .errors import RenderError
+from .plan import RenderedRequest, WebhookPlan
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -31,6 +35,7 @@ __all__ = [
     "mask_client_data",
     "masked_variables",
     "secret_strings",
+    "shown_request",
     "whole_secret_headers",
     "whole_secrets",
 ]
@@ -335,3 +340,46 @@ def mask_client_data(client_data: Mapping[str, Any], secret_names: Iterable[str]
     names = set(secret_names)
     masker = Masker.for_call(client_data, names)
     return {masker.text(key): MASK if key in names else masker.data(value) for key, value in client_data.items()}
+
+
+#: Stands for a secret in a second render of a request (letters and digits only: no encoding changes it).
+_PLACEHOLDER = "wdslsecret" + secrets_module.token_hex(12)
+
+
+def shown_request(
+    request: RenderedRequest,
+    masker: Masker,
+    plan: WebhookPlan | None = None,
+    variables: Mapping[str, Any] | None = None,
+    secret_names: Iterable[str] = (),
+) -> dict[str, Any]:
+    """A request as a log, a dry run, a result or ``render`` shows it, ready for JSON.
+
+    Given the plan and variables it was rendered from, the plan is rendered a second time with every
+    secret replaced where it is put, so a secret is masked exactly, whatever its length and encoding,
+    and nothing else changes; where that render cannot be made (a secret in a port), or without a plan,
+    the request is masked by search. Headers the sender added after rendering are kept as they are.
+    """
+    if plan is not None and variables is not None:
+        try:
+            hidden = plan.render(masked_variables(variables, secret_names, _PLACEHOLDER))
+        except RenderError:
+            pass
+        else:
+            placeholder = _PLACEHOLDER.encode()
+            headers = [(k, v.replace(_PLACEHOLDER, MASK)) for k, v in hidden.headers]
+            request = tuple.__new__(
+                RenderedRequest,
+                (
+                    hidden.method,
+                    hidden.url.replace(_PLACEHOLDER, MASK),
+                    headers + list(request.headers[len(headers) :]),
+                    None if hidden.body is None else hidden.body.replace(placeholder, MASK.encode()),
+                ),
+            )
+    return {
+        "method": request.method,
+        "url": masker.text(request.url),
+        "headers": masker.headers(request.headers),
+        "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
+    }

@@ -21,7 +21,6 @@ import asyncio
 import email.utils
 import json
 import random
-import secrets as secrets_module
 import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
@@ -36,17 +35,16 @@ import orjson
 import pyreqwest.exceptions as reqwest_errors
 
 from ._version import __version__ as _version
-from .client import PinnedClients, describe_error, never_connected
+from .client import DEFAULT_MAX_PINS, PinnedClients, describe_error, never_connected
 from .encode import read_json
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import (
     CREDENTIAL_HEADERS,
-    MASK,
     SECRETS_PREFIX,
     Masker,
-    masked_variables,
     secret_strings,
+    shown_request,
     whole_secrets,
 )
 from .plan import RenderedRequest, WebhookPlan, defined_name
@@ -97,6 +95,9 @@ class RuntimeSettings:
     follow_redirects: bool = False  # as Svix and Stripe do
     max_redirects: int = 5
     max_connections: int = 256
+    #: Clients pinned to checked addresses, one per (scheme, host, port) an LLM may choose: the least recently
+    #: used is dropped beyond this, and its connections close once no request is using it.
+    max_pinned_hosts: int = DEFAULT_MAX_PINS
     llm_response_chars: int = 8000  # response text handed to the LLM
     log_body_chars: int = 65536  # response text kept in a log record
     secrets_cache_seconds: float = 5.0  # how long a company's secrets are reused before they are read again
@@ -239,6 +240,18 @@ class _BodyReader:
     def finish(self) -> bytes:
         return b"".join(self.parts)
 
+    @staticmethod
+    def check_framing(length: str | None, transfer: str) -> None:
+        """Refuse a body framed two ways, or by a transfer coding the client does not undo.
+
+        RFC 9112, section 6.3: Content-Length with Transfer-Encoding "ought to be handled as an error"
+        (the mark of request smuggling and response splitting); anything but ``chunked`` would come
+        through still encoded, and bypass the decompressed-size cap."""
+        if length is not None:
+            raise _Failure("invalid_response", "the response has both Content-Length and Transfer-Encoding")
+        if transfer.strip().lower() != "chunked":
+            raise _Failure("invalid_response", f"unsupported Transfer-Encoding {transfer[:40]!r}")
+
 
 def _retry_after(value: str | None) -> float | None:
     if not value:
@@ -306,7 +319,10 @@ class Runtime:
     def _pinned(self) -> PinnedClients:
         if self._clients is None:
             self._clients = PinnedClients(
-                self.guard, max_connections=self.settings.max_connections, connect_timeout=self.settings.connect_timeout
+                self.guard,
+                max_connections=self.settings.max_connections,
+                connect_timeout=self.settings.connect_timeout,
+                max_pins=self.settings.max_pinned_hosts,
             )
         return self._clients
 
@@ -334,16 +350,23 @@ class Runtime:
             raise TimeoutError
         limit = self.settings.max_response_bytes
         if self._transport is not None:
-            try:
-                # An httpx transport resolves on its own, so names are resolved and checked here first
-                # (see README: outbound guard); addresses are checked without a lookup.
-                await self.guard.resolve(_origin(url)[1], 0)
-            except BlockedError as error:
-                raise _Failure("blocked", str(error)) from None
-            async with asyncio.timeout(remaining):
+            async with asyncio.timeout(remaining):  # the lookup too: the deadline covers the whole exchange
+                try:
+                    # An httpx transport resolves on its own, so names are resolved and checked here first
+                    # (see README: outbound guard); addresses are checked without a lookup.
+                    await self.guard.resolve(_origin(url)[1], 0)
+                except BlockedError as error:
+                    raise _Failure("blocked", str(error)) from None
                 return await self._send_httpx(method, url, headers, body, limit)
+        clients = self._pinned()
         try:
-            client = await self._pinned().client_for(url)
+            client = clients.ready(url)  # a pin that holds: no lookup, no await, no timer
+            if client is None:
+                async with asyncio.timeout(remaining):  # a lookup counts against the deadline like the rest
+                    client = await clients.client_for(url)
+                remaining = deadline - time.perf_counter()
+                if remaining <= 0:
+                    raise TimeoutError
         except BlockedError as error:
             raise _Failure("blocked", str(error)) from None
         builder = client.request(method, url).headers(headers).timeout(timedelta(seconds=remaining))
@@ -354,17 +377,22 @@ class Runtime:
             async with builder.build_streamed() as response:
                 encoding = response.get_header("content-encoding")
                 length = response.get_header("content-length")
-                if encoding is None and length is not None and length.isdigit() and int(length) <= limit:
-                    # Framed by Content-Length and not compressed: the parser stops at the length, so one
-                    # read is bounded; no per-chunk loop on the common path.
+                transfer = response.get_header("transfer-encoding")
+                if transfer is not None:
+                    _BodyReader.check_framing(length, transfer)
+                elif encoding is None and length is not None and length.isdigit() and int(length) <= limit:
+                    # Framed by Content-Length alone and not compressed: hyper stops at the length (and refuses
+                    # conflicting lengths), so one read is bounded; no per-chunk loop on the common path. The
+                    # cap still counts the bytes that came, not the header that promised them.
                     data = bytes(await response.bytes())
-                else:
-                    reader = _BodyReader(encoding, limit)
-                    body_reader = response.body_reader
-                    while (chunk := await body_reader.read_chunk()) is not None:
-                        reader.feed(bytes(chunk))
-                    data = reader.finish()
-                return _Response(response.status, response.headers, data, url)
+                    if len(data) > limit:
+                        raise _Failure("too_large", f"response body larger than {limit} bytes")
+                    return _Response(response.status, response.headers, data, url)
+                reader = _BodyReader(encoding, limit)  # counts every byte read, decompressed
+                body_reader = response.body_reader
+                while (chunk := await body_reader.read_chunk()) is not None:
+                    reader.feed(bytes(chunk))
+                return _Response(response.status, response.headers, reader.finish(), url)
         except (reqwest_errors.ConnectError, reqwest_errors.ConnectTimeoutError) as error:
             if not never_connected(error):  # pyreqwest also says ConnectError for a connection lost mid-request
                 raise _Failure("connection", describe_error(error), retryable=True) from None
@@ -389,6 +417,9 @@ class Runtime:
         raw_headers = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers]
         try:
             async with self._httpx_client().stream(method, url, headers=raw_headers, content=body) as response:
+                transfer = response.headers.get("transfer-encoding")
+                if transfer is not None:
+                    _BodyReader.check_framing(response.headers.get("content-length"), transfer)
                 reader = _BodyReader(response.headers.get("content-encoding"), limit)
                 if response.is_stream_consumed:  # a mock built the response from bytes already in memory
                     reader.feed(response.content)
@@ -417,15 +448,26 @@ class Runtime:
             next_url = urljoin(url, location)
             if urlsplit(next_url).scheme.lower() not in ("http", "https"):
                 raise _Failure("blocked", "redirect to a URL that is not http or https")
+            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
+                method, body = "GET", None
+                headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
             if _origin(next_url) != _origin(url):  # never carry credentials to another origin
                 headers = [
                     (k, v)
                     for k, v in headers
                     if k.lower() not in CREDENTIAL_HEADERS and not any(s in v for s in secret_values)
                 ]
-            if response.status == 303 or (response.status in (301, 302) and method == "POST"):
-                method, body = "GET", None
-                headers = [(k, v) for k, v in headers if k.lower() != "content-type"]
+                # A 307/308 (or a 301/302 of a method other than POST) sends the body again, and a body cannot be
+                # stripped of its secret the way a header can be dropped: such a hop is not followed. Every form
+                # of a secret counts (JSON-escaped, percent-encoded, inside base64), as the masker finds them.
+                if body and secret_values:
+                    text = body.decode("utf-8", "replace")
+                    if Masker(secret_values).text(text) != text:
+                        raise _Failure(
+                            "blocked",
+                            f"HTTP {response.status} redirect to another origin would send the request body again, "
+                            "and it holds a secret; not followed",
+                        )
             url = next_url
         raise _Failure("invalid_response", f"more than {self.settings.max_redirects} redirects")
 
@@ -564,7 +606,7 @@ class Runtime:
         log_seq = None
         shown = None
         if call.request is not None:
-            shown = shown_request(trigger, variables, call.request, masker)
+            shown = _shown(trigger, variables, call.request, masker)
         if not dry_run:
             record = _log_record(
                 trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars, shown
@@ -601,7 +643,7 @@ class Runtime:
             name = defined_name(slot.candidates, variables)
             sources[slot.written] = {"variable": name, "source": origins.get(name or "", "undefined")}
         preview = {
-            "request": shown_request(trigger, variables, request, masker),
+            "request": _shown(trigger, variables, request, masker),
             "variables": sources,
             "sent": False,
         }
@@ -720,37 +762,9 @@ def _compact_json(document: Any, body: bytes) -> str:
     return json.dumps(document, ensure_ascii=False, separators=(",", ":"))
 
 
-#: Stands for a secret in a second render of the request (letters and digits only: no encoding changes it).
-_PLACEHOLDER = "wdslsecret" + secrets_module.token_hex(12)
-
-
-def shown_request(
-    trigger: Trigger, variables: Mapping[str, Any], request: RenderedRequest, masker: Masker
-) -> dict[str, Any]:
-    """The request as a log, a dry run or a result shows it: rendered again with every secret replaced where
-    it is put, so a secret is masked exactly, whatever its length and encoding, and nothing else changes.
-    Where that render cannot be made (a secret in a port), the sent request is masked by search instead."""
-    if trigger.references_secrets:
-        try:
-            hidden = trigger.plan.render(masked_variables(variables, trigger.secret_names, _PLACEHOLDER))
-        except RenderError:
-            pass
-        else:
-            request = tuple.__new__(
-                RenderedRequest,
-                (
-                    hidden.method,
-                    hidden.url.replace(_PLACEHOLDER, MASK),
-                    [(k, v.replace(_PLACEHOLDER, MASK)) for k, v in _with_default_headers(hidden).headers],
-                    None if hidden.body is None else hidden.body.replace(_PLACEHOLDER.encode(), MASK.encode()),
-                ),
-            )
-    return {
-        "method": request.method,
-        "url": masker.text(request.url),
-        "headers": masker.headers(request.headers),
-        "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
-    }
+def _shown(trigger: Trigger, variables: Mapping[str, Any], request: RenderedRequest, masker: Masker) -> dict[str, Any]:
+    plan = trigger.plan if trigger.references_secrets else None
+    return shown_request(request, masker, plan, variables, trigger.secret_names)
 
 
 def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: int) -> str:
