@@ -3,8 +3,9 @@
     python fuzz/fuzz_config.py -max_total_time=30 fuzz/corpus
 
 Invariants: compiling any text raises nothing but ConfigError (with positions); a compiled plan,
-rendered with variables derived from the same input, raises nothing but RenderError, and what it
-renders keeps the URL's scheme and host, carries no CR/LF in headers, and has a body that parses.
+rendered with variables derived from the same input (flat, or nested for a dotted name to descend
+into), raises nothing but RenderError, and what it renders keeps the URL's scheme and host, carries
+no CR/LF in headers, and has a body that parses with no object repeating a member name.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def one_input(data: bytes) -> None:
     names = [slot.candidates[0] for slot in plan.slots()]
     variables: dict[str, object] = {}
     for name in names:
-        choice = provider.ConsumeIntInRange(0, 4)
+        choice = provider.ConsumeIntInRange(0, 5)
         if choice == 0:
             variables[name] = provider.ConsumeUnicode(40)
         elif choice == 1:
@@ -43,6 +44,12 @@ def one_input(data: bytes) -> None:
             variables[name] = [provider.ConsumeUnicode(10) for _ in range(provider.ConsumeIntInRange(0, 3))]
         elif choice == 3:
             variables[name] = None
+        elif choice == 4 and "." in name:  # nested, for the reference to descend into
+            root, _, rest = name.partition(".")
+            value: object = provider.ConsumeUnicode(10)
+            for segment in reversed(rest.split(".")):
+                value = {segment: value}
+            variables.setdefault(root, value)
     for lenient in (False, True):
         try:
             request = plan.render(variables, lenient=lenient)
@@ -52,9 +59,15 @@ def one_input(data: bytes) -> None:
         for key, value in request.headers:
             assert "\r" not in key + value and "\n" not in key + value, (key, value)
         if request.body is not None:
-            json.loads(request.body)
+            json.loads(request.body, object_pairs_hook=_unique)
         parts = urlsplit(request.url)
         assert parts.scheme in ("http", "https") and parts.hostname, request.url
+
+
+def _unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    names = [name for name, _ in pairs]
+    assert len(set(names)) == len(names), names
+    return dict(pairs)
 
 
 def main() -> None:

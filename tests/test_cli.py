@@ -42,7 +42,7 @@ def test_check_accepts_the_examples() -> None:
 
 def test_check_reports_every_error_with_position_line_and_caret(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
-    bad.write_text('{\n  "url": "https://x.example/a b",\n  "method": "FETCH",\n  "body": {"a": "$ x"}\n}\n')
+    bad.write_text('{\n  "url": "https://x.example/a b",\n  "method": "FETCH",\n  "body": {"a": "${x"}\n}\n')
     status, out, err = run("check", str(bad))
     assert status == 1 and out == ""
     lines = err.splitlines()
@@ -53,7 +53,7 @@ def test_check_reports_every_error_with_position_line_and_caret(tmp_path: Path) 
     assert lines[1] == '      "url": "https://x.example/a b",'
     assert lines[2] == " " * 33 + "^"
     assert f"{bad}:3:13: method must be one of" in err
-    assert f"{bad}:4:18: '$' must be followed by a name" in err
+    assert f"{bad}:4:18: '${{' has no closing '}}' in this string" in err
 
 
 def test_check_json_format_and_unreadable_files(tmp_path: Path) -> None:
@@ -69,12 +69,14 @@ def test_check_json_format_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_render_prints_the_request_as_json() -> None:
     ticket = str(ROOT / "examples" / "webhooks" / "create_ticket.json")
-    status, out, err = run("render", ticket, "--vars", VARS, "--var", "priority=low")
+    status, out, err = run("render", ticket, "--vars", VARS, "--var", "priority=low", "--show-secrets")
     assert status == 0, err
     request = json.loads(out)
     assert set(request) == {"method", "url", "headers", "body"}
     assert request["headers"][0] == ["Authorization", "Bearer hd-secret-key"]
     assert json.loads(request["body"])["priority"] == "low"
+    status, out, err = run("render", ticket, "--vars", VARS, "--var", "priority=low")
+    assert status == 0 and json.loads(out)["headers"][0] == ["Authorization", "***"] and "hd-secret-key" not in out
 
 
 def test_render_typed_variables_and_several_files() -> None:

@@ -60,6 +60,9 @@ def test_json_data_in_any_layout(data: Any, indent: int | None, ascii_only: bool
 @example('{"a":1}\n\n ')
 @example('{"a": 01}')
 @example('{"a": "$$$x${y}$z[1]", "b": "\\u0024x"}')
+@example('{"a": "$user-id $é.ç-1 ${a b} ${a\\u0041} $caf\\u00e9 $\\u0035 $5 US$ 1 $", "b": ${2fa}, "c": $x-y[2]}')
+@example('{"a": "$a\\u005b0] $a\\u0020b $\\u007bx} $\\ud840\\udc00 $\\ud83d\\ude00"}')
+@example('{"a": "${x\\ud800}", "b": "${a\tb}", "c": "${}", "d": "${x", "e": $a\\u0020b}')
 def test_mutations_and_noise(text: str) -> None:
     agree(text)
 

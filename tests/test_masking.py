@@ -265,3 +265,9 @@ def test_credential_headers_whole_and_client_data_by_declaration() -> None:
     data = {"erp_token": "tok-UNIQUE-7f3a9", "api_key_hint": "not secret", "note": "uses tok-UNIQUE-7f3a9"}
     assert mask_client_data(data, ["erp_token"]) == {"erp_token": MASK, "api_key_hint": "not secret",
                                                      "note": f"uses {MASK}"}
+
+
+def test_a_name_reached_by_descent_into_a_declared_secret_is_secret() -> None:
+    used = {"creds.user": "svc", "creds": {"user": "svc"}, "credsx": "open", "other.creds": "open"}
+    assert whole_secrets(used, ["creds"]) == {"creds.user": MASK, "creds": MASK, "credsx": "open",
+                                              "other.creds": "open"}

@@ -143,22 +143,27 @@ JSON_DATA = st.recursive(
 # 1. Longest match equals the naive longest-name-first replacement
 # =========================================================================================
 
-_SEG = st.builds(lambda head, tail: head + tail, st.sampled_from("ab_"), st.text("ab_1", max_size=2))
+# Name characters: ASCII and non-ASCII letters, `_`, digits (ASCII and Arabic-Indic) and `-`. A segment
+# starts with a letter or `_`. 'z' is never in a defined name (the undefined references start with it).
+_START = "ab_éç名"
+_SEG = st.builds(lambda head, tail: head + tail, st.sampled_from(_START), st.text("ab_1-é٣", max_size=2))
 DEFINED_NAME = st.lists(_SEG, min_size=1, max_size=3).map(".".join)  # names collide on prefixes a lot
 # Literal chunks: no '$', '\\', '"', '[', '{' and nothing a header value refuses. They may start
-# with name characters or '.', so a chunk may extend the run of the reference before it: by
+# with name characters, '-' or '.', so a chunk may extend the run of the reference before it: by
 # design the longest-match law still equals the naive replacement then.
 LITERAL_CHUNK = st.text(
     st.one_of(
         st.characters(exclude_categories=["Cs", "Co"], exclude_characters='$\\"[{' + HEADER_CONTROLS),
-        st.sampled_from("ab_1.z "),
+        st.sampled_from("ab_1.z -é名٣"),
     ),
     max_size=4,
 )
+# A '$' that starts no name: literal text, which no naive replacement touches either.
+LONE_DOLLAR = st.builds(lambda c: "$" + c, st.sampled_from([*"5 .-!,/€٣)", "٣a", "1a", "-a", ".a"]))
 # Values never contain '$' (and no private-use chars: the naive reference's sentinels).
 PLAIN_VALUE = st.text(st.characters(exclude_categories=["Cs", "Co"], exclude_characters="$" + HEADER_CONTROLS),
                       max_size=6)
-NAME_SUFFIX = st.sampled_from(["", "", "a", "_", "b1", ".a", ".b", ".", ".1", "a.b"])
+NAME_SUFFIX = st.sampled_from(["", "", "a", "_", "b1", ".a", ".b", ".", ".1", "a.b", "-", "-a", "é", ".é", "-.b"])
 
 
 @st.composite
@@ -169,15 +174,20 @@ def longest_match_case(draw: Any, undefined: bool) -> tuple[str, dict[str, str],
     has_undefined = False
     for _ in range(draw(st.integers(1, 6))):
         parts.append(draw(LITERAL_CHUNK))
+        if draw(st.integers(0, 4)) == 0:
+            parts.append(draw(LONE_DOLLAR))
+            continue
         if undefined and draw(st.booleans()):
             # No defined name contains 'z', so a run starting with 'z' has no defined prefix.
-            name = "z" + draw(st.text("ab_1", max_size=2))
+            name = "z" + draw(st.text("ab_1-é", max_size=2))
             parts.append(draw(st.sampled_from(["$" + name + draw(NAME_SUFFIX), "${" + name + "}"])))
             has_undefined = True
         else:
             name = draw(st.sampled_from(sorted(names)))
             parts.append(draw(st.sampled_from(["$" + name + draw(NAME_SUFFIX), "${" + name + "}"])))
     parts.append(draw(LITERAL_CHUNK))
+    if draw(st.integers(0, 4)) == 0:
+        parts.append("$")  # a '$' at the very end is text too
     return "".join(parts), variables, has_undefined
 
 
@@ -197,9 +207,11 @@ def _template_plan(text: str, ensure_ascii: bool) -> webhook_dsl.WebhookPlan:
 @example(("$orders", {"order": "<order>"}, False), False)
 @example(("${a}b $a.b", {"a": "1", "ab": "2", "a.b": "3"}, False), False)
 @example(("$a$cc", {"a": "X", "cc": "b", "ab": "Y"}, False), False)  # a chained str.replace says "Y"
+@example(("$user-id $user-name $username", {"user": "U", "user-id": "I"}, False), False)
+@example(("$endereço.rua-1 costs $5, US$ 10 $", {"endereço": "E", "endereço.rua-1": "R"}, False), False)
 def test_longest_match_equals_naive_reference(case: tuple[str, dict[str, str], bool], ensure_ascii: bool) -> None:
     text, variables, _ = case
-    expected = naive(text, variables)
+    expected = naive(text, variables)  # the same whether the config escapes non-ASCII (ensure_ascii) or not
     request = _template_plan(text, ensure_ascii).render(variables)
     assert header(request, "X-T") == expected
     assert strict_json(request.body)["t"] == expected
@@ -232,12 +244,78 @@ def test_longest_match_lenient_keeps_unresolved_as_written(
 
 
 # =========================================================================================
+# 1b. Descent: a dotted run reaches into nested objects as if their paths were flat names
+# =========================================================================================
+
+
+def flattened(variables: dict[str, Any]) -> dict[str, Any]:
+    """Every name a reference can reach, as one flat mapping: the independent reference for descent.
+
+    The flat keys first (a flat key wins); then the paths into each object value, from the longest
+    root key to the shortest (a path from a longer root wins), one nested key per ``.`` segment. A
+    nested key holding ``.`` is not a segment, so it makes no path.
+    """
+    out = dict(variables)
+
+    def walk(path: str, value: Any) -> None:
+        if type(value) is dict:
+            for key, item in value.items():
+                if "." not in key:
+                    out.setdefault(f"{path}.{key}", item)
+                    walk(f"{path}.{key}", item)
+
+    for root in sorted(variables, key=len, reverse=True):
+        walk(root, variables[root])
+    return out
+
+
+NESTED_KEY = st.one_of(_SEG, st.sampled_from(["b.c", "é.1"]))  # the last two cannot be reached
+NESTED = st.recursive(
+    PLAIN_VALUE,
+    lambda inner: st.dictionaries(NESTED_KEY, inner, min_size=1, max_size=3),
+    max_leaves=6,
+)
+
+
+@st.composite
+def descent_case(draw: Any) -> tuple[str, dict[str, Any]]:
+    variables = draw(st.dictionaries(DEFINED_NAME, NESTED, min_size=1, max_size=4))
+    reachable = sorted(flattened(variables))
+    parts = []
+    for _ in range(draw(st.integers(1, 5))):
+        parts.append(draw(LITERAL_CHUNK))
+        name = draw(st.sampled_from(reachable))
+        parts.append(draw(st.sampled_from(["$" + name + draw(NAME_SUFFIX), "${" + name + "}"])))
+    parts.append(draw(LITERAL_CHUNK))
+    return "".join(parts), variables
+
+
+@SETTINGS
+@given(descent_case(), st.booleans())
+@example(("$customer.email $customer.emails $customer.x", {"customer": {"email": "E", "x": {"y": "Y"}}}), False)
+@example(("$a.b.c $a.b.d", {"a.b": {"c": "1"}, "a": {"b": {"c": "2", "d": "3"}}}), False)  # the longer root wins
+@example(("$a.b|${a.b}", {"a.b": "flat", "a": {"b": "nested"}}), False)  # a flat key wins
+@example(("$a.b.c", {"a": {"b.c": "unreachable", "b": "B"}}), False)
+def test_descent_equals_naive_replacement_of_flattened_names(
+    case: tuple[str, dict[str, Any]], ensure_ascii: bool
+) -> None:
+    text, variables = case
+    expected = naive(text, {name: ref_text(value) for name, value in flattened(variables).items()})
+    plan = _template_plan(text, ensure_ascii)
+    request = plan.render(variables)
+    assert plan.render_careful(variables) == request
+    assert header(request, "X-T") == expected
+    assert strict_json(request.body)["t"] == expected
+
+
+# =========================================================================================
 # 2. No re-substitution: a substituted value is never scanned again
 # =========================================================================================
 
 SECRET = "S3CR3T-MARKER"
 _REF_LOOKALIKES = ["$other", "${other}", "$$other", "%24other", "$other[0]", "${other[0]}", "\\u0024other",
-                   "{other}", "$", "${", "$$", "other", "S3CR3T", "$v", "${v}"]
+                   "{other}", "$", "${", "$$", "other", "S3CR3T", "$v", "${v}", "$v-x", "$other.x", "${other.x}",
+                   "$oth\\u0065r", "$5", "${}"]
 LOOKALIKE_VALUE = st.lists(
     st.one_of(st.sampled_from(_REF_LOOKALIKES), st.text(st.characters(exclude_categories=["Cs"],
                                                                       exclude_characters=HEADER_CONTROLS),
@@ -422,6 +500,65 @@ def test_body_huge_integer_renders_or_raises_render_error() -> None:
 
 
 # =========================================================================================
+# 4b. Body: no object is sent with a repeated member name
+# =========================================================================================
+
+# Member name templates: literal names, and names with variables that often render alike.
+_MEMBER = st.sampled_from(["k", "p_k", "admin", "", "$a", "${b}", "p_$a", "$a$b", "${b}_x", "$a-x", "$c.d"])
+_MEMBER_VALUE = st.sampled_from(["k", "p_k", "admin", "", "x", "k_x", "p_", "admin-x"])
+MEMBER_TREE = st.recursive(
+    st.one_of(st.integers(-3, 3), st.booleans(), st.none(), st.text("ab", max_size=2)),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_MEMBER, inner, max_size=4),
+    max_leaves=10,
+).filter(lambda tree: isinstance(tree, (dict, list)))  # a null body sends no body at all
+
+
+def _object_pairs(pairs: list[tuple[str, Any]]) -> tuple[str, list[tuple[str, Any]]]:
+    """json.loads hook keeping every member in order, repeats included."""
+    return ("object", pairs)
+
+
+def _expected_pairs(node: Any, variables: dict[str, Any]) -> tuple[Any, bool]:
+    """The body json.loads should give (objects as ("object", pairs)), and whether some object
+    repeats a name: member names rendered by the naive reference over the flattened variables."""
+    names = {name: ref_text(value) for name, value in flattened(variables).items()}
+    if isinstance(node, dict):
+        pairs, repeated = [], False
+        for key, item in node.items():
+            value, inner = _expected_pairs(item, variables)
+            pairs.append((naive(key, names), value))
+            repeated |= inner
+        return ("object", pairs), repeated or len({k for k, _ in pairs}) < len(pairs)
+    if isinstance(node, list):
+        items = [_expected_pairs(item, variables) for item in node]
+        return [value for value, _ in items], any(inner for _, inner in items)
+    return node, False
+
+
+@SETTINGS
+@given(
+    MEMBER_TREE, _MEMBER_VALUE, _MEMBER_VALUE, st.one_of(_MEMBER_VALUE, st.dictionaries(st.just("d"), _MEMBER_VALUE))
+)
+@example({"admin": False, "$a": "x"}, "admin", "k", "x")
+@example({"p_$a": 1, "${b}": 2}, "k", "p_k", "x")
+@example({"$a": 1, "o": {"$a": 2, "k": 3}}, "k", "x", "x")  # the same name in two objects is fine
+@example({"$c.d": 1, "k": 2}, "x", "x", {"d": "k"})  # a name reached by descent
+def test_rendered_objects_never_repeat_a_member_name(tree: Any, a: str, b: str, c: Any) -> None:
+    variables = {"a": a, "b": b, "c": c}
+    config = {"url": "https://api.example.com/", "method": "POST", "body": tree}
+    plan = compile_webhook(config)
+    expected, repeated = _expected_pairs(tree, variables)
+    for render in (plan.render, plan.render_careful):
+        if repeated:
+            with pytest.raises(RenderError, match="makes a member name this object already has"):
+                render(variables)
+            continue
+        body = render(variables).body
+        assert body is not None
+        assert json.loads(body, object_pairs_hook=_object_pairs) == expected
+
+
+# =========================================================================================
 # 5. Headers: no value can split a header
 # =========================================================================================
 
@@ -497,7 +634,8 @@ _TOKENS = ["{", "}", "[", "]", ":", ",", '"', "$", "${", "$$", "\\", "true", "fa
            '"url"', '"method"', '"GET"', '"POST"', '"headers"', '"body"', '"key"', '"value"', '"type"',
            '"https://x.example/', "https://", "$a", "${a}", "$a[0]", "$a.b", "${a", "\\u00", "\\u0024",
            "\\ud800", "\\udc00", "\\n", "\\x", "\n", "\r\n", " ", "\t", "'", "@", "#", "?", "/", "%", "%zz",
-           "é", "😀", "\x00", "\u2028", "\ufeff"]
+           "é", "😀", "\x00", "\u2028", "\ufeff", "$user-id", "$é", "${a b}", "${}", "$5", "$-", "${a\\u0041}",
+           "$caf\\u00e9", "$\\u0035", "\\u005b", "\\u007d", "${\\ud800}", "$\\ud840\\udc00", "${2fa[1]}", "-"]
 SOUP = st.lists(
     st.one_of(st.sampled_from(_TOKENS), st.text(max_size=3), st.text("ab_.", min_size=1, max_size=4)),
     max_size=40,
@@ -572,18 +710,24 @@ def test_compile_mapping_never_crashes(config: dict[str, Any]) -> None:
 # Generated templates (shared by 7 and 8)
 # =========================================================================================
 
-NAMES = ["a", "ab", "a.b", "a_1", "x", "x.y", "h", "n", "u", "l"]
+NAMES = ["a", "ab", "a.b", "a_1", "x", "x.y", "h", "n", "u", "l", "a-b", "é", "é.ç-1"]
+# Keys only ${...} can name: a digit first, a space, a '$', a '"' (written \" in the JSON text).
+BRACED_ONLY = ["2fa", "a b", "x.y z", "$", 'a"b']
 _REF_NAME = st.sampled_from([*NAMES, "zz", "a.b.c"])
 REF = st.one_of(
-    st.builds(lambda n, s: "$" + n + s, _REF_NAME, st.sampled_from(["", "", "_x", ".b", ".y", "1"])),
+    st.builds(lambda n, s: "$" + n + s, _REF_NAME, st.sampled_from(["", "", "_x", ".b", ".y", "1", "-", "-b", "é"])),
     _REF_NAME.map(lambda n: "${" + n + "}"),
+    st.sampled_from(BRACED_ONLY).map(lambda n: "${" + n + "}"),
     st.builds(lambda n, i: f"${n}[{i}]", _REF_NAME, st.integers(0, 2)),
     st.builds(lambda n, i: "${" + n + f"[{i}]" + "}", _REF_NAME, st.integers(0, 2)),
 )
+# A '$' that starts no name is text. Not in member names: "$5" and "$$5" would be one literal name twice.
+_LONE_DOLLAR = st.sampled_from(["$5", "$-", "$."])
 
 
-def _pieces(literal: st.SearchStrategy[str], max_size: int = 3) -> st.SearchStrategy[str]:
-    return st.lists(st.one_of(REF, literal, st.just("$$")), max_size=max_size).map("".join)
+def _pieces(literal: st.SearchStrategy[str], max_size: int = 3, lone: bool = True) -> st.SearchStrategy[str]:
+    dollars = st.one_of(st.just("$$"), _LONE_DOLLAR) if lone else st.just("$$")
+    return st.lists(st.one_of(REF, literal, dollars), max_size=max_size).map("".join)
 
 
 _URL_LIT = st.one_of(st.text("abc-._~", max_size=3), st.just("%41"))
@@ -619,10 +763,11 @@ BODY = st.recursive(
     st.one_of(
         _pieces(_JSON_STRING_LIT),
         st.builds(Bare, st.one_of(_REF_NAME.map(lambda n: "$" + n), _REF_NAME.map(lambda n: "${" + n + "}"),
+                                  st.sampled_from(BRACED_ONLY).map(lambda n: "${" + json.dumps(n)[1:-1] + "}"),
                                   st.builds(lambda n, i: f"${n}[{i}]", _REF_NAME, st.integers(0, 2)))),
         st.integers(-(2**70), 2**70), st.floats(allow_nan=False, allow_infinity=False), st.booleans(), st.none(),
     ),
-    lambda c: st.lists(c, max_size=3) | st.dictionaries(_pieces(_JSON_STRING_LIT, 2), c, max_size=3),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(_pieces(_JSON_STRING_LIT, 2, lone=False), c, max_size=3),
     max_leaves=8,
 )
 
@@ -662,7 +807,17 @@ VALUE = st.one_of(
     st.dictionaries(ANY_TEXT, st.integers(), max_size=2),
     st.just(b"bytes"),
 )
-VARIABLES = st.dictionaries(st.sampled_from([*NAMES, "a.b.c", "x.y_z", "a.b_x", "zz"]), VALUE, max_size=8)
+# Objects a dotted reference may descend into (`$a.b` reads {"a": {"b": ...}} when no flat `a.b` exists).
+NESTED_VALUE = st.recursive(
+    st.one_of(ANY_TEXT, st.integers(-5, 5), st.none(), st.lists(st.text("ab", max_size=2), max_size=3)),
+    lambda inner: st.dictionaries(st.sampled_from(["b", "c", "y", "y_z", "b_x", "ç-1", "1"]), inner, max_size=3),
+    max_leaves=5,
+)
+VARIABLES = st.dictionaries(
+    st.sampled_from([*NAMES, *BRACED_ONLY, "a.b.c", "x.y_z", "a.b_x", "zz", "é.ç"]),
+    st.one_of(VALUE, NESTED_VALUE),
+    max_size=8,
+)
 # Values that usually fit where the generated templates put each name (host, port, whole URL...),
 # so that renders succeed, and the fast path returns, often enough to be compared.
 _GOOD_DEFAULT = st.one_of(
@@ -673,6 +828,7 @@ _GOOD_DEFAULT = st.one_of(
     st.booleans(),
     st.none(),
     st.lists(st.text("abc é", max_size=3), max_size=3),
+    st.dictionaries(st.sampled_from(["b", "y", "c", "ç-1", "b_x"]), st.text("abc é", max_size=3), max_size=3),
 )
 _GOOD = {
     "u": st.sampled_from(["https://b.example/x?y=1#z", "http://b.example:8080/", "HTTPS://B.EXAMPLE", "https://[::1]/"]),
@@ -686,18 +842,13 @@ def _mostly(usual: st.SearchStrategy[Any], rare: st.SearchStrategy[Any]) -> st.S
     return st.integers(0, 9).flatmap(lambda i: rare if i == 9 else usual)
 
 
-def _base_name(written: str) -> tuple[str, bool]:
-    name = written.removeprefix("$").removeprefix("{").removesuffix("}")
-    return name.split("[")[0], "[" in name
-
-
 def plan_variables(plan: webhook_dsl.WebhookPlan) -> st.SearchStrategy[dict[str, Any]]:
     """Variables for a plan: every referenced full name, mostly with a fitting value; some dropped."""
     good: dict[str, st.SearchStrategy[Any]] = {}
-    for written in plan.references:
-        name, indexed = _base_name(written)
+    for slot in plan.slots():
+        name = slot.candidates[0]
         fitting = _GOOD.get(name[0], _GOOD_DEFAULT)
-        if indexed:
+        if slot.index is not None:
             fitting = st.lists(fitting, min_size=3, max_size=3)
         good[name] = _mostly(fitting, VALUE)
 
@@ -719,8 +870,9 @@ def plan_variables(plan: webhook_dsl.WebhookPlan) -> st.SearchStrategy[dict[str,
 
 def test_generated_configs_compile() -> None:
     """Sanity check of the generator: configs it makes are valid (their compiling is asserted below)."""
-    compile_webhook('{"url": "https://${h}.example.com:$n/$a$$x/%41?$x.y=$$#$u", "method": "PUT", '
-                    '"headers": [{"key": "X-$a[0]", "value": "$$ $ab"}], "body": {"$x": [$a, ${l[1]}]}}')
+    compile_webhook('{"url": "https://${h}.example.com:$n/$a$$x/%41$5?$x.y=$$#$u", "method": "PUT", '
+                    '"headers": [{"key": "X-$a[0]", "value": "$$ $ab $- ${a b}"}], '
+                    '"body": {"$x": [$a, ${l[1]}, $a-b, ${2fa}, ${a\\"b}], "${$}": "$é.ç-1"}}')
 
 
 # =========================================================================================

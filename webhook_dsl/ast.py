@@ -11,6 +11,8 @@ fixed by grammatical position, never guessed at render time.
 from __future__ import annotations
 
 import enum
+import json
+import re
 from dataclasses import dataclass
 
 __all__ = [
@@ -34,6 +36,8 @@ __all__ = [
     "VarRef",
     "Variable",
     "WebhookTemplate",
+    "decode_braced",
+    "read_run",
 ]
 
 
@@ -67,11 +71,14 @@ class Context(enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class VarRef:
-    """A ``$name``, ``$name[N]`` or ``${name}`` as written.
+    """A ``$name``, ``$name[N]``, ``${name}`` or ``${name[N]}`` as written.
 
     ``name`` is the whole run of name characters after ``$``; which prefix of it
     is the variable is only known at render time (longest defined prefix wins),
-    except for the braced form, which names its variable exactly.
+    except for the braced form, which names its variable exactly. Names are read
+    with their JSON escapes decoded (``$caf\\u00e9`` and ``${caf\\u00e9}`` both
+    name ``café``), so ``written``, the source text kept for positions and
+    messages, may differ from the name.
     """
 
     name: str
@@ -82,14 +89,88 @@ class VarRef:
 
     @classmethod
     def from_written(cls, written: str, span: Span) -> VarRef:
-        """Split ``$name``, ``$name[N]``, ``${name}`` or ``${name[N]}`` (already lexed) into its parts."""
-        braced = written.startswith("${")
-        inner = written[2:-1] if braced else written[1:]
+        """Split a lexed ``$name``, ``$name[N]``, ``${name}`` or ``${name[N]}`` into its parts.
+
+        Raises ``ValueError`` when the text is not one whole reference: braces holding a
+        control character or a lone surrogate, or a ``$`` run followed by more text.
+        """
+        if not written.startswith("${"):
+            end, name, index = read_run(written)
+            if end != len(written):
+                raise ValueError("not one whole reference")
+            return cls(name, index, False, written, span)
+        inner = written[2:-1]
         index = None
-        if inner.endswith("]"):
-            inner, _, digits = inner[:-1].partition("[")
-            index = int(digits)
-        return cls(inner, index, braced, written, span)
+        match = _INDEX.search(inner)
+        if match is not None and match.start() > 0:
+            inner, index = inner[: match.start()], int(match.group(1))
+        return cls(decode_braced(inner), index, True, written, span)
+
+
+# A bare name: segments of word characters and `-`, joined by `.`, each starting with a non-digit.
+_NAME_RUN = re.compile(r"[^\W\d][\w-]*(?:\.[^\W\d][\w-]*)*")
+# One unit of a lexed `$` run: a surrogate pair escape, another \u escape, or a raw character.
+_RUN_UNIT = re.compile(r"\\u([dD][89abAB][0-9a-fA-F]{2})\\u([dD][c-fC-F][0-9a-fA-F]{2})|\\u([0-9a-fA-F]{4})|(.)", re.S)
+_INDEX = re.compile(r"\[([0-9]+)\]\Z")
+_SYNTAX = frozenset("${}[]")  # escaped, these are text: they never start, bound or index a reference
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def read_run(written: str) -> tuple[int, str, int | None]:
+    """Read the reference at the start of a lexed ``$`` token: (its length in ``written``, name, index).
+
+    The lexer takes name characters written raw or as ``\\u`` escapes, then maybe ``[N]``;
+    this decodes them and keeps the longest name they spell (``$a.`` is ``$a``; ``$v.1`` is
+    ``$v``; an escaped ``$ { } [ ]`` ends it). The rest of the token is text. A length of 0
+    means the ``$`` starts no name (``$\\u0035`` is the text ``$5``).
+    """
+    index_match = _INDEX.search(written)
+    body_end = index_match.start() if index_match else len(written)
+    if "\\" not in written:  # the usual case, nothing to decode
+        run = _NAME_RUN.match(written, 1, body_end)
+        if run is None:
+            return 0, "", None
+        if run.end() == body_end:
+            return len(written), written[1:body_end], None if index_match is None else int(index_match.group(1))
+        return run.end(), written[1 : run.end()], None
+    chars: list[str] = []
+    ends: list[int] = []
+    for unit in _RUN_UNIT.finditer(written, 1, body_end):
+        high, low, code, raw = unit.groups()
+        if raw is not None:
+            char = raw
+        elif code is not None:
+            char = chr(int(code, 16))
+            if char in _SYNTAX:
+                char = "\0"  # not a name character: the run ends here
+        else:
+            char = chr(0x10000 + ((int(high, 16) - 0xD800) << 10) + (int(low, 16) - 0xDC00))
+        chars.append(char)
+        ends.append(unit.end())
+    decoded = "".join(chars)
+    run = _NAME_RUN.match(decoded)
+    if run is None:
+        return 0, "", None
+    if run.end() == len(decoded) and index_match is not None:
+        return len(written), decoded, int(index_match.group(1))
+    return ends[run.end() - 1], decoded[: run.end()], None
+
+
+def decode_braced(raw: str) -> str:
+    """The name written between ``${`` and ``}``: its JSON escapes decoded, as in any JSON string.
+
+    ``raw`` is source text the lexer accepted (no ``"``, no raw ``}``, only valid escapes);
+    an escaped ``}`` is text, part of the name. A control character or a lone surrogate is
+    a ``ValueError``, as it is in a string.
+    """
+    if not raw:
+        raise ValueError("empty name")
+    name = raw
+    if "\\" in raw or not raw.isprintable():
+        name = json.loads(f'"{raw}"')  # strict: refuses a raw control character
+        if _SURROGATE.search(name):
+            raise ValueError("lone surrogate")
+    return name
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +183,10 @@ class Text:
 
 @dataclass(frozen=True, slots=True)
 class BadDollar:
-    """A ``$`` not followed by a name, ``{name}`` or ``$``: an error where templates are read."""
+    """A ``${`` with no name or no closing ``}``: an error where templates are read.
+
+    (A ``$`` that starts no reference at all is literal text, a ``Text``.)
+    """
 
     written: str
     span: Span

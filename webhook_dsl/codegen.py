@@ -10,7 +10,9 @@ property tests check against the careful renderer. The source is built from
 What makes it fast (each measured against the previous generated code):
 
 * every value is read once, by a plain ``v[name]`` (a ``dict`` subscript is the
-  cheapest lookup; a missing name raises ``KeyError`` and so falls back);
+  cheapest lookup; a missing name raises ``KeyError`` and so falls back); a dotted
+  name's ``KeyError`` is caught to descend into nested objects (a ``try`` costs
+  nothing in CPython 3.11+ until something raises);
 * a value used in several places is converted and checked once;
 * a JSON body is, when that provably gives the same bytes, one ``orjson.dumps``
   of a dict/list display mirroring the template, as a hand-written renderer
@@ -38,6 +40,7 @@ from .encode import (
     to_text,
 )
 from .plan import (
+    _MISSING,
     MAX_BODY_BYTES,
     MAX_HEADERS_SIZE,
     MAX_URL_LENGTH,
@@ -48,6 +51,7 @@ from .plan import (
     Slot,
     UrlGroup,
     WebhookPlan,
+    _descend,
 )
 
 __all__ = ["generate_render_function", "generate_source"]
@@ -55,9 +59,6 @@ __all__ = ["generate_render_function", "generate_source"]
 
 class Fallback(Exception):
     """The fast path cannot decide this render; the careful renderer will."""
-
-
-_MISSING: Any = object()
 
 
 def _as_dict(variables: Any, names: tuple[str, ...]) -> dict[str, Any]:
@@ -70,9 +71,19 @@ def _as_dict(variables: Any, names: tuple[str, ...]) -> dict[str, Any]:
     found = {}
     for name in names:
         value = variables.get(name, _MISSING)
+        if value is _MISSING and "." in name:
+            value = _descend(variables, name)[1]
         if value is not _MISSING:
             found[name] = value
     return found
+
+
+def _descended(variables: dict[str, Any], name: str) -> Any:
+    """The value a dotted full name reaches through nested objects, after ``v[name]`` missed."""
+    value = _descend(variables, name)[1]
+    if value is _MISSING:
+        raise Fallback  # a shorter name, or none: the careful renderer decides
+    return value
 
 
 def _item(value: Any, index: int) -> Any:
@@ -121,6 +132,7 @@ _NAMESPACE: dict[str, Any] = {
     "R": RenderedRequest,
     "TN": tuple.__new__,
     "F": Fallback,
+    "G": _descended,
 }
 
 _PERCENT_CONTEXTS = (Context.URL_PATH, Context.URL_QUERY, Context.URL_FRAGMENT)
@@ -159,7 +171,11 @@ class _Writer:
         self.emit(f"if v.__class__ is not dict: v = A(v, {self.names!r})")
         for name in self.names:
             local = self.raw[name] = self.local()
-            self.emit(f"{local} = v[{name!r}]")
+            if "." in name:  # only a dotted name can descend, and only once the flat lookup missed
+                self.emit(f"try: {local} = v[{name!r}]")
+                self.emit(f"except KeyError: {local} = G(v, {name!r})")
+            else:
+                self.emit(f"{local} = v[{name!r}]")
 
     def value(self, slot: Slot) -> str:
         """The local holding the slot's value (its item for ``$name[N]``)."""
@@ -251,20 +267,44 @@ class _Writer:
     def body(self, plan: WebhookPlan) -> str:
         if plan.body is None:
             return "None"
-        tree = _body_tree(plan.body)
+        tree = None if plan.objects else _body_tree(plan.body)
         if tree is not None and _display_pays(tree):
             return f"D({self.display(tree)})"
+        keys = {position for obj in plan.objects for position in obj.keys}
+        names: dict[int, str] = {}  # body position of a member name with variables -> local holding its text
         terms = []
-        for piece in plan.body:
+        for position, piece in enumerate(plan.body):
             if isinstance(piece, str):
                 terms.append(repr(piece.encode("utf-8")))
             elif isinstance(piece, JsonStringPlan):
-                terms.append(f"D({self.join(piece.pieces)})")
+                expression = self.join(piece.pieces)
+                if position in keys:
+                    if not expression.isidentifier():
+                        local = self.local()
+                        self.emit(f"{local} = {expression}")
+                        expression = local
+                    names[position] = expression
+                terms.append(f"D({expression})")
             else:
                 terms.append(f"B({self.value(piece)})")
+        self.unique_names(plan, names)
         if len(terms) == 1:
             return terms[0]
         return "b''.join((" + ", ".join(terms) + ",))"
+
+    def unique_names(self, plan: WebhookPlan, names: dict[int, str]) -> None:
+        """Fall back when a member name made from variables repeats another of its object."""
+        for obj in plan.objects:
+            texts = [names[position] for position in obj.keys]
+            conditions = []
+            if obj.literal:
+                literal = f"U{len(self.constants) + 1}"
+                self.constants.append(f"{literal} = frozenset({tuple(sorted(set(obj.literal)))!r})\n")
+                conditions += [f"{text} in {literal}" for text in texts]
+            if len(texts) > 1:
+                conditions.append(f"len({{{', '.join(texts)}}}) < {len(texts)}")
+            if conditions:
+                self.emit(f"if {' or '.join(conditions)}: raise F")
 
     def display(self, node: Any) -> str:
         """Python source for a body tree node (see ``_body_tree``)."""

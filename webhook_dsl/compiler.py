@@ -18,7 +18,7 @@ from . import ast
 from .ast import Context, UrlPartKind
 from .config import validate_webhook
 from .parse import SourceText, parse_config, parse_mapping
-from .plan import BodyPiece, HeaderPlan, JsonStringPlan, Piece, Slot, UrlGroup, WebhookPlan
+from .plan import BodyPiece, HeaderPlan, JsonStringPlan, MemberNames, Piece, Slot, UrlGroup, WebhookPlan
 
 __all__ = ["candidates_for", "compile_template", "compile_webhook", "compile_file"]
 
@@ -26,9 +26,10 @@ __all__ = ["candidates_for", "compile_template", "compile_webhook", "compile_fil
 def candidates_for(ref: ast.VarRef, context: Context) -> tuple[str, ...]:
     """Names a reference may mean, longest first.
 
-    ``$session_id.x`` may mean ``session_id.x``, ``session_id.``... down to ``s``:
-    every prefix that is itself a name. ``${name}`` and a bare JSON value mean
-    exactly one name.
+    ``$session_id.x`` may mean ``session_id.x``, ``session_id``... down to ``s``:
+    every prefix that is itself a name (a name never ends with ``.``). ``${name}``
+    and a bare JSON value mean exactly one name. Each candidate may also be reached
+    by descent into nested objects at render time (``plan.resolve_reference``).
     """
     name = ref.name
     if ref.braced or context is Context.JSON_VALUE:
@@ -68,6 +69,7 @@ class _BodyCompiler:
 
     def __init__(self) -> None:
         self.out: list[BodyPiece] = []
+        self.objects: list[MemberNames] = []
 
     def literal(self, text: str) -> None:
         if self.out and isinstance(self.out[-1], str):
@@ -93,13 +95,24 @@ class _BodyCompiler:
     def value(self, node: ast.JsonNode, field: str) -> None:
         if isinstance(node, ast.JsonObject):
             self.literal("{")
+            literal: list[str] = []
+            at: list[tuple[int, int]] = []
+            keys: list[int] = []
             for i, member in enumerate(node.members):
                 if i:
                     self.literal(",")
+                name = member.key.literal
+                if member.key.has_variables:
+                    keys.append(len(self.out))  # where `string` puts its JsonStringPlan
+                else:
+                    literal.append(name)
+                    at.append((member.key.span.line, member.key.span.column))
                 self.string(member.key, field)
                 self.literal(":")
-                self.value(member.value, f"{field}.{member.key.literal}")
+                self.value(member.value, f"{field}.{name}")
             self.literal("}")
+            if keys:
+                self.objects.append(MemberNames(tuple(literal), tuple(at), tuple(keys)))
         elif isinstance(node, ast.JsonArray):
             self.literal("[")
             for i, item in enumerate(node.items):
@@ -133,10 +146,12 @@ def compile_template(template: ast.WebhookTemplate) -> WebhookPlan:
             url.append(UrlGroup(part.kind, _pieces(part.pieces)))
     headers = [HeaderPlan(_pieces(h.name), _pieces(h.value)) for h in template.headers]
     body: tuple[BodyPiece, ...] | None = None
+    objects: tuple[MemberNames, ...] = ()
     if template.body is not None:
         compiler = _BodyCompiler()
         compiler.value(template.body, "body")
         body = tuple(compiler.out)
+        objects = tuple(sorted(compiler.objects, key=lambda o: o.keys[0]))  # in source order
         has_content_type = any(
             all(isinstance(p, str) for p in h.name) and "".join(map(str, h.name)).lower() == "content-type"
             for h in headers
@@ -151,6 +166,7 @@ def compile_template(template: ast.WebhookTemplate) -> WebhookPlan:
         response_directive=template.response_directive,
         secrets=template.secrets,
         source=template.source,
+        objects=objects,
     )
 
 

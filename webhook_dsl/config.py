@@ -179,9 +179,10 @@ class _Validator:
         if isinstance(node, ast.StringTemplate):
             for part in node.parts:
                 if isinstance(part, ast.BadDollar):
+                    problem = "names nothing" if part.written == "${}" else "has no closing '}' in this string"
                     self.error(
                         part.span,
-                        "'$' must be followed by a name, {name} or '$'; write $$ for a literal dollar sign",
+                        f"'${{' {problem}: write ${{name}} (any key without '}}'), or $${{ for a literal '${{'",
                         field=field,
                     )
         elif isinstance(node, ast.JsonObject):

@@ -12,13 +12,19 @@ generated and mutated configs (and that this never accepts what Lark rejects).
 
 from __future__ import annotations
 
+import json
 import re
 
 from . import ast
 
 __all__ = ["parse_fast"]
 
-_NAME = r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*"
+# A name character written as an escape: any \u escape but a lone surrogate.
+_ESC = r"\\u(?![dD][89a-fA-F])[0-9a-fA-F]{4}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+# `${...}` holding anything but `"`, a raw `}` and invalid escapes; a `$` run (see ast.read_run).
+_BRACED = r'\$\{(?:[^"\\}]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))+\}'
+_RUN = rf"\$(?:[^\W\d]|{_ESC})(?:[\w.-]|{_ESC})*(?:\[[0-9]+\])?"
+
 # One token at a time, outside strings. Mirrors the terminals of grammar/webhook.lark.
 _TOKEN = re.compile(
     r"(?P<ws>[ \t\n\r]+)"
@@ -27,14 +33,16 @@ _TOKEN = re.compile(
     r'|(?P<dquote>")'
     r"|(?P<number>-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?)"
     r"|(?P<word>true|false|null)"
-    rf"|(?P<var>\$\{{{_NAME}(?:\[[0-9]+\])?\}}|\${_NAME}(?:\[[0-9]+\])?)"
+    rf"|(?P<var>{_BRACED}|{_RUN})"
 )
 # One piece of string content after an opening quote.
 _PART = re.compile(
     r'(?P<chars>[^"\\$\x00-\x1f]+)'
     r'|(?P<escape>\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))'
     r"|(?P<dollars>\$\$)"
-    rf"|(?P<var>\$\{{{_NAME}(?:\[[0-9]+\])?\}}|\${_NAME}(?:\[[0-9]+\])?)"
+    rf"|(?P<braced>{_BRACED})"
+    rf"|(?P<run>{_RUN})"
+    r"|(?P<dollar>\$(?!\{))"  # a `$` that starts no reference is text; a broken `${` is for Lark to explain
     r'|(?P<end>")'
 )
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
@@ -103,7 +111,7 @@ class _Reader:
             if written == "null":
                 return ast.JsonNull(span)
             return ast.JsonBool(written == "true", span)
-        return ast.BareVar(ast.VarRef.from_written(written, span), span)
+        return ast.BareVar(_var_ref(written, span), span)
 
     def object(self, depth: int) -> ast.JsonObject:
         if depth > self.depth_limit:
@@ -167,15 +175,29 @@ class _Reader:
                 raise _GiveUp
             if kind == "end":
                 break
-            if kind == "var":
-                if run:
-                    parts.append(
-                        ast.Text(
-                            "".join(run), ast.Span(self.line, run_start - self.line_start + 1, run_start, token_start)
+            if kind == "braced" or kind == "run":
+                written = match.group()
+                ref: ast.VarRef | None
+                if kind == "braced":
+                    end, ref = len(written), _var_ref(written, self.span(token_start, pos))
+                else:  # the name the run spells is the reference; the rest of it is text
+                    end, name, index = ast.read_run(written)
+                    span = self.span(token_start, token_start + end)
+                    ref = ast.VarRef(name, index, False, written[:end], span) if end else None
+                if ref is not None:
+                    if run:
+                        parts.append(
+                            ast.Text(
+                                "".join(run),
+                                ast.Span(self.line, run_start - self.line_start + 1, run_start, token_start),
+                            )
                         )
-                    )
-                    run = []
-                parts.append(ast.VarRef.from_written(match.group(), self.span(token_start, pos)))
+                        run = []
+                    parts.append(ref)
+                if end < len(written):
+                    if not run:
+                        run_start = token_start + end
+                    run.append(json.loads(f'"{written[end:]}"'))
                 continue
             if kind == "escape":
                 letter = text[token_start + 1]
@@ -198,7 +220,7 @@ class _Reader:
                     value = chr(code)
                 else:
                     value = _ESCAPES[letter]
-            elif kind == "dollars":
+            elif kind == "dollars" or kind == "dollar":
                 value = "$"
             else:
                 value = match.group()
@@ -211,6 +233,13 @@ class _Reader:
             )
         self.pos = pos
         return ast.StringTemplate(tuple(parts), self.span(start, pos))
+
+
+def _var_ref(written: str, span: ast.Span) -> ast.VarRef:
+    try:
+        return ast.VarRef.from_written(written, span)
+    except ValueError:  # braces holding a control character or a lone surrogate: Lark reports it
+        raise _GiveUp from None
 
 
 def parse_fast(text: str, depth_limit: int) -> ast.JsonNode | None:

@@ -93,13 +93,22 @@ def secret_strings(value: Any) -> list[str]:
     return [str(value)]
 
 
+def _is_secret(name: str, declared: set[str]) -> bool:
+    """A declared name, a company secret, or a name reached by descent into a declared one (``creds.user``)."""
+    if name in declared or name.startswith(SECRETS_PREFIX):
+        return True
+    cut = name.find(".")
+    while cut > 0:
+        if name[:cut] in declared:
+            return True
+        cut = name.find(".", cut + 1)
+    return False
+
+
 def whole_secrets(variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> dict[str, Any]:
     """The variables with each declared secret's value (and every company secret) replaced whole by ``MASK``."""
     names = set(secret_names)
-    return {
-        name: MASK if (name in names or name.startswith(SECRETS_PREFIX)) else value
-        for name, value in variables.items()
-    }
+    return {name: MASK if _is_secret(name, names) else value for name, value in variables.items()}
 
 
 def masked_variables(variables: Mapping[str, Any], secret_names: Iterable[str], placeholder: str) -> dict[str, Any]:

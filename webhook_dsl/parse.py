@@ -50,10 +50,13 @@ _HUMAN_TERMINALS = {
     "ESCAPE": "an escape",
     "BAD_ESCAPE": "an escape",
     "DOLLAR_DOLLAR": "'$$'",
+    "BAD_BRACE": "'${'",
     "LONE_DOLLAR": "'$'",
     "$END": "end of input",
 }
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r", "t": "\t"}
+# Inside `${...}`: a raw control character or lone surrogate, or an escape (\\u ones are checked for pairs).
+_NAME_TROUBLE = re.compile(r"[\x00-\x1f\ud800-\udfff]|\\(?:u[0-9a-fA-F]{4}|.)")
 
 
 class SourceText:
@@ -156,7 +159,10 @@ class _Converter:
         if kind == "null":
             return ast.JsonNull(span)
         if kind == "bare_var":
-            return ast.BareVar(self.var_ref(token), span)
+            ref = self.var_ref(token)
+            if ref is None:
+                return ast.JsonNull(span)  # its problem is recorded; the parse fails
+            return ast.BareVar(ref, span)
         raise AssertionError(f"unknown rule {kind}")
 
     def _too_deep(self, node: Tree[Token], depth: int) -> bool:
@@ -190,8 +196,59 @@ class _Converter:
         )
         return ast.JsonArray(items, span)
 
-    def var_ref(self, token: Token) -> ast.VarRef:
-        return ast.VarRef.from_written(str(token), _span(token))
+    def var_ref(self, token: Token) -> ast.VarRef | None:
+        """The reference a VAR or BRACED_VAR token writes, or None (the problem reported here): braces
+        holding what a JSON string may not, or a bare value where the name is followed by more text."""
+        written = str(token)
+        if token.type == "BRACED_VAR":
+            return ast.VarRef.from_written(written, _span(token)) if self.braced_name_ok(token) else None
+        end = ast.read_run(written)[0]
+        if end == len(written):
+            return ast.VarRef.from_written(written, _span(token))
+        rest = json.loads(f'"{written[end:]}"')
+        message = f"{rest!r} cannot follow {written[:end]}: a bare value is one name; put the text in a string"
+        if not end:
+            message = f"{rest!r} starts no name: a bare value is one $name or ${{name}}"
+        self.problems.append(self.source.at(_offset_span(token, end, len(written) - end), message))
+        return None
+
+    def braced_name_ok(self, token: Token) -> bool:
+        """Check the text between ``${`` and ``}`` as JSON string content, reporting each problem."""
+        before = len(self.problems)
+        high: re.Match[str] | None = None  # a \\uD8xx escape waiting for its low half
+        for match in _NAME_TROUBLE.finditer(token, 2, len(token) - 1):
+            piece = match.group()
+            if len(piece) == 1:  # a raw control character or a raw lone surrogate
+                code = ord(piece)
+                message = (
+                    f"control character U+{code:04X} inside a string; write it as an escape such as \\u{code:04x}"
+                    if code < 0x20
+                    else f"lone surrogate U+{code:04X} inside a string; JSON text must be Unicode"
+                )
+                self.problems.append(self.source.at(_offset_span(token, match.start()), message))
+                continue
+            code = int(piece[2:], 16) if piece[1] == "u" else -1
+            if high is not None and 0xDC00 <= code <= 0xDFFF and high.end() == match.start():
+                high = None
+                continue
+            if high is not None:
+                self.lone_surrogate_at(token, high)
+                high = None
+            if 0xD800 <= code <= 0xDBFF:
+                high = match
+            elif 0xDC00 <= code <= 0xDFFF:
+                self.lone_surrogate_at(token, match)
+        if high is not None:
+            self.lone_surrogate_at(token, high)
+        return len(self.problems) == before
+
+    def lone_surrogate_at(self, token: Token, match: re.Match[str]) -> None:
+        self.problems.append(
+            self.source.at(
+                _offset_span(token, match.start(), 6),
+                f"escape {match.group()} is half of a surrogate pair; JSON text must be Unicode",
+            )
+        )
 
     def string(self, node: Tree[Token]) -> ast.StringTemplate:
         parts: list[ast.Text | ast.VarRef | ast.BadDollar] = []
@@ -207,10 +264,11 @@ class _Converter:
             text.clear()
             text_span = None
 
-        def add_text(value: str, token: Token) -> None:
+        def add_text(value: str, token: Token, offset: int = 0) -> None:
+            """Text from ``token[offset:]``, merged with the text before it."""
             nonlocal text_span
             if text_span is None:
-                text_span = _span(token)
+                text_span = _offset_span(token, offset, len(token) - offset) if offset else _span(token)
             else:
                 text_span = ast.Span(text_span.line, text_span.column, text_span.start, token.end_pos or 0)
             text.append(value)
@@ -274,12 +332,21 @@ class _Converter:
                         '\\" \\\\ \\/ \\b \\f \\n \\r \\t and \\uXXXX',
                     )
                 )
-            elif kind == "DOLLAR_DOLLAR":
+            elif kind in ("DOLLAR_DOLLAR", "LONE_DOLLAR"):  # `$$`, or a `$` that starts no reference
                 add_text("$", token)
-            elif kind in ("VAR", "BRACED_VAR"):
+            elif kind == "VAR":  # the name it spells is the reference; the rest of the token is text
+                end, name, index = ast.read_run(token)
+                if end:
+                    flush()
+                    parts.append(ast.VarRef(name, index, False, str(token[:end]), _offset_span(token, 0, end)))
+                if end < len(token):
+                    add_text(json.loads(f'"{token[end:]}"'), token, end)
+            elif kind == "BRACED_VAR":
                 flush()
-                parts.append(self.var_ref(token))
-            elif kind == "LONE_DOLLAR":
+                ref = self.var_ref(token)
+                if ref is not None:
+                    parts.append(ref)
+            elif kind == "BAD_BRACE":
                 flush()
                 parts.append(ast.BadDollar(str(token), _span(token)))
             else:
@@ -409,7 +476,7 @@ _INSERTIONS: tuple[tuple[str, ...], ...] = (
 )
 
 
-_STRAY = ("CHARS", "PUNCT_CHARS", "LONE_DOLLAR", "BAD_ESCAPE", "ESCAPE", "DOLLAR_DOLLAR")
+_STRAY = ("CHARS", "PUNCT_CHARS", "LONE_DOLLAR", "BAD_BRACE", "BAD_ESCAPE", "ESCAPE", "DOLLAR_DOLLAR")
 
 
 def _repair(error: UnexpectedToken) -> None:

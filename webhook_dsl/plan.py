@@ -11,11 +11,16 @@ handles the common case, every reference resolving to its full name. Anything
 else (a shorter name, a missing variable, a value to refuse) falls through to
 ``_CarefulRenderer``, the reference implementation, which also collects every
 problem into one ``RenderError``.
+
+A name resolves to a flat key of the variables, else, when dotted, by descending
+into nested objects (``customer.email`` in ``{"customer": {"email": ...}}``); the
+descent runs only after the flat lookup missed, so flat names cost nothing more.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -43,6 +48,7 @@ __all__ = [
     "BodyPiece",
     "HeaderPlan",
     "JsonStringPlan",
+    "MemberNames",
     "RenderedRequest",
     "Slot",
     "UrlGroup",
@@ -50,6 +56,8 @@ __all__ = [
     "defined_name",
     "dump_plans",
     "load_plans",
+    "resolve_reference",
+    "top_level_names",
 ]
 
 #: Largest rendered URL, in characters (RFC 9110 section 4.1 recommends supporting 8,000).
@@ -60,7 +68,7 @@ MAX_HEADERS_SIZE = 32 * 1024
 MAX_BODY_BYTES = 1024 * 1024
 
 PLAN_FORMAT = "webhook-dsl/plan"
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: names descend into nested objects; body objects list their variable member names
 
 
 class RenderedRequest(NamedTuple):
@@ -108,18 +116,93 @@ class Slot:
         """Name characters after a shorter match, kept as text (``$session_x`` -> value + ``_x``)."""
         if len(matched) == self.lengths[0]:
             return ""
-        return self.written[1 + len(matched) :]
+        return self.text[1 + len(matched) :]
+
+    @property
+    def text(self) -> str:
+        """The reference as text, its escapes decoded: what lenient mode leaves when nothing matches."""
+        index = ""
+        if self.index is not None:  # as written: `$a[01]` keeps its `[01]` after a shorter match
+            written = _WRITTEN_INDEX.search(self.written)
+            index = written.group() if written else f"[{self.index}]"
+        if self.written.startswith("${"):
+            return "${" + self.name + index + "}"
+        return "$" + self.name + index
 
 
 Piece = str | Slot
+_WRITTEN_INDEX = re.compile(r"\[[0-9]+\](?=\}?\Z)")
+
+
+_MISSING: Any = object()
+
+
+def _descend(variables: Mapping[str, Any], name: str) -> tuple[str, Any]:
+    """Where a dotted name leads through nested objects: (the flat key it starts from, the value).
+
+    The longest leading part that is a flat key holding an object is tried first, then
+    shorter ones; the rest of the name is followed one ``.`` segment at a time, through
+    JSON objects (``dict``) only. ``("", _MISSING)`` when no way leads to a value. Only
+    called after the flat lookup of ``name`` missed.
+    """
+    cut = name.rfind(".")
+    while cut > 0:
+        value = variables.get(name[:cut], _MISSING)
+        if value.__class__ is dict:
+            for segment in name[cut + 1 :].split("."):
+                value = value.get(segment, _MISSING) if value.__class__ is dict else _MISSING
+                if value is _MISSING:
+                    break
+            else:
+                return name[:cut], value
+        cut = name.rfind(".", 0, cut)
+    return "", _MISSING
+
+
+def _resolve(candidates: Sequence[str], variables: Mapping[str, Any]) -> tuple[str, str, Any] | None:
+    """(candidate, flat key read, value) for the longest candidate that resolves, or None."""
+    get = variables.get
+    for name in candidates:
+        value = get(name, _MISSING)
+        if value is not _MISSING:
+            return name, name, value
+        if "." in name:
+            root, value = _descend(variables, name)
+            if value is not _MISSING:
+                return name, root, value
+    return None
+
+
+def resolve_reference(candidates: Sequence[str], variables: Mapping[str, Any]) -> tuple[str, Any] | None:
+    """What a reference reads: its longest candidate that resolves, and the value found there.
+
+    A candidate resolves when it is a key of ``variables``, or when it is dotted, a
+    leading part of it is a key holding an object and the rest leads into it.
+
+    >>> resolve_reference(("customer.email", "customer"), {"customer": {"email": "a@b.example"}})
+    ('customer.email', 'a@b.example')
+    """
+    found = _resolve(candidates, variables)
+    return None if found is None else (found[0], found[2])
 
 
 def defined_name(candidates: Sequence[str], variables: Mapping[str, Any]) -> str | None:
-    """The variable a reference reads: the longest of its candidate names that ``variables`` defines."""
+    """The key of ``variables`` a reference reads: its longest candidate that resolves, or for
+    one reached by descent, the key the descent starts from (so ``variables[name]`` exists)."""
+    found = _resolve(candidates, variables)
+    return None if found is None else found[1]
+
+
+def top_level_names(candidates: Sequence[str]) -> tuple[str, ...]:
+    """Every key of the variables that could supply a reference: its candidates and, since a
+    dotted name may descend, each of their leading dotted parts; longest first, no repeats."""
+    names = dict.fromkeys(candidates)
     for name in candidates:
-        if name in variables:
-            return name
-    return None
+        cut = name.rfind(".")
+        while cut > 0:
+            names[name[:cut]] = None
+            cut = name.rfind(".", 0, cut)
+    return tuple(sorted(names, key=len, reverse=True))
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,7 +228,18 @@ class JsonStringPlan:
 
 BodyPiece = str | JsonStringPlan | Slot
 
-_MISSING: Any = object()
+
+@dataclass(frozen=True, slots=True)
+class MemberNames:
+    """A body object with member names that hold variables: after rendering, no name may repeat.
+
+    RFC 8259 section 4 leaves repeated names to the receiver, and most keep the last: a
+    value could otherwise replace a literal member (``{"admin": false, "$k": ...}``).
+    """
+
+    literal: tuple[str, ...]  # the object's literal member names
+    at: tuple[tuple[int, int], ...]  # line and column of each literal name
+    keys: tuple[int, ...]  # positions in ``WebhookPlan.body`` of its names with variables (JsonStringPlans)
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +259,7 @@ class WebhookPlan:
     response_directive: str | None = None
     secrets: tuple[str, ...] = ()
     source: str = "<config>"
+    objects: tuple[MemberNames, ...] = ()  # body objects whose member names hold variables
     _fast: list[Callable[[Mapping[str, Any]], RenderedRequest]] = field(default_factory=list, compare=False, repr=False)
 
     # -- rendering ------------------------------------------------------------
@@ -240,11 +335,27 @@ class WebhookPlan:
             "body": None if self.body is None else [_piece_data(p) for p in self.body],
             "responseDirective": self.response_directive,
             "secrets": list(self.secrets),
+            "objects": [
+                {"names": list(o.literal), "at": [list(a) for a in o.at], "keys": list(o.keys)} for o in self.objects
+            ],
         }
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> WebhookPlan:
-        body = data["body"]
+        body = None if data["body"] is None else tuple(_piece_from(p) for p in data["body"])
+        objects = tuple(
+            MemberNames(
+                tuple(str(n) for n in o["names"]),
+                tuple((int(line), int(column)) for line, column in o["at"]),
+                tuple(int(k) for k in o["keys"]),
+            )
+            for o in data["objects"]
+        )
+        for o in objects:
+            if len(o.at) != len(o.literal) or not all(
+                body is not None and 0 <= k < len(body) and isinstance(body[k], JsonStringPlan) for k in o.keys
+            ):
+                raise ValueError("object member names that are not strings of the body")
         return cls(
             method=str(data["method"]),
             url=tuple(_piece_from(p) for p in data["url"]),
@@ -252,10 +363,11 @@ class WebhookPlan:
                 HeaderPlan(tuple(_piece_from(p) for p in n), tuple(_piece_from(p) for p in v))
                 for n, v in data["headers"]
             ),
-            body=None if body is None else tuple(_piece_from(p) for p in body),
+            body=body,
             response_directive=data["responseDirective"],
             secrets=tuple(data["secrets"]),
             source=str(data["source"]),
+            objects=objects,
         )
 
     def to_json(self) -> str:
@@ -378,15 +490,12 @@ class _CarefulRenderer:
 
     def lookup(self, slot: Slot) -> tuple[Any, str] | None:
         """The value a slot refers to and the text that follows it, or None (problem recorded)."""
-        get = self.variables.get
-        for name in slot.candidates:
-            value = get(name, _MISSING)
-            if value is not _MISSING:
-                break
-        else:
+        found = _resolve(slot.candidates, self.variables)
+        if found is None:
             if not self.lenient or slot.context is Context.JSON_VALUE:
                 self.problem([slot], f"{slot.written} is not defined (no variable named {_names(slot.candidates)})")
             return None
+        name, _, value = found
         if slot.index is not None and len(name) == slot.lengths[0]:
             if type(value) not in (list, tuple):
                 self.problem([slot], f"{slot.written} indexes {name}, which is {kind_of(value)}, not a list")
@@ -403,7 +512,7 @@ class _CarefulRenderer:
         if found is None:
             if not self.lenient or self.problems_for(slot):
                 return None
-            found = (slot.written, "")  # lenient: the reference as written, encoded like any text here
+            found = (slot.text, "")  # lenient: the reference as written, encoded like any text here
         value, rest = found
         try:
             text = to_text(value) + rest
@@ -482,13 +591,15 @@ class _CarefulRenderer:
         if self.plan.body is None:
             return None
         out: list[bytes] = []
-        for piece in self.plan.body:
+        names: dict[int, str] = {}  # rendered member names with variables, by body position
+        for position, piece in enumerate(self.plan.body):
             if isinstance(piece, str):
                 out.append(piece.encode("utf-8"))
             elif isinstance(piece, JsonStringPlan):
                 text = self.join(piece.pieces)
                 if text is not None:
                     out.append(json_string(text))
+                    names[position] = text
             else:
                 found = self.lookup(piece)
                 if found is None:
@@ -501,7 +612,32 @@ class _CarefulRenderer:
                     out.append(json_value(value))
                 except ValueProblem as problem:
                     self.problem([piece], f"{piece.written} {problem}")
+        for obj in self.plan.objects:
+            self.unique_names(obj, names)
         return b"".join(out)
+
+    def unique_names(self, obj: MemberNames, names: dict[int, str]) -> None:
+        """A member name made from variables must not repeat another name of its object."""
+        body = self.plan.body or ()
+        seen = {
+            name: f"the literal key at line {line}, column {column}"
+            for name, (line, column) in zip(obj.literal, obj.at, strict=True)
+        }
+        for position in obj.keys:
+            text = names.get(position)
+            piece = body[position]
+            if text is None or not isinstance(piece, JsonStringPlan):
+                continue  # not rendered: its problem is already recorded
+            slots = [p for p in piece.pieces if isinstance(p, Slot)]
+            other = seen.get(text)
+            if other is not None:
+                self.problem(
+                    slots,
+                    f"{_written(slots)} makes a member name this object already has ({other}); "
+                    "a repeated name would let one member override the other",
+                )
+            else:
+                seen[text] = f"the key made by {_written(slots)} at line {slots[0].line}, column {slots[0].column}"
 
     def render(self) -> RenderedRequest:
         request = RenderedRequest(self.plan.method, self.url(), self.headers(), self.body())
