@@ -5,7 +5,9 @@
 
 It starts the stand-in API (``webhook-dsl stand-in``) and ``--replicas`` service processes
 (``webhook-dsl serve``, the example triggers aimed at the stand-in) on free loopback ports, creates
-an API key, then drives ``--sessions`` sessions at ``--concurrency``: each session gets ``--puts``
+an API key and sets the company's ``erp_token`` secret once (``check_order`` sends it as
+``Bearer $secrets.erp_token``; no session carries it), then drives ``--sessions`` sessions at
+``--concurrency``, each created with some client_data (a user id and a plan): each session gets ``--puts``
 client_data updates (``PUT /session/ID``, a new key each) and ``--calls`` trigger calls
 (``POST /session/ID/triggers/check_order``, whose answer merges ``last_order_number`` into the
 session), all interleaved and spread round-robin over the replicas. Afterwards it reads every
@@ -85,11 +87,18 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
-async def create_key(database: str) -> str:
+COMPANY = "load_test"
+#: The company's ERP token, a company secret as the example trigger check_order reads it ($secrets.erp_token).
+ERP_TOKEN = "load-test-erp-token"
+
+
+async def create_company(database: str) -> str:
+    """An API key for the load test's company, and the company's secret erp_token; returns the key."""
     store = open_store(database)
     try:
         key = new_api_key()
-        await store.add_api_key("load_test", hash_api_key(key), key[:11], "load test")
+        await store.add_api_key(COMPANY, hash_api_key(key), key[:11], "load test")
+        await store.set_secret(COMPANY, "erp_token", ERP_TOKEN)
         return key
     finally:
         await store.close()
@@ -107,12 +116,11 @@ async def drive(args: argparse.Namespace, urls: list[str], key: str) -> dict[str
     sessions = [f"load-{run}-{i}" for i in range(args.sessions)]
     async with aiohttp.ClientSession(headers=headers, connector=connector) as client:
         for i, session in enumerate(sessions):  # create them (not timed)
-            async with client.put(
-                f"{urls[i % len(urls)]}/session/{session}", json={"client_data": {"erp_token": "t"}}
-            ) as r:
+            client_data = {"user_id": f"usr_{i}", "plan": "enterprise"}
+            async with client.put(f"{urls[i % len(urls)]}/session/{session}", json={"client_data": client_data}) as r:
                 if r.status != 200:
                     raise SystemExit(f"PUT {session}: {r.status} {await r.text()}")
-            succeeded_calls[session], sent_puts[session] = 0, set()
+            succeeded_calls[session], sent_puts[session] = 0, set(client_data)
         # Interleave: for each round, every session gets its puts and calls in turn.
         work: list[tuple[str, str, int]] = []
         for step in range(max(args.puts, args.calls)):
@@ -227,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             (triggers / trigger.name).write_text(
                 trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{stand_in_port}")
             )
-        key = asyncio.run(create_key(database))  # also creates the tables before the replicas start
+        key = asyncio.run(create_company(database))  # also creates the tables before the replicas start
         urls = []
         for _ in range(args.replicas):
             port = free_port()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import shutil
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -153,30 +152,25 @@ ACME_TRIGGER = {
 }
 
 
-#: The example triggers' credentials, declared secret as a deployment declares them: a session view masks
-#: a client_data value only when a trigger declares its key in "secrets".
-EXAMPLE_SECRETS = {
-    "check_order": ["erp_token"],
-    "create_ticket": ["helpdesk_api_key"],
-    "analyze_image": ["vision_api_key"],
-}
-
-
-def declaring_secrets(text: str, names: Iterable[str]) -> str:
-    """A trigger file's text with ``"secrets"`` declared, unless it declares some already. The member goes in
-    on the first line, so every other line keeps its number."""
-    if re.search(r'^\s*"secrets"\s*:', text, re.MULTILINE):
-        return text
-    return text.replace("{", '{"secrets": ' + json.dumps(list(names)) + ", ", 1)
+#: The company secrets the example triggers read (``$secrets.erp_token`` and the others): a company sets them
+#: once (``PUT /secrets/NAME``, ``webhook-dsl secrets set NAME``), and no session carries them.
+EXAMPLE_SECRET_NAMES = ("erp_token", "helpdesk_api_key", "vision_api_key")
 
 
 def write_example_triggers(directory: Path, stand_in_port: int) -> Path:
-    """The example triggers aimed at a stand-in on ``stand_in_port``, their credentials declared secret."""
+    """The example triggers as they are, aimed at a stand-in on ``stand_in_port``."""
     directory.mkdir(parents=True, exist_ok=True)
     for trigger in EXAMPLE_TRIGGERS.glob("*.json"):
         text = trigger.read_text().replace("127.0.0.1:8765", f"127.0.0.1:{stand_in_port}")
-        (directory / trigger.name).write_text(declaring_secrets(text, EXAMPLE_SECRETS.get(trigger.stem, [])))
+        (directory / trigger.name).write_text(text)
     return directory
+
+
+def put_secrets(client: httpx.Client, key: str, values: dict[str, str]) -> None:
+    """Set company secrets as a deployment does, through ``PUT /secrets/NAME`` with the company's API key."""
+    for name, value in values.items():
+        response = client.put(f"/secrets/{name}", headers={"Authorization": f"Bearer {key}"}, json={"value": value})
+        assert response.status_code == 204, response.text
 
 
 def write_triggers(directory: Path, stand_in_port: int, echo_port: int | None = None) -> Path:

@@ -16,11 +16,12 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-from tests.service_support import StoreFactory, make_key, services, write_triggers
+from tests.service_support import StoreFactory, make_key, put_secrets, services, write_triggers
 from webhook_dsl.dashboard import COOKIE
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
 
 SECRET = "hd-SECRET-99ab77"
+ERP_SECRET = "erp-SECRET-t0k5e1"
 HOSTILE = '<script>document.title="pwned"</script><img src=x onerror="document.title=1">'
 TICKET = {
     "issue_title": HOSTILE,
@@ -47,9 +48,11 @@ def app_parts(tmp_path: Path, stand_in: int) -> Iterator[tuple[TestClient, dict[
 
 
 def seed(client: TestClient | httpx.Client, key: str, session_id: str = "S1") -> None:
-    """A session with a secret in client_data and three calls: ok, failed remote, bad arguments."""
+    """The company's API tokens set as company secrets, and a session with three calls: an order lookup, a
+    ticket whose title is markup, and an LLM call with a missing argument."""
     headers = {"Authorization": f"Bearer {key}"}
-    client_data = {"user_id": "usr_999", "plan": "enterprise", "erp_token": "erp-t0k", "helpdesk_api_key": SECRET}
+    put_secrets(client, key, {"erp_token": ERP_SECRET, "helpdesk_api_key": SECRET})
+    client_data = {"user_id": "usr_999", "plan": "enterprise"}
     response = client.put(
         f"/session/{session_id}", headers=headers, json={"client_data": client_data, "assistant_id": "asst_7"}
     )
@@ -117,20 +120,20 @@ def test_session_page_shows_calls_escaped_and_masked(app_parts: tuple[TestClient
     text = page.text
     for expected in ("check_order", "create_ticket", "200 ok", "201 ok", "bad_arguments", " ms", "TCK-", "A-1001"):
         assert expected in text, expected
-    assert "Authorization: ***" in text
-    assert SECRET not in text and "erp-t0k" not in text
+    assert text.count("Authorization: ***") == 2  # the order lookup and the ticket, each with its company secret
+    assert SECRET not in text and ERP_SECRET not in text
     assert "<script>" not in text and "<img src=x" not in text  # escaped, never markup
     assert "&lt;script&gt;document.title=" in text and "&lt;img src=x onerror=" in text
-    assert "&#34;helpdesk_api_key&#34;: &#34;***&#34;" in text or '"helpdesk_api_key": "***"' in html.unescape(text)
+    assert '"plan": "enterprise"' in html.unescape(text) and "helpdesk_api_key" not in text  # not in the session
 
 
 def test_session_page_masks_what_the_company_s_triggers_declare(
     app_parts: tuple[TestClient, dict[str, str]],
 ) -> None:
     """As the API does: a key is masked because a trigger of the company declares it secret (acme's own
-    trigger declares acme_pin), never because of its name."""
+    trigger declares acme_pin and erp_token), never because of its name."""
     client, keys = app_parts
-    client_data = {"acme_pin": "pin-90125", "password_hint": "hunter22"}
+    client_data = {"acme_pin": "pin-90125", "password_hint": "hunter22", "erp_token": ERP_SECRET}
     for company in ("cmp_42", "acme"):
         response = client.put("/session/S1", headers={"Authorization": f"Bearer {keys[company]}"},
                               json={"client_data": client_data})
@@ -138,7 +141,9 @@ def test_session_page_masks_what_the_company_s_triggers_declare(
     pages = {c: html.unescape(client.get("/dashboard/sessions/S1", headers={"Authorization": f"Bearer {keys[c]}"}).text)
              for c in ("cmp_42", "acme")}
     assert '"acme_pin": "***"' in pages["acme"] and "pin-90125" not in pages["acme"]
+    assert '"erp_token": "***"' in pages["acme"] and ERP_SECRET not in pages["acme"]
     assert '"acme_pin": "pin-90125"' in pages["cmp_42"]
+    assert f'"erp_token": "{ERP_SECRET}"' in pages["cmp_42"]  # cmp_42's triggers read $secrets.erp_token instead
     assert all('"password_hint": "hunter22"' in page for page in pages.values())
 
 
@@ -257,7 +262,7 @@ def test_dashboard_in_headless_chromium(tmp_path: Path, stand_in: int) -> None:
         ):
             assert expected in page, expected
         assert "&lt;script&gt;" in page and "<script>" not in page and "<img" not in page
-        assert SECRET not in page and key not in page
+        assert SECRET not in page and ERP_SECRET not in page and key not in page
 
         shot = tmp_path / "dashboard.png"
         result = chromium(profile, f"--screenshot={shot}", "--window-size=1280,900", f"{base}/sessions/S1?key={key}")

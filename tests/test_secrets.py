@@ -218,15 +218,20 @@ def test_a_secret_set_through_the_service_reaches_the_webhook_and_nothing_else(
             texts = []
             for headers in (a, b):
                 assert client.put("/session/S1", headers=headers, json={"client_data": {}}).status_code == 200
-                response = client.post(
-                    "/session/S1/triggers/secret_order", headers=headers, json={"arguments": {"order_number": "A-1"}}
-                )
-                assert response.status_code == 200, response.text
-                texts += [response.text, client.get("/session/S1/logs", headers=headers).text]
+                for name in ("secret_order", "check_order"):  # check_order: the example, Bearer $secrets.erp_token
+                    response = client.post(
+                        f"/session/S1/triggers/{name}", headers=headers, json={"arguments": {"order_number": "A-1"}}
+                    )
+                    assert response.status_code == 200, response.text
+                    texts.append(response.text)
+                texts.append(client.get("/session/S1/logs", headers=headers).text)
                 texts.append(client.get("/secrets", headers=headers).text)
-            result_a, result_b = (json.loads(texts[i])["result"] for i in (0, 3))
-            assert result_a["ok"] and result_a["status"] == 200  # the stand-in wants a Bearer token
-            assert not result_b["ok"]  # acme has no erp_token of its own, and cmp_42's is not acme's
+            results_a, results_b = ([json.loads(texts[i])["result"] for i in (j, j + 1)] for j in (0, 4))
+            for result in results_a:
+                assert result["ok"] and result["status"] == 200  # the stand-in wants a Bearer token
+            for result in results_b:
+                # acme has no erp_token of its own, and cmp_42's is not acme's
+                assert not result["ok"] and result["category"] == "render" and "$secrets.erp_token" in result["error"]
             assert all(VALUE not in text for text in texts)
     finally:
         factory.drop()

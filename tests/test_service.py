@@ -31,10 +31,12 @@ from tests.service_support import (
     ACCEPTED_CLIENT_DATA,
     ACCEPTED_SESSION_IDS,
     BACKENDS,
+    EXAMPLE_SECRET_NAMES,
     REFUSED_CLIENT_DATA,
     REFUSED_SESSION_IDS,
     StoreFactory,
     make_key,
+    put_secrets,
     services,
     start_echo,
     write_triggers,
@@ -112,14 +114,16 @@ def fire(service: Service, company: str, session_id: str, name: str, payload: An
 
 
 def test_the_seed_flow_multipart_client_data_then_a_trigger(service: Service) -> None:
-    client_data = {"user_id": "usr_999", "plan": "enterprise", "erp_token": SECRET}
+    # curl -X PUT .../secrets/erp_token -d '{"value": "..."}'  (once per company: the ERP token is the company's)
+    check_empty(set_secret(service, "cmp_42", "erp_token", SECRET), "/secrets/{name}", "PUT")
+    client_data = {"user_id": "usr_999", "plan": "enterprise"}
     # curl -X PUT .../session/$ID -F 'client_data={...}'  (multipart, as in the seed)
     session = put(service, "cmp_42", "S1", files={"client_data": (None, json.dumps(client_data))})
-    assert session["company_id"] == "cmp_42" and session["client_data"]["erp_token"] == "***"
-    assert session["client_data"]["user_id"] == "usr_999"
+    assert session["company_id"] == "cmp_42" and session["client_data"] == client_data
 
     response = fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": "A-1001"}, "images": []})
     assert response.status_code == 200
+    assert SECRET not in response.text
     body = response.json()
     assert body["message_for_llm"].startswith('The tool "check_order" succeeded (HTTP 200 OK).')
     assert "Instruction: Inform the customer" in body["message_for_llm"]
@@ -129,7 +133,8 @@ def test_the_seed_flow_multipart_client_data_then_a_trigger(service: Service) ->
 
     response = service.client.get("/session/S1", headers=service.as_("cmp_42"))
     session = check(response, "/session/{session_id}", "GET")
-    assert session["client_data"] == {**client_data, "erp_token": "***", "last_order_number": "A-1001"}
+    assert session["client_data"] == {**client_data, "last_order_number": "A-1001"}
+    assert SECRET not in response.text
 
     response = service.client.get("/session/S1/logs", headers=service.as_("cmp_42"))
     logs = check(response, "/session/{session_id}/logs", "GET")["logs"]
@@ -162,7 +167,8 @@ def test_triggers_are_listed_as_tools_of_the_key_s_company(service: Service) -> 
 
 
 def test_bad_arguments_are_a_result_for_the_llm_not_an_http_error(service: Service) -> None:
-    put(service, "cmp_42", "S3", json={"client_data": {"erp_token": SECRET}})
+    assert set_secret(service, "cmp_42", "erp_token", SECRET).status_code == 204
+    put(service, "cmp_42", "S3")
     response = fire(service, "cmp_42", "S3", "check_order", {"arguments": {"order_number": 7}})
     assert response.status_code == 200
     result = response.json()["result"]
@@ -173,20 +179,26 @@ def test_bad_arguments_are_a_result_for_the_llm_not_an_http_error(service: Servi
 
 
 def test_a_failing_remote_is_a_result_with_its_category(service: Service, tmp_path: Path) -> None:
-    put(service, "cmp_42", "S4", json={"client_data": {"erp_token": SECRET}})
-    # The stand-in answers 404 for an unknown path: the webhook call failed, the service did its job.
+    assert set_secret(service, "cmp_42", "erp_token", SECRET).status_code == 204
+    put(service, "cmp_42", "S4", json={"client_data": {"vision_api_key": SECRET}})
+    # The webhook call failed, the service did its job: a 200 whose result says how.
     response = fire(service, "cmp_42", "S4", "analyze_image", {"images": ["https://cdn.example.com/1.jpg"]})
     assert response.status_code == 200
     result = response.json()["result"]
-    assert result["ok"] is False and result["category"] == "render"  # no vision_api_key in the session
+    # no company secret vision_api_key; a client_data key of that name is not $secrets.vision_api_key
+    assert result["ok"] is False and result["category"] == "render"
+    assert "$secrets.vision_api_key" in result["error"]
     assert "failed" in response.json()["message_for_llm"]
 
 
 def test_dry_run_sends_nothing_and_logs_nothing(service: Service) -> None:
-    put(service, "cmp_42", "S5", json={"client_data": {"erp_token": SECRET}})
+    assert set_secret(service, "cmp_42", "erp_token", SECRET).status_code == 204
+    put(service, "cmp_42", "S5")
     response = fire(service, "cmp_42", "S5", "check_order", {"arguments": {"order_number": "A-1"}, "dry_run": True})
     result = response.json()["result"]
-    assert result["dry_run"]["sent"] is False and result["log_seq"] is None
+    assert result["ok"] and result["dry_run"]["sent"] is False and result["log_seq"] is None
+    assert ["Authorization", "***"] in result["dry_run"]["request"]["headers"]
+    assert result["dry_run"]["variables"]["$secrets.erp_token"]["source"] == "company_secret"
     assert SECRET not in response.text
     assert service.client.get("/session/S5/logs", headers=service.as_("cmp_42")).json()["logs"] == []
 
@@ -196,8 +208,10 @@ def test_dry_run_sends_nothing_and_logs_nothing(service: Service) -> None:
 
 def test_no_endpoint_crosses_from_one_company_to_another(service: Service) -> None:
     a, b = "cmp_42", "acme"
-    put(service, a, "S1", json={"client_data": {"owner": "a", "erp_token": SECRET}, "assistant_id": "asst_a"})
-    assert fire(service, a, "S1", "check_order", {"arguments": {"order_number": "A-1"}}).status_code == 200
+    assert set_secret(service, a, "erp_token", SECRET).status_code == 204
+    put(service, a, "S1", json={"client_data": {"owner": "a"}, "assistant_id": "asst_a"})
+    response = fire(service, a, "S1", "check_order", {"arguments": {"order_number": "A-1"}})
+    assert response.status_code == 200 and response.json()["result"]["ok"]
 
     # B cannot read A's session, its logs, or fire a trigger on it.
     response = service.client.get("/session/S1", headers=service.as_(b))
@@ -215,9 +229,10 @@ def test_no_endpoint_crosses_from_one_company_to_another(service: Service) -> No
     a_session = service.client.get("/session/S1", headers=service.as_(a)).json()
     assert a_session["client_data"]["owner"] == "a" and a_session["assistant_id"] == "asst_a"
 
-    # A trigger B fires on its S1 merges into B's session and logs into B's log only.
-    put(service, b, "S1", json={"client_data": {"erp_token": "b-token-123"}})
-    assert fire(service, b, "S1", "check_order", {"arguments": {"order_number": "B-7"}}).status_code == 200
+    # A trigger B fires on its S1 merges into B's session and logs into B's log only, with B's own secret.
+    assert set_secret(service, b, "erp_token", "b-token-123").status_code == 204
+    response = fire(service, b, "S1", "check_order", {"arguments": {"order_number": "B-7"}})
+    assert response.status_code == 200 and response.json()["result"]["ok"]
     a_logs = service.client.get("/session/S1/logs", headers=service.as_(a)).json()["logs"]
     b_logs = service.client.get("/session/S1/logs", headers=service.as_(b)).json()["logs"]
     assert [r["url"].rsplit("/", 1)[1] for r in a_logs] == ["A-1"]
@@ -406,32 +421,79 @@ def test_health_and_openapi_need_no_key(service: Service) -> None:
 
 
 def test_secrets_in_client_data_never_come_back(service: Service) -> None:
-    """erp_token is declared secret (check_order's "secrets"): its value never comes back, wherever it stands."""
+    """erp_token is declared secret by acme's own trigger (acme_inventory's "secrets"), which reads it from
+    client_data: its value never comes back, wherever it stands."""
     client_data = {"erp_token": SECRET, "note": f"the token is {SECRET}"}
-    session = put(service, "cmp_42", "S1", json={"client_data": client_data})
+    session = put(service, "acme", "S1", json={"client_data": client_data})
     texts = [json.dumps(session)]
-    texts.append(fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": SECRET}}).text)
-    texts.append(service.client.get("/session/S1", headers=service.as_("cmp_42")).text)
-    texts.append(service.client.get("/session/S1/logs", headers=service.as_("cmp_42")).text)
+    response = fire(service, "acme", "S1", "acme_inventory", {"arguments": {"sku": SECRET}})
+    assert response.json()["result"]["ok"]  # the stand-in had its Bearer token
+    texts.append(response.text)
+    texts.append(service.client.get("/session/S1", headers=service.as_("acme")).text)
+    texts.append(service.client.get("/session/S1/logs", headers=service.as_("acme")).text)
     for text in texts:
         assert SECRET not in text
     assert session["client_data"] == {"erp_token": "***", "note": "the token is ***"}
 
 
+def test_company_secrets_never_come_back(service: Service) -> None:
+    """The example triggers' tokens are company secrets: set once, never in a session, and never in a result,
+    the LLM's message, a session view or the logs, even when the LLM passes the token as an argument and the
+    remote echoes it into client_data."""
+    tokens = {"erp_token": SECRET, "helpdesk_api_key": SECRET + "-hd", "vision_api_key": SECRET + "-vis"}
+    put_secrets(service.client, service.keys["cmp_42"], tokens)
+    put(service, "cmp_42", "S1", json={"client_data": {"note": "no tokens here"}})
+    ticket = {"issue_title": SECRET, "issue_description": f"key {tokens['helpdesk_api_key']}", "priority": "high",
+              "customer_name": "Ana", "customer_email": "ana@example.com"}
+    calls = [
+        ("check_order", {"arguments": {"order_number": "A-1001"}}),
+        ("create_ticket", {"arguments": ticket}),
+        ("analyze_image", {"images": [f"https://cdn.example.com/{tokens['vision_api_key']}.jpg"]}),
+        ("check_order", {"arguments": {"order_number": SECRET}, "dry_run": True}),
+    ]
+    texts = []
+    for name, payload in calls:
+        response = fire(service, "cmp_42", "S1", name, payload)
+        assert response.status_code == 200 and response.json()["result"]["ok"], response.text
+        texts += [response.text, response.json()["message_for_llm"]]
+    texts.append(service.client.get("/session/S1", headers=service.as_("cmp_42")).text)
+    logs = service.client.get("/session/S1/logs", headers=service.as_("cmp_42"))
+    assert len(logs.json()["logs"]) == 3 and all(r["ok"] for r in logs.json()["logs"])
+    texts += [logs.text, service.client.get("/secrets", headers=service.as_("cmp_42")).text]
+    for text in texts:
+        for token in tokens.values():
+            assert token not in text
+    assert "***" in texts[2] and "***" in texts[3]  # masked where the ticket's echo put it, not dropped
+
+
+@pytest.mark.xfail(strict=True, reason="a session view masks declared client_data secrets, not company secrets: "
+                   "a company secret that a response merged into client_data is shown as stored")
+def test_a_company_secret_merged_into_client_data_is_masked_in_the_session_view(service: Service) -> None:
+    """The stand-in merges the order number it was sent into client_data (last_order_number). When that is
+    the company's token, the call's own outputs mask it; the session view, which a declared client_data secret
+    would mask wherever it appears, should too."""
+    assert set_secret(service, "cmp_42", "erp_token", SECRET).status_code == 204
+    put(service, "cmp_42", "S1")
+    response = fire(service, "cmp_42", "S1", "check_order", {"arguments": {"order_number": SECRET}})
+    assert response.json()["result"]["ok"] and SECRET not in response.text
+    assert SECRET not in service.client.get("/session/S1/logs", headers=service.as_("cmp_42")).text
+    assert SECRET not in service.client.get("/session/S1", headers=service.as_("cmp_42")).text
+
+
 def test_a_session_is_masked_by_declaration_not_by_key_names(service: Service) -> None:
     """Only keys a trigger of the company declares in "secrets" are masked; a key that merely looks like a
-    credential is data the caller sent, shown as sent. acme's own trigger declares acme_pin: masked for acme,
-    not for cmp_42, whose triggers do not declare it."""
+    credential is data the caller sent, shown as sent. acme's own trigger declares erp_token and acme_pin:
+    masked for acme, not for cmp_42, whose triggers declare nothing (the examples read company secrets)."""
     client_data = {"password_hint": "hunter22", "acme_pin": "pin-90125", "erp_token": SECRET}
     for company in ("cmp_42", "acme"):
         put(service, company, "S1", json={"client_data": client_data})
     shown = {c: check(service.client.get("/session/S1", headers=service.as_(c)), "/session/{session_id}", "GET")
              for c in ("cmp_42", "acme")}
-    assert shown["cmp_42"]["client_data"] == {"password_hint": "hunter22", "acme_pin": "pin-90125", "erp_token": "***"}
+    assert shown["cmp_42"]["client_data"] == client_data
     assert shown["acme"]["client_data"] == {"password_hint": "hunter22", "acme_pin": "***", "erp_token": "***"}
     catalog = service.client.app.state.catalog
-    assert catalog.secret_names("acme") == {"erp_token", "helpdesk_api_key", "vision_api_key", "acme_pin"}
-    assert catalog.secret_names("cmp_42") == {"erp_token", "helpdesk_api_key", "vision_api_key"}
+    assert catalog.secret_names("acme") == {"erp_token", "acme_pin"}
+    assert catalog.secret_names("cmp_42") == frozenset()
 
 
 # -- one rule for sessions: the same cases as tests/test_cli.py ---------------------------------------
@@ -769,8 +831,10 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(kind: str, tm
     examples = os.environ.get("WEBHOOK_DSL_SCHEMATHESIS_EXAMPLES", "25")
     with services(triggers, factory.url, 1) as (process,):
         headers = {"Authorization": f"Bearer {key}"}
-        secrets = {"erp_token": "t-1", "helpdesk_api_key": "h-1", "vision_api_key": "v-1"}
-        assert httpx.put(f"{process.url}/session/S1", headers=headers, json={"client_data": secrets}).status_code == 200
+        with httpx.Client(base_url=process.url) as client:
+            put_secrets(client, key, {name: f"{name}-0001" for name in EXAMPLE_SECRET_NAMES})
+            client_data = {"user_id": "usr_999", "plan": "enterprise"}
+            assert client.put("/session/S1", headers=headers, json={"client_data": client_data}).status_code == 200
         command = [SCHEMATHESIS, "run", f"{process.url}/openapi.json", "-H", f"Authorization: Bearer {key}"]
         command += ["--checks", "all", "--max-examples", examples, "--workers", "1", "--no-color"]
         command += ["--generation-database", "none", "--request-timeout", "20"]
