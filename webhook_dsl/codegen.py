@@ -224,9 +224,7 @@ class _Writer:
 
     def join(self, pieces: tuple[Piece, ...]) -> str:
         terms = [repr(p) if isinstance(p, str) else self.slot_text(p) for p in pieces]
-        if not terms:
-            return "''"
-        return " + ".join(terms)
+        return _concatenation(terms)
 
     def url(self, plan: WebhookPlan) -> str:
         terms = []
@@ -249,7 +247,7 @@ class _Writer:
                 if not literal.strip("."):  # only then can the segment come out as '.' or '..'
                     self.emit(f"if {name} == '.' or {name} == '..': raise F")
             terms.append(name)
-        return " + ".join(terms) or "''"
+        return _concatenation(terms)
 
     def headers(self, plan: WebhookPlan) -> str:
         self.in_headers = True
@@ -440,6 +438,25 @@ def _display_pays(tree: Any) -> bool:
     return 2 * containers + 3 * items <= 7 * holes
 
 
+#: Above this many terms an expression is written as a call over a tuple: a chain of ``+`` nests one level
+#: per term in the compiler's syntax tree, and thousands of references in one string would overflow its stack.
+_FLAT_TERMS = 32
+
+
+def _concatenation(terms: list[str]) -> str:
+    if not terms:
+        return "''"
+    if len(terms) <= _FLAT_TERMS:
+        return " + ".join(terms)
+    return "''.join((" + ", ".join(terms) + ",))"
+
+
+def _sum(terms: list[str]) -> str:
+    if len(terms) <= _FLAT_TERMS:
+        return " + ".join(terms)
+    return "sum((" + ", ".join(terms) + ",))"
+
+
 def generate_source(plan: WebhookPlan) -> str:
     """The Python source of the plan's fast render function (deterministic)."""
     writer = _Writer(plan)
@@ -456,7 +473,7 @@ def generate_source(plan: WebhookPlan) -> str:
         checks.append(f"len(u) > {MAX_URL_LENGTH}")
     if writer.header_slots:
         static = sum(len(p) for h in plan.headers for p in h.name + h.value if isinstance(p, str))
-        lengths = " + ".join(f"len({name})" for name in writer.header_slots)
+        lengths = _sum([f"len({name})" for name in writer.header_slots])
         checks.append(f"{lengths} > {MAX_HEADERS_SIZE - static}")
     if plan.body is not None:
         checks.append(f"len(b) > {MAX_BODY_BYTES}")
