@@ -10,7 +10,10 @@ Sections (see benchmarks/README.md for what each baseline is):
 2. compile - config text -> plan, + first render, vs Jinja2 compiling the
              equivalent templates; plan loading; bulk compile throughput;
 3. scale   - render cost vs number of defined variables and vs template size;
-4. memory  - bytes per compiled plan (before/after first render), total resident.
+4. memory  - bytes per compiled plan (before/after first render), total resident;
+5. runtime - requests/s through Runtime against a loopback server (runtime_bench.py);
+6. validation - Trigger.argument_errors: valid arguments, worded errors, and a
+             catastrophic schema pattern, which must cost microseconds, not seconds.
 
 Every timing is the median of >= 7 repeats of a calibrated loop (ns per call);
 every ratio is taken between figures measured in the same run. Importing this
@@ -984,6 +987,38 @@ def bench_runtime(settings: Settings, report: dict[str, Any]) -> None:
             _progress(f"runtime {loop} c={concurrency}: {shown}")
 
 
+def bench_validation(s: Settings, report: dict[str, Any]) -> None:
+    """Section 6: argument validation, the step before every trigger call (issue 13, M4).
+
+    A tenant's pattern runs on RE2 or Rust's regex crate, never on a backtracking engine, so
+    ``^(a+)+$`` against forty a's and a '!' costs what any failed check costs. The backtracking
+    reference (Python's ``re``, what ``jsonschema`` alone would run) is timed once, on 22 a's: each
+    further a doubles it."""
+    from webhook_dsl import compile_trigger
+
+    def trigger(pattern: str) -> Any:
+        return compile_trigger({
+            "name": "t", "description": "d", "webhook": {"url": "https://api.example.test/x", "method": "GET"},
+            "parameters": {"type": "object", "required": ["v"], "properties": {
+                "v": {"type": "string", "pattern": pattern}, "n": {"type": "integer", "minimum": 1}}},
+        })
+
+    order, evil = trigger("^[A-Z]-[0-9]+$"), trigger("^(a+)+$")
+    cases = {
+        "valid (jsonschema_rs says yes)": (order.argument_errors, {"v": "A-1001", "n": 2}),
+        "invalid, errors worded (RE2)": (order.argument_errors, {"v": "nope", "n": 0}),
+        "^(a+)+$ vs 'a'*40+'!'": (evil.argument_errors, {"v": "a" * 40 + "!"}),
+        "^(a+)+$ vs 'a'*100000+'!'": (evil.argument_errors, {"v": "a" * 100_000 + "!"}),
+    }
+    section: dict[str, Any] = {"ns_per_op": measure_group(cases, s.repeats, s.compile_loop_time)}
+    if not s.quick:
+        started = time.perf_counter()
+        re.search("^(a+)+$", "a" * 22 + "!")
+        section["backtracking_reference_22_ns"] = (time.perf_counter() - started) * 1e9
+    report["validation"] = section
+    _progress("validation: " + ", ".join(f"{k} {_fmt_ns(v['median_ns'])}" for k, v in section["ns_per_op"].items()))
+
+
 def print_report(report: dict[str, Any]) -> None:
     meta = report["meta"]
     v = meta["versions"]
@@ -1057,6 +1092,15 @@ def print_report(report: dict[str, Any]) -> None:
         for line in _runtime_bench().table_lines(rt):
             print("  " + line)
 
+    if "validation" in report:
+        validation = report["validation"]
+        print("\n6. Validation (Trigger.argument_errors, per call, median)")
+        for name, row in validation["ns_per_op"].items():
+            print(f"  {name:<34}{_fmt_ns(row['median_ns']):>12}")
+        if "backtracking_reference_22_ns" in validation:
+            print(f"  {'Python re: ^(a+)+$ vs a*22+! (once)':<34}"
+                  f"{_fmt_ns(validation['backtracking_reference_22_ns']):>12}")
+
     print("\nTargets")
     for target in report["targets"]:
         status = "skip" if target["met"] is None else ("PASS" if target["met"] else "MISS")
@@ -1126,7 +1170,7 @@ def main(argv: list[str] | None = None) -> int:
     report: dict[str, Any] = {"meta": environment_info(settings)}
     sections = report["meta"]["section_seconds"] = {}
     for name, bench in (("render", bench_render), ("compile", bench_compile), ("scale", bench_scale),
-                        ("memory", bench_memory), ("runtime", bench_runtime)):
+                        ("memory", bench_memory), ("runtime", bench_runtime), ("validation", bench_validation)):
         section_start = time.perf_counter()
         bench(settings, report)
         sections[name] = round(time.perf_counter() - section_start, 2)

@@ -69,3 +69,24 @@ def test_dry_run_masks_unless_asked(tmp_path: Path, stand_in: int) -> None:
     assert TOKEN not in out and json.loads(out)["dry_run"]["request"]["url"].endswith("?t=***")
     status, out, err = run("call", trigger, "--session", "S1", "--dry-run", "--show-secrets", "--database", db)
     assert status == 0 and json.loads(out)["dry_run"]["request"]["url"].endswith(f"?t={TOKEN}")
+
+
+def test_a_network_written_wrong_is_one_line_saying_what_was_meant(tmp_path: Path) -> None:
+    for command in (["call", "t.json", "--session", "S1"], ["serve", "--triggers", str(tmp_path)]):
+        status, _, err = run_capturing_exit(*command, "--allow-network", "127.0.0.1/0")
+        assert status == 2 and "Traceback" not in err
+        assert "127.0.0.1/0 has host bits set; did you mean 127.0.0.1/32 or 0.0.0.0/0?" in err
+
+
+def run_capturing_exit(*argv: str) -> tuple[int, str, str]:
+    """argparse reports a bad option value by exiting with status 2."""
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            status, out, more = run(*argv)
+        except SystemExit as exit_:
+            return int(exit_.code or 0), "", err.getvalue()
+    return status, out, more + err.getvalue()

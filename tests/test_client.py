@@ -95,7 +95,8 @@ def test_a_name_is_resolved_again_when_its_pin_expires(monkeypatch: pytest.Monke
     first, again, third = asyncio.run(main())
     assert first.ok and again.ok
     assert lookups == ["api.test", "api.test"]
-    assert third.category == "blocked" and "10.0.0.7" in (third.error or "")
+    assert third.category == "blocked" and "not public" in (third.error or "")
+    assert "10.0.0.7" not in (third.error or "")  # what a name resolves to is the operator's to see, not the LLM's
     assert [address for address, _ in DIALLED] == ["127.0.0.1", "127.0.0.1"]
 
 

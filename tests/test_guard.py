@@ -235,14 +235,16 @@ def test_lookups_that_fail_or_stall_fail_closed() -> None:
         guard = OutboundGuard.build(resolver=slow, resolve_timeout=0.05)
         with pytest.raises(BlockedError, match="longer than"):
             await guard.resolve("slow.test", 80)
-        with pytest.raises(BlockedError, match="cannot look up"):
+        with pytest.raises(BlockedError) as failed:
             await OutboundGuard.build(resolver=stub_resolver).resolve("unknown.test", 80)
+        assert "cannot look up" in failed.value.detail
 
         async def empty(host: str, port: int) -> list[str]:
             return []
 
-        with pytest.raises(BlockedError, match="no address"):
+        with pytest.raises(BlockedError) as failed:
             await OutboundGuard.build(resolver=empty).resolve("empty.test", 80)
+        assert "no address" in failed.value.detail
 
     asyncio.run(main())
 
@@ -256,8 +258,9 @@ def test_allow_and_deny_lists() -> None:
         by_name = OutboundGuard.build(allow_hosts=["private.test"], resolver=stub_resolver)
         assert await by_name.resolve("PRIVATE.TEST.", 80) == ["192.168.0.10"]
         denied = OutboundGuard.build(deny_networks=["93.184.0.0/16"], deny_hosts=["evil.test"], resolver=stub_resolver)
-        with pytest.raises(BlockedError, match="deny list"):
+        with pytest.raises(BlockedError) as failed:
             await denied.resolve("mixed.test", 80)
+        assert "deny list" in failed.value.detail
         with pytest.raises(BlockedError, match="deny list"):
             await denied.resolve("evil.test", 80)
 

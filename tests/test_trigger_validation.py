@@ -46,7 +46,7 @@ json_values = st.recursive(
 )
 
 TYPES = ["string", "integer", "number", "boolean", "null", "array", "object"]
-PATTERNS = ["^A-[0-9]+$", "\\d", "^[a-z]*$", "^.{2,}$", "b", "^\\w+$", "(?<=a)b", "^\\S+$"]
+PATTERNS = ["^A-[0-9]+$", "\\d", "^[a-z]*$", "^.{2,}$", "b", "^\\w+$", "^\\S+$"]  # no lookaround: refused
 leaf_schemas = st.one_of(
     st.builds(lambda t: {"type": t}, st.sampled_from(TYPES)),
     st.builds(lambda ts: {"type": ts}, st.lists(st.sampled_from(TYPES), min_size=1, max_size=3, unique=True)),

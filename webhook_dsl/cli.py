@@ -21,6 +21,7 @@ from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslEr
 from .masking import MIN_SECRET_LENGTH, Masker, shown_request
 from .plan import WebhookPlan, dump_plans, load_plans
 from .runtime import EVENT_LOOPS, run
+from .store import DEFAULT_MAX_CLIENT_DATA_BYTES
 from .trigger import Trigger, compile_trigger, is_trigger_document
 
 if TYPE_CHECKING:
@@ -225,7 +226,7 @@ def _reject_constant(name: str) -> Any:
 
 
 def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import SQLiteStore, client_data_problems, company_id_problem
+    from .store import ClientDataTooLarge, SQLiteStore, client_data_problems, company_id_problem
 
     _check_session_id(args.session_id)
     if args.company_id is not None and (problem := company_id_problem(args.company_id)) is not None:
@@ -242,11 +243,16 @@ def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if problems:
             raise _InputError("--client-data: " + "; ".join(problems))
     catalog = _session_triggers(args)
-    store = SQLiteStore(_database(args))
+    store = SQLiteStore(_database(args), max_client_data_bytes=args.max_client_data_bytes)
     try:
         session = store.put_session_sync(
             args.session_id, company_id=args.company_id, assistant_id=args.assistant_id, client_data=client_data
         )
+    except ClientDataTooLarge as error:
+        raise _InputError(
+            f"--client-data: the session's client_data would be {error.size} bytes of compact JSON, over the "
+            f"limit of {error.limit} bytes (--max-client-data-bytes); nothing was stored"
+        ) from None
     finally:
         store.close_sync()
     print(json.dumps(_masked_session(session, catalog), ensure_ascii=False, indent=2), file=out)
@@ -420,11 +426,19 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         raise _InputError(f"--database: {error}") from None
     if args.anonymous_company is not None and (problem := company_id_problem(args.anonymous_company)) is not None:
         raise _InputError(f"--anonymous-company: {problem}")
+    if args.anonymous_company is not None and not _is_loopback_address(args.host):
+        raise _InputError(
+            f"--anonymous-company serves requests that carry no key, so it listens on loopback only "
+            f"(--host 127.0.0.1, ::1 or localhost), not on {args.host}"
+        )
+    if args.max_client_data_bytes < 2:
+        raise _InputError("--max-client-data-bytes: at least 2 (the size of {})")
     settings = ServiceSettings(
         max_body_bytes=args.max_body_bytes,
         access_log=not args.no_access_log,
         dashboard=not args.no_dashboard,
         anonymous_company=args.anonymous_company,
+        max_client_data_bytes=args.max_client_data_bytes,
     )
     options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
     if args.timeout is not None:
@@ -457,6 +471,18 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _is_loopback_address(host: str) -> bool:
+    """Whether ``serve --host`` listens on this machine only."""
+    import ipaddress
+
+    if host.lower().removesuffix(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -574,6 +600,17 @@ def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return run(work())
 
 
+def _network(text: str) -> str:
+    """An --allow-network value, checked strictly here so that a typo is one line, not a traceback."""
+    from .guard import NetworkSpecError, parse_network
+
+    try:
+        parse_network(text)
+    except NetworkSpecError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="webhook-dsl",
@@ -671,6 +708,14 @@ def build_parser() -> argparse.ArgumentParser:
     put.add_argument("--client-data", metavar="JSON", help='client_data to merge, e.g. \'{"user_id":"usr_999"}\'')
     put.add_argument("--triggers", metavar="PATH", help=session_triggers_help)
     put.add_argument("--database", help=database_help)
+    put.add_argument(
+        "--max-client-data-bytes",
+        type=int,
+        default=DEFAULT_MAX_CLIENT_DATA_BYTES,
+        metavar="N",
+        help=f"the session's client_data holds at most N bytes of compact JSON, as 'serve' enforces "
+        f"(default {DEFAULT_MAX_CLIENT_DATA_BYTES})",
+    )
     put.set_defaults(handler=_session_put)
     get = session_commands.add_parser(
         "get",
@@ -703,6 +748,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--allow-network",
         action="append",
+        type=_network,
         metavar="CIDR",
         help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
     )
@@ -776,6 +822,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--allow-network",
         action="append",
+        type=_network,
         metavar="CIDR",
         help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable "
         "(default: none)",
@@ -792,6 +839,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="larger request bodies are refused with 413 (default 1048576)",
     )
     serve.add_argument(
+        "--max-client-data-bytes",
+        type=int,
+        default=DEFAULT_MAX_CLIENT_DATA_BYTES,
+        metavar="N",
+        help="a session's client_data holds at most N bytes of compact JSON: a PUT past it is a 413, a webhook "
+        f"response's merge past it is refused with a warning in the call's result and log (default "
+        f"{DEFAULT_MAX_CLIENT_DATA_BYTES})",
+    )
+    serve.add_argument(
         "--proxy-headers",
         action="store_true",
         help="trust X-Forwarded-Proto/For from a reverse proxy on 127.0.0.1 (marks dashboard cookies Secure "
@@ -801,7 +857,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--anonymous-company",
         metavar="COMPANY_ID",
         help="serve requests that carry no API key as this company (local trials only: anyone who can reach "
-        "the port acts as it); a wrong key is still refused",
+        "the port acts as it); a wrong key is still refused, the service listens on loopback only and answers "
+        "only requests addressed to localhost, 127.0.0.1 or [::1], and a POST must be JSON",
     )
     serve.add_argument(
         "--loop",

@@ -19,6 +19,14 @@ A pin holds every checked address but dials one at a time (reqwest takes one per
 name): when a connection to it cannot be made, ``unreachable`` moves the pin to the
 next, and the runtime's retry goes there.
 
+Why a bound: an LLM chooses hosts, and every pin is a client with its connection pool,
+its sockets and its memory, which would otherwise pile up with every new host. At most
+``max_pins`` are kept; beyond that the least recently used is dropped. A dropped
+client is not ``close()``d, which would fail the requests still running on it: they
+hold their own reference, and the client, with its connections, goes when the last of
+them ends. Hosts written as addresses share one client, replaced (the same way) once
+it has served ``max_pins`` different destinations.
+
 The host is read by the same URL parser reqwest uses (Rust's ``url`` crate, via
 ``pyreqwest.http.Url``), and a URL whose host our own parser reads differently is
 refused: a parser differential (``http://a\\@b/``, ``http://127.1/``) can then never
@@ -30,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -41,12 +50,14 @@ from pyreqwest.http import Url
 
 from .guard import BlockedError, OutboundGuard
 
-__all__ = ["PIN_SECONDS", "PinnedClients", "describe_error", "dialling", "never_connected"]
+__all__ = ["DEFAULT_MAX_PINS", "PIN_SECONDS", "PinnedClients", "describe_error", "dialling", "never_connected"]
 
 #: How long a checked name -> address pin is used before the name is resolved and checked again.
 PIN_SECONDS = 30.0
-#: Pins kept at most; the oldest are dropped beyond this (their clients close when idle).
+#: Parsed ``scheme://authority`` prefixes kept (small tuples; a miss costs one URL parse).
 MAX_PINS = 4096
+#: Pinned clients kept by default (``RuntimeSettings.max_pinned_hosts``).
+DEFAULT_MAX_PINS = 256
 
 
 def dialling(address: str, port: int) -> None:
@@ -72,14 +83,22 @@ class _Pin:
 class PinnedClients:
     """One pyreqwest client per checked destination; see the module docstring."""
 
-    def __init__(self, guard: OutboundGuard, *, max_connections: int, connect_timeout: float) -> None:
+    def __init__(
+        self,
+        guard: OutboundGuard,
+        *,
+        max_connections: int,
+        connect_timeout: float,
+        max_pins: int = DEFAULT_MAX_PINS,
+    ) -> None:
         self.guard = guard
         self.max_connections = max_connections
         self.connect_timeout = connect_timeout
-        # key -> client, the checked addresses, which one the client dials, until when
-        self._pins: dict[tuple[str, str, int], _Pin] = {}
+        self.max_pins = max(1, max_pins)
+        # key -> client, the checked addresses, which one the client dials, until when; least recently used first
+        self._pins: OrderedDict[tuple[str, str, int], _Pin] = OrderedDict()
         self._literal: Client | None = None
-        self._retired: list[Client] = []  # replaced (unreachable address, new DNS answer); closed with the rest
+        self._literal_keys: set[tuple[str, str, int]] = set()  # destinations the address client has served
         self._renewals: dict[tuple[str, str, int], asyncio.Future[_Pin]] = {}
         # scheme://authority -> (scheme, host, port), and whether the host is an address (checked), parsed once
         self._destinations: dict[str, tuple[tuple[str, str, int], bool]] = {}
@@ -126,14 +145,32 @@ class PinnedClients:
             self._destinations[prefix] = result
         return result
 
-    async def client_for(self, url: str) -> Client:
-        """The client to send *url* with; raises ``BlockedError`` before anything is sent."""
+    def ready(self, url: str) -> Client | None:
+        """The client for *url* when no lookup is needed (a pin that holds, or a host written as an
+        address), else None: then ``client_for``, which may wait for DNS. Raises ``BlockedError``."""
         key, is_address = self.destination(url)
         if is_address:  # checked when the destination was read; nothing to resolve
             dialling(key[1], key[2])
-            if self._literal is None:
-                self._literal = self._builder().build()
+            if key not in self._literal_keys:
+                if self._literal is None or len(self._literal_keys) >= self.max_pins:
+                    self._literal = self._builder().build()  # the old one goes when its last request ends
+                    self._literal_keys.clear()
+                self._literal_keys.add(key)
+            assert self._literal is not None
             return self._literal
+        pinned = self._pins.get(key)
+        if pinned is None or pinned.until <= time.monotonic():
+            return None
+        self._pins.move_to_end(key)
+        dialling(pinned.addresses[pinned.current], key[2])
+        return pinned.client
+
+    async def client_for(self, url: str) -> Client:
+        """The client to send *url* with; raises ``BlockedError`` before anything is sent."""
+        client = self.ready(url)
+        if client is not None:
+            return client
+        key, _ = self.destination(url)
         pinned = self._pins.get(key)
         if pinned is None or pinned.until <= time.monotonic():
             # One lookup per host at a time: requests that find the pin expired while it is being renewed
@@ -156,13 +193,12 @@ class PinnedClients:
         dialled = old.addresses[old.current] if old is not None else None
         if old is not None and dialled in addresses:
             pin = _Pin(old.client, addresses, addresses.index(dialled), until)
-        else:
-            if old is not None:
-                self._retire(old.client)
-            elif len(self._pins) >= MAX_PINS:
-                self._pins.pop(next(iter(self._pins)))
+        else:  # a replaced client is dropped: see the module docstring
             pin = _Pin(self._builder().resolve(host, addresses[0], port).build(), addresses, 0, until)
         self._pins[key] = pin
+        self._pins.move_to_end(key)
+        while len(self._pins) > self.max_pins:
+            self._pins.popitem(last=False)
         return pin
 
     def _renewed(self, key: tuple[str, str, int], renewal: asyncio.Future[_Pin]) -> None:
@@ -171,14 +207,9 @@ class PinnedClients:
         if not renewal.cancelled():
             renewal.exception()  # retrieved here: an error its waiters already got is not reported as lost
 
-    def _retire(self, client: Client) -> None:
-        """Keep a replaced client until ``aclose`` (requests in flight may still use it)."""
-        self._retired.append(client)
-        del self._retired[:-16]  # beyond that, left to the garbage collector (requests hold their own reference)
-
     def unreachable(self, url: str, client: Client) -> bool:
         """*client* could make no connection for *url*: pin the host's next checked address (the old
-        client is kept until closed, since other requests may still be using it). Only if *client* is
+        client is dropped; requests still using it keep it until they end). Only if *client* is
         still the pin: many requests failing at once move it one step, not back and forth. False when
         there is nothing to move."""
         try:
@@ -190,19 +221,18 @@ class PinnedClients:
             return False
         current = (pinned.current + 1) % len(pinned.addresses)
         moved = self._builder().resolve(key[1], pinned.addresses[current], key[2]).build()
-        self._retire(pinned.client)
         self._pins[key] = _Pin(moved, pinned.addresses, current, pinned.until)
         return True
 
     async def aclose(self) -> None:
         for renewal in list(self._renewals.values()):  # none may pin a client after this
             renewal.cancel()
-        clients = [pin.client for pin in self._pins.values()] + self._retired
-        self._retired = []
+        clients = [pin.client for pin in self._pins.values()]
         if self._literal is not None:
             clients.append(self._literal)
         self._pins.clear()
         self._literal = None
+        self._literal_keys.clear()
         for client in clients:
             await client.close()
 

@@ -9,6 +9,11 @@ names in numeric disguise (``2130706433``, ``0x7f.1``, ``0177.0.0.1``) are read
 the way ``inet_aton`` reads them and judged as the address they reach; other
 names are resolved once, every address is checked, and the connection is made to
 the checked addresses only (see ``runtime``), leaving no DNS-rebinding window.
+
+A refusal's message reaches the LLM and the API caller, so for a name it never says
+what the name resolved to, nor whether it resolved at all (that would map a private
+DNS zone for whoever steers the LLM); ``BlockedError.detail``, logged for the
+operator on ``webhook_dsl.guard``, does.
 """
 
 from __future__ import annotations
@@ -16,11 +21,20 @@ from __future__ import annotations
 import asyncio
 import functools
 import ipaddress
+import logging
 import socket
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["BlockedError", "OutboundGuard", "Resolver", "parse_numeric_host", "system_resolver"]
+__all__ = [
+    "BlockedError",
+    "NetworkSpecError",
+    "OutboundGuard",
+    "Resolver",
+    "parse_network",
+    "parse_numeric_host",
+    "system_resolver",
+]
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -83,8 +97,52 @@ BLOCKED_NAMES = (
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 
+_log = logging.getLogger("webhook_dsl.guard")
+
+
 class BlockedError(Exception):
-    """The destination is not allowed; nothing was sent. The message says why."""
+    """The destination is not allowed; nothing was sent.
+
+    The message says why in words safe to show anyone (the LLM, the API caller); ``detail`` is the
+    operator's version, which may name the private address a name resolved to."""
+
+    def __init__(self, message: str, detail: str | None = None) -> None:
+        super().__init__(message)
+        self.detail = detail or message
+        _log.info("blocked: %s", self.detail)
+
+
+class NetworkSpecError(ValueError):
+    """An ``allow_networks``/``deny_networks`` entry (``--allow-network``) that is not a network as written;
+    the message, one line, says what was probably meant."""
+
+
+def parse_network(text: str) -> IPNetwork:
+    """A network written as CIDR (or one address), strictly: ``127.0.0.1/0`` is an error, not the whole
+    IPv4 space, because whoever wrote it almost certainly meant something narrower.
+
+    >>> parse_network("10.0.0.0/8")
+    IPv4Network('10.0.0.0/8')
+    >>> parse_network("127.0.0.1/0")
+    Traceback (most recent call last):
+    ...
+    webhook_dsl.guard.NetworkSpecError: 127.0.0.1/0 has host bits set; did you mean 127.0.0.1/32 or 0.0.0.0/0?
+    """
+    written = text.strip()
+    try:
+        return ipaddress.ip_network(written, strict=True)
+    except ValueError:
+        pass
+    try:
+        loose = ipaddress.ip_network(written, strict=False)
+    except ValueError:
+        raise NetworkSpecError(
+            f"{text!r} is not a network; write an address or CIDR, such as 10.0.0.0/8 or fd00::/8"
+        ) from None
+    address = written.split("/", 1)[0]
+    raise NetworkSpecError(
+        f"{written} has host bits set; did you mean {address}/{loose.max_prefixlen} or {loose}?"
+    ) from None
 
 
 @functools.lru_cache(maxsize=4096)
@@ -155,7 +213,9 @@ def why_blocked(address: IPAddress) -> str | None:
 
 @dataclass(frozen=True)
 class OutboundGuard:
-    """The policy: what may be reached. Allow entries win over the built-in table; deny entries win over all."""
+    """The policy: what may be reached. Allow entries win over the built-in table; deny entries win over
+    every allow entry, hosts and networks alike (an allowed name that resolves into a denied network is
+    refused, and so is an address carrying a denied IPv4 address inside an IPv6 one)."""
 
     allow_networks: tuple[IPNetwork, ...] = ()
     allow_hosts: frozenset[str] = frozenset()
@@ -175,19 +235,31 @@ class OutboundGuard:
         resolver: Resolver | None = None,
         resolve_timeout: float = 5.0,
     ) -> OutboundGuard:
+        """Networks are parsed strictly (``parse_network``); ``NetworkSpecError`` says what was meant."""
         return cls(
-            allow_networks=tuple(ipaddress.ip_network(n, strict=False) for n in allow_networks),
+            allow_networks=tuple(parse_network(n) for n in allow_networks),
             allow_hosts=frozenset(_normal(h) for h in allow_hosts),
-            deny_networks=tuple(ipaddress.ip_network(n, strict=False) for n in deny_networks),
+            deny_networks=tuple(parse_network(n) for n in deny_networks),
             deny_hosts=frozenset(_normal(h) for h in deny_hosts),
             resolver=resolver,
             resolve_timeout=resolve_timeout,
         )
 
+    def denied(self, address: IPAddress) -> bool:
+        """Whether a deny entry covers the address, or the IPv4 address it carries."""
+        if not self.deny_networks:
+            return False
+        forms: list[IPAddress] = [address]
+        if isinstance(address, ipaddress.IPv6Address):
+            inner = _embedded_ipv4(address)
+            if inner is not None:
+                forms.append(inner)
+        return any(form.version == net.version and form in net for form in forms for net in self.deny_networks)
+
     def check_address(self, address: IPAddress, host: str) -> None:
-        for network in self.deny_networks:
-            if address.version == network.version and address in network:
-                raise BlockedError(f"{host} resolves to {address}, which the deny list blocks")
+        """Refuse an address the host was written as (numbers in any notation)."""
+        if self.denied(address) or str(address) in self.deny_hosts:
+            raise BlockedError(f"{host} is on the deny list")
         for network in self.allow_networks:
             if address.version == network.version and address in network:
                 return
@@ -195,6 +267,16 @@ class OutboundGuard:
         if reason:
             shown = f"{host} is {address}" if str(address) != host.strip("[]") else f"{address}"
             raise BlockedError(f"{shown}: {reason}; not a public address")
+
+    def check_resolved(self, address: IPAddress, host: str, *, allowed_name: bool = False) -> None:
+        """Refuse an address a name resolved to. The message never shows it (see the module docstring)."""
+        if self.denied(address):
+            raise BlockedError(_name_refused(host), f"{host} resolves to {address}, which the deny list blocks")
+        if allowed_name or any(address.version == n.version and address in n for n in self.allow_networks):
+            return
+        reason = why_blocked(address)
+        if reason:
+            raise BlockedError(_name_refused(host), f"{host} resolves to {address}: {reason}")
 
     def check_name(self, host: str) -> str:
         """Refuse names that are local by definition; return the normalized name."""
@@ -226,15 +308,23 @@ class OutboundGuard:
                 addresses = await resolver(name, port)
         except TimeoutError:
             raise BlockedError(f"looking up {host} took longer than {self.resolve_timeout:g} s") from None
-        except OSError as error:
-            raise BlockedError(f"cannot look up {host}: {error.strerror or error}") from None
+        except OSError as error:  # worded like a private answer: which names exist is not for the LLM to learn
+            raise BlockedError(_name_refused(host), f"cannot look up {host}: {error.strerror or error}") from None
         if not addresses:
-            raise BlockedError(f"{host} has no address")
-        if name in self.allow_hosts:
-            return addresses
+            raise BlockedError(_name_refused(host), f"{host} has no address")
+        allowed_name = name in self.allow_hosts
         for text in addresses:
-            self.check_address(ipaddress.ip_address(text), host)
+            try:
+                parsed = ipaddress.ip_address(text)
+            except ValueError:
+                raise BlockedError(_name_refused(host), f"{host}: the resolver answered {text!r}") from None
+            self.check_resolved(parsed, host, allowed_name=allowed_name)
         return addresses
+
+
+def _name_refused(host: str) -> str:
+    """What anyone but the operator learns about a refused name, whatever the reason."""
+    return f"{host}: not found, or its address is not public"
 
 
 def _normal(host: str) -> str:

@@ -47,7 +47,7 @@ from .masking import (
     shown_request,
     whole_secrets,
 )
-from .plan import RenderedRequest, WebhookPlan, defined_name
+from .plan import RenderedRequest, WebhookPlan, defined_name, resolve_reference
 from .store import SQLiteStore, Store
 from .trigger import SYSTEM_VARIABLES, Trigger
 
@@ -676,8 +676,8 @@ def build_variables(
     variables["images"] = list(images)
     variables[_SESSION_ID], variables[_COMPANY_ID], variables[_ASSISTANT_ID] = session_id, company_id, assistant_id
     if company_secrets is not None:
-        for name in [name for name in variables if name.startswith(SECRETS_PREFIX)]:
-            del variables[name]  # only the company can define a secret
+        for name in [name for name in variables if name.startswith(SECRETS_PREFIX) or name == _SECRETS_ROOT]:
+            del variables[name]  # only the company can define a secret (not even by a nested "secrets" object)
         for name, value in company_secrets.items():
             variables[SECRETS_PREFIX + name] = value
     return variables
@@ -701,6 +701,7 @@ def variable_origins(variables: Mapping[str, Any], trigger: Trigger, arguments: 
 
 
 _SYSTEM = frozenset(SYSTEM_VARIABLES)
+_SECRETS_ROOT = SECRETS_PREFIX.rstrip(".")
 _SESSION_ID, _COMPANY_ID, _ASSISTANT_ID = SYSTEM_VARIABLES
 _USER_AGENT = ("User-Agent", f"webhook-dsl/{_version}")
 _ACCEPT_ENCODING = ("Accept-Encoding", "gzip, deflate")  # what _BodyReader can inflate
@@ -838,9 +839,9 @@ def _log_record(
     body_text = call.text
     used = {}
     for candidates in trigger.reference_candidates:
-        name = defined_name(candidates, variables)
-        if name is not None:
-            used[name] = variables[name]
+        found = resolve_reference(candidates, variables)
+        if found is not None:
+            used[found[0]] = found[1]
     request_body = shown["body"] if shown else None
     return masker.record({
         "at": time.time(),

@@ -36,16 +36,16 @@ from . import ast
 from .compiler import compile_template
 from .config import skeleton, validate_webhook
 from .errors import ConfigError, Diagnostic
-from .masking import CREDENTIAL_HEADERS, SECRETS_PREFIX
+from .masking import CREDENTIAL_HEADERS, SECRET_NAME, SECRETS_PREFIX
 from .parse import SourceText, parse_config, parse_mapping
-from .plan import WebhookPlan
+from .patterns import NOT_SCHEMAS, RUST_REGEX, LinearValidator, linear_schema, pattern_problems
+from .plan import WebhookPlan, top_level_names
 
 __all__ = ["SYSTEM_VARIABLES", "Trigger", "compile_trigger", "load_trigger"]
 
 #: Variables the platform sets for every call; nothing else may define or overwrite them.
 SYSTEM_VARIABLES = ("session.id", "company.id", "assistant.id")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
-_SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
 class _TriggerModel(BaseModel):
@@ -100,7 +100,7 @@ class Trigger:
         object.__setattr__(self, "secret_names", tuple(dict.fromkeys(self.secrets + self.plan.secrets)))
         candidates = dict.fromkeys(slot.candidates for slot in self.plan.slots())
         object.__setattr__(self, "reference_candidates", tuple(candidates))
-        names = {name for group in candidates for name in group}
+        names = {name for group in candidates for name in top_level_names(group)}
         company = any(name.startswith(SECRETS_PREFIX) for name in names)
         object.__setattr__(self, "uses_company_secrets", company)
         object.__setattr__(self, "references_secrets", company or bool(names & set(self.secret_names)))
@@ -109,7 +109,7 @@ class Trigger:
             name
             for slot in self.plan.slots()
             if slot.context in _DESTINATION
-            for name in slot.candidates
+            for name in top_level_names(slot.candidates)
             if name in declared or name == slot.full_name
         )
         object.__setattr__(self, "destination_names", destination)
@@ -153,7 +153,7 @@ class Trigger:
         known = set(SYSTEM_VARIABLES) | set(self.parameter_names) | set(self.client_data_keys) | {"images"}
         problems = []
         for slot in self.plan.slots():
-            if not any(name in known or _company_secret_name(name) for name in slot.candidates):
+            if not any(name in known or _company_secret_name(name) for name in top_level_names(slot.candidates)):
                 problems.append(
                     Diagnostic(
                         message=f"{slot.written}: no source defines it (not a system variable, not a company "
@@ -176,13 +176,17 @@ def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -
     """A webhook whose destination a trigger argument chooses must carry no secret: a prompt injection would
     otherwise send the credential to any host. Each carrier is reported with the position that decides the host."""
     arguments = set(trigger.parameter_names)
-    chosen = [s for s in trigger.plan.slots() if s.context in _DESTINATION and arguments & set(s.candidates)]
+    chosen = [
+        s for s in trigger.plan.slots() if s.context in _DESTINATION and arguments & set(top_level_names(s.candidates))
+    ]
     if not chosen:
         return []
     declared = set(trigger.secret_names)
     problems = []
     for slot in trigger.plan.slots():
-        reads_secret = any(name in declared or _company_secret_name(name) for name in slot.candidates)
+        reads_secret = any(
+            name in declared or _company_secret_name(name) for name in top_level_names(slot.candidates)
+        )
         credential_header = False
         if slot.context is ast.Context.HEADER_VALUE and slot.field.startswith("headers["):
             position = int(slot.field[len("headers[") : slot.field.index("]")])
@@ -208,7 +212,7 @@ def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -
 
 def _company_secret_name(name: str) -> bool:
     """``secrets.NAME``: what ``$secrets.NAME`` reads, a company secret (see ``webhook-dsl secrets``)."""
-    return name.startswith(SECRETS_PREFIX) and bool(_SECRET_NAME.match(name, len(SECRETS_PREFIX)))
+    return name.startswith(SECRETS_PREFIX) and bool(SECRET_NAME.match(name, len(SECRETS_PREFIX)))
 
 
 def _never_retrieve(uri: str) -> referencing.Resource[Any]:
@@ -218,7 +222,6 @@ def _never_retrieve(uri: str) -> referencing.Resource[Any]:
 #: jsonschema's default registry fetches a remote ``$ref`` with urllib, from our server, to any host,
 #: bypassing the outbound guard. Schemas resolve against themselves and the bundled metaschemas only.
 _OFFLINE: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
-_NOT_SCHEMAS = frozenset({"const", "enum", "default", "examples"})  # data, whatever keys it holds
 
 
 def _references(node: ast.JsonNode, inside_id: bool = False, root: bool = True) -> list[tuple[ast.Span, str, bool]]:
@@ -231,7 +234,7 @@ def _references(node: ast.JsonNode, inside_id: bool = False, root: bool = True) 
             key, value = member.key.literal, member.value
             if key in ("$ref", "$dynamicRef") and isinstance(value, ast.StringTemplate):
                 found.append((value.span, value.literal, nested))
-            elif key not in _NOT_SCHEMAS:
+            elif key not in NOT_SCHEMAS:
                 found.extend(_references(value, nested, root=False))
     elif isinstance(node, ast.JsonArray):
         for item in node.items:
@@ -277,10 +280,12 @@ def _validators(trigger: Trigger) -> _Validators:
 
     The Rust one says whether arguments are valid (about 0.1 µs against about 5 µs); the Python one
     is the reference and words the errors. The Rust one never fetches a remote ``$ref``
-    (``offline``) and, like the Python one, treats ``format`` as an annotation. A schema it cannot
-    build (a remote ``$ref``, a regex dialect it lacks) leaves every check to the Python one, and so
-    does a fractional ``multipleOf``, where the two disagree (the Rust one finds 0.3 a multiple of
-    0.1, the Python one does not). tests/test_trigger_validation.py checks that they agree on JSON data.
+    (``offline``) and, like the Python one, treats ``format`` as an annotation. Neither runs a schema
+    pattern on a backtracking engine: both get it rewritten by ``linear_pattern`` (the Rust one with
+    its ``regex`` crate, the Python one with RE2), so a tenant's ``^(a+)+$`` cannot stall the event
+    loop. A schema the Rust one cannot build (a remote ``$ref``) leaves every check to the Python one,
+    and so does a fractional ``multipleOf``, where the two disagree (the Rust one finds 0.3 a multiple
+    of 0.1, the Python one does not). tests/test_trigger_validation.py checks that they agree on JSON data.
     """
     cached = _VALIDATORS.get(id(trigger))
     if cached is None or cached[0] is not trigger:
@@ -290,10 +295,12 @@ def _validators(trigger: Trigger) -> _Validators:
         quick: jsonschema_rs.Draft202012Validator | None = None
         if not _has_fractional_multiple(schema):
             try:
-                quick = jsonschema_rs.Draft202012Validator(schema, validate_formats=False, offline=True)
-            except Exception:  # whatever it cannot build, the reference validator handles alone
+                quick = jsonschema_rs.Draft202012Validator(
+                    linear_schema(schema), validate_formats=False, offline=True, pattern_options=RUST_REGEX
+                )
+            except Exception:  # whatever it cannot build (or a pattern refused), the reference validator handles alone
                 quick = None
-        cached = (trigger, (quick, jsonschema.Draft202012Validator(schema, registry=_OFFLINE)))
+        cached = (trigger, (quick, LinearValidator(schema, registry=_OFFLINE)))
         _VALIDATORS[id(trigger)] = cached
     return cached[1]
 
@@ -368,6 +375,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         if parameters is not None:
             for span, message in _reference_problems(parameters.value, model.parameters):
                 problems.append(src.at(span, message, field="parameters"))
+        problems.extend(pattern_problems(parameters, src))
         for name_ in (
             model.parameters.get("properties", {}) if isinstance(model.parameters.get("properties"), dict) else ()
         ):
