@@ -264,3 +264,16 @@ def test_the_message_carries_the_response_exactly(
     message = message_for_llm(trigger, call, masker, 10**6)
     shown = message.split("\nResponse:\n", 1)[1].rsplit("\nInstruction: ", 1)[0]
     assert json.loads(shown) == document
+
+
+def test_reprs_show_no_secret_values(tmp_path: Path) -> None:
+    """Reprs end up in tracebacks and logs: a session, a rendered request and every result show shapes only."""
+    from webhook_dsl.plan import RenderedRequest
+    from webhook_dsl.store import Session
+
+    session = Session("s1", "cmp_1", "asst", {"erp_token": SECRET})
+    request = RenderedRequest("POST", f"https://x.example/?k={SECRET}", [("Authorization", SECRET)], SECRET.encode())
+    result, _, _ = fire(tmp_path, json.dumps({"echo": SECRET}).encode())
+    for shown in (repr(session), repr(request), repr(result), repr(result.call), str(result.call)):
+        assert SECRET not in shown and json.dumps(SECRET)[1:-1] not in shown
+    assert "Authorization" in repr(request) and "cmp_1" in repr(session)

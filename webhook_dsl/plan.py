@@ -79,6 +79,13 @@ class RenderedRequest(NamedTuple):
     headers: list[tuple[str, str]]
     body: bytes | None
 
+    def __repr__(self) -> str:
+        """Shapes only: the URL, header values and body may hold secrets, and a repr ends up in tracebacks
+        and logs (``to_dict`` and ``masking.shown_request`` give the contents)."""
+        names = [name for name, _ in self.headers]
+        body = "None" if self.body is None else f"<{len(self.body)} bytes>"
+        return f"RenderedRequest(method={self.method!r}, url=<{len(self.url)} characters>, headers={names}, body={body})"
+
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape ``webhook-dsl render`` prints."""
         return {
