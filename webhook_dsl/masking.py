@@ -215,6 +215,8 @@ class Masker:
         self._tails = tuple(form[4:] for form in self._plain)
         self._decodable = not any(_CONFUSED_BY_LOOSE_DECODING.search(value) for value in self.values)
         self._plus = any(" " in value for value in self.values)
+        #: Whether a search may miss one of these secrets in text, so a request is better masked by position.
+        self.has_short_secrets = bool(short)
     @classmethod
     def for_call(cls, variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> Masker:
         """The masker for one call: every declared secret among the variables, and every company secret."""
@@ -226,8 +228,6 @@ class Masker:
             for s in secret_strings(value)
         ]
         return _masker(frozenset(values))
-
-    for_variables = for_call  # the name service.py and cli.py still use until they move to mask_client_data
 
     def with_values(self, values: Iterable[str]) -> Masker:
         """This masker and more secrets (a secret that arrived during the call)."""
@@ -318,20 +318,35 @@ class Masker:
         try:
             document = orjson.dumps(record)
         except TypeError:  # e.g. integers beyond 64 bits: walk it as it is
-            return {key: self.data(value) for key, value in record.items()}
+            return {key: self._walk(value) for key, value in record.items()}
         text = document.decode("utf-8")
         if not self._may_hold(text) or self._pattern.search(text) is None:
             return record
-        return {key: self.data(value) for key, value in orjson.loads(document).items()}
+        return {key: self._walk(value) for key, value in orjson.loads(document).items()}
 
     def data(self, value: Any) -> Any:
-        """Mask strings inside JSON-like data, keys included."""
+        """Mask strings inside JSON-like data, keys included. Data whose JSON text holds no form (one
+        encoding and one screen, the common case) comes back as it is, without a walk."""
+        if isinstance(value, str):
+            return self.text(value)
+        if self._pattern is None or not isinstance(value, list | dict):
+            return value
+        try:
+            document = orjson.dumps(value).decode("utf-8")
+        except TypeError:  # not plain JSON data (integers beyond 64 bits...): walk it
+            pass
+        else:
+            if not self._may_hold(document) or self._pattern.search(document) is None:
+                return value
+        return self._walk(value)
+
+    def _walk(self, value: Any) -> Any:
         if isinstance(value, str):
             return self.text(value)
         if isinstance(value, list):
-            return [self.data(v) for v in value]
+            return [self._walk(v) for v in value]
         if isinstance(value, dict):
-            return {self.text(str(k)): self.data(v) for k, v in value.items()}
+            return {self.text(str(k)): self._walk(v) for k, v in value.items()}
         return value
 
     def variables(self, variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> dict[str, Any]:
@@ -364,12 +379,13 @@ def shown_request(
 ) -> dict[str, Any]:
     """A request as a log, a dry run, a result or ``render`` shows it, ready for JSON.
 
-    Given the plan and variables it was rendered from, the plan is rendered a second time with every
-    secret replaced where it is put, so a secret is masked exactly, whatever its length and encoding,
-    and nothing else changes; where that render cannot be made (a secret in a port), or without a plan,
-    the request is masked by search. Headers the sender added after rendering are kept as they are.
+    A secret of ``MIN_SECRET_LENGTH`` or more is found by search in every form the encoders give it. A
+    shorter one is not searched for inside other text, so then, given the plan and variables the request
+    was rendered from, the plan is rendered a second time with every secret replaced where it is put:
+    masked exactly, and nothing else changed. Where that render cannot be made (a secret in a port), the
+    request is masked by search. Headers the sender added after rendering are kept as they are.
     """
-    if plan is not None and variables is not None:
+    if plan is not None and variables is not None and masker.has_short_secrets:
         try:
             hidden = plan.render(masked_variables(variables, secret_names, _PLACEHOLDER))
         except RenderError:
