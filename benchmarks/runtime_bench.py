@@ -6,6 +6,7 @@ issue's yardstick), httpx (its own pools) and pyreqwest itself, so the table sho
 client choice compares and what the runtime adds on top of the client it uses.
 
     python benchmarks/runtime_bench.py [--requests N] [--json PATH]
+    python benchmarks/runtime_bench.py --hanging 300   # fairness instead: see ``fairness``
 
 The stand-in server runs in its own process (aiohttp.web), so client and server do not share
 one event loop; on a 2-core machine they share the two cores. Figures are requests per second,
@@ -142,6 +143,55 @@ async def measure(port: int, concurrency: int, total: int, rounds: int) -> dict[
     return results
 
 
+async def fairness(port: int, hanging: int, calls: int = 200) -> dict[str, Any]:
+    """Latency of sequential calls to the stand-in, first on an idle runtime, then while *hanging* calls
+    hang on another loopback destination (a server that reads each request and never answers), as one
+    company's stalled API would. Each destination has its own pool and in-flight cap, so the second
+    figure should be the first; with one pool for every address it was the hung calls' deadline."""
+
+    async def stall(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.Event().wait()
+        except (asyncio.IncompleteReadError, ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    stalled = await asyncio.start_server(stall, "127.0.0.1", 0, backlog=4096)
+    stalled_port = stalled.sockets[0].getsockname()[1]
+    healthy = compile_webhook({"url": f"http://127.0.0.1:{port}/orders/$n", "method": "GET"})
+    stuck = compile_webhook({"url": f"http://127.0.0.1:{stalled_port}/orders", "method": "POST", "body": {"n": 1}})
+
+    async with Runtime(allow_networks=["127.0.0.0/8"]) as runtime:  # the default 15 s deadline
+
+        async def timed() -> list[float]:
+            latencies = []
+            for i in range(calls):
+                started = time.perf_counter()
+                result = await runtime.execute(healthy, {"n": f"A-{i}"})
+                latencies.append((time.perf_counter() - started) * 1000)
+                assert result.ok, result.error
+            return latencies
+
+        await timed()  # warm up: the healthy destination's client and connection
+        idle = await timed()
+        tasks = [asyncio.ensure_future(runtime.execute(stuck, {})) for _ in range(hanging)]
+        await asyncio.sleep(1.0)  # every hanging call is in flight or queued
+        busy = await timed()
+        still_hanging = sum(not task.done() for task in tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    stalled.close()
+    return {
+        "hanging": hanging,
+        "still_hanging": still_hanging,
+        "idle_ms": {"median": round(statistics.median(idle), 3), "max": round(max(idle), 3)},
+        "while_hanging_ms": {"median": round(statistics.median(busy), 3), "max": round(max(busy), 3)},
+    }
+
+
 def summarise(rounds: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Median requests/s per contender, and the median over rounds of its ratio to bare aiohttp in
     the same round (steadier on a noisy machine than a ratio of two medians)."""
@@ -176,6 +226,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--loop", choices=(*LOOPS, "both"), default="both", help="the client's event loop")
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--quiet", action="store_true", help="do not print the table (run.py prints it)")
+    parser.add_argument("--hanging", type=int, default=0,
+                        help="instead of throughput: healthy calls' latency while this many hang elsewhere")
     args = parser.parse_args(argv)
     queue: Any = multiprocessing.Queue()
     server = multiprocessing.Process(target=_serve, args=(queue,), daemon=True)
@@ -184,13 +236,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report: dict[str, Any] = {"requests_per_round": args.requests, "rounds": args.rounds, "loops": {}}
     try:
         for loop in LOOPS if args.loop == "both" else (args.loop,):
+            if args.hanging:
+                report["loops"][loop] = {"fairness": run(fairness(port, args.hanging), event_loop=loop)}
+                if not args.quiet:
+                    print(loop, json.dumps(report["loops"][loop]["fairness"]))
+                continue
             measured: dict[str, Any] = report["loops"].setdefault(loop, {"concurrency": {}})
             for concurrency in (1, 64):
                 rounds = run(measure(port, concurrency, args.requests, args.rounds), event_loop=loop)
                 measured["concurrency"][str(concurrency)] = summarise(rounds)
     finally:
         server.terminate()
-    if not args.quiet:
+    if not args.quiet and not args.hanging:
         print("\n".join(table_lines(report)))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -332,3 +332,28 @@ def test_many_requests_failing_at_once_move_the_pin_once() -> None:
     assert all(r.ok for r in results), [(r.category, r.error) for r in results if not r.ok]
     assert max(r.attempts for r in results) == 2
     assert sum(address == "::1" for address, _ in DIALLED) <= 20
+
+
+def test_addresses_and_names_are_pinned_alike_under_one_bound() -> None:
+    """A host written as an address gets a client of its own, like a name, and both count against
+    ``max_pins``: an LLM writing addresses cannot pile up clients any more than one writing names."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.1"]
+
+    async def main() -> tuple[list[Any], list[Any], int, set[Any]]:
+        clients = PinnedClients(
+            OutboundGuard.build(allow_networks=["127.0.0.0/8"], resolver=resolver),
+            max_connections=4, connect_timeout=1.0, max_pins=3,
+        )
+        urls = ["http://127.0.0.1:1/", "http://127.0.0.1:2/", "http://api.test:1/", "http://127.0.0.1:3/"]
+        built = [await clients.client_for(url) for url in urls]
+        ready = [clients.ready(url) for url in urls]
+        pins, literal = len(clients._pins), set(clients._literal_keys)
+        await clients.aclose()
+        return built, ready, pins, literal
+
+    built, ready, pins, literal = asyncio.run(main())
+    assert len({id(client) for client in built}) == 4
+    assert ready[0] is None and ready[1:] == built[1:]  # the least recently used was dropped
+    assert pins == 3 and literal == {("http", "127.0.0.1", 2), ("http", "127.0.0.1", 3)}

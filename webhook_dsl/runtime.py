@@ -35,7 +35,7 @@ import orjson
 import pyreqwest.exceptions as reqwest_errors
 
 from ._version import __version__ as _version
-from .client import DEFAULT_MAX_PINS, PinnedClients, describe_error, never_connected
+from .client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PINS, PinnedClients, describe_error, never_connected
 from .encode import read_json
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
@@ -94,10 +94,13 @@ class RuntimeSettings:
     retry_after_cap: float = 10.0  # the longest Retry-After we wait for (and never past the deadline)
     follow_redirects: bool = False  # as Svix and Stripe do
     max_redirects: int = 5
-    max_connections: int = 256
+    max_connections: int = 256  # connections one destination's client may open (pyreqwest's own limit)
     #: Clients pinned to checked addresses, one per (scheme, host, port) an LLM may choose: the least recently
     #: used is dropped beyond this, and its connections close once no request is using it.
     max_pinned_hosts: int = DEFAULT_MAX_PINS
+    #: Requests in flight to one (scheme, host, port); the rest wait in that destination's queue, their deadline
+    #: running, so that a hanging API holds this many at most and never the capacity other destinations need.
+    max_in_flight_per_destination: int = DEFAULT_MAX_IN_FLIGHT
     llm_response_chars: int = 8000  # response text handed to the LLM
     log_body_chars: int = 65536  # response text kept in a log record
     secrets_cache_seconds: float = 5.0  # how long a company's secrets are reused before they are read again
@@ -185,11 +188,19 @@ class TriggerResult:
 
 
 class _Failure(Exception):
+    """A failed attempt. ``unsent`` when no byte of the request left (it could not connect, or it never
+    left its destination's queue): a retry is then safe whatever the method. A call none of whose
+    attempts left has an error starting with ``NOT_SENT``, which ``message_for_llm`` reads to tell the
+    LLM that nothing happened, against "the action may have happened" for a request that was sent."""
+
+    NOT_SENT = "not sent: "
+
     def __init__(self, category: str, message: str, retryable: bool = False, *, unsent: bool = False) -> None:
         super().__init__(message)
         self.category = category
         self.retryable = retryable
-        self.unsent = unsent  # the request never left: a retry is safe whatever the method
+        self.unsent = unsent
+        self.attempt = ("", "")  # (method, URL) of the request that failed, set by _send_once
 
 
 @dataclass
@@ -323,6 +334,7 @@ class Runtime:
                 max_connections=self.settings.max_connections,
                 connect_timeout=self.settings.connect_timeout,
                 max_pins=self.settings.max_pinned_hosts,
+                max_in_flight=self.settings.max_in_flight_per_destination,
             )
         return self._clients
 
@@ -345,71 +357,124 @@ class Runtime:
         body: bytes | None,
         deadline: float,
     ) -> _Response:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            raise TimeoutError
+        """One attempt. A ``_Failure`` says what happened, whether the request surely never left
+        (``unsent``), and for which request (``attempt``: a redirect's hop is another). reqwest's own
+        timeout is the call's deadline, so a request it times out was sent (or was still being sent, or
+        still connecting: hyper cannot tell us which) and there is no time left to retry it."""
         limit = self.settings.max_response_bytes
-        if self._transport is not None:
-            async with asyncio.timeout(remaining):  # the lookup too: the deadline covers the whole exchange
+        clients = self._pinned()
+        in_flight = clients.in_flight
+        holding = False
+        try:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                message = f"the {self.settings.deadline:g} s deadline passed before this attempt"
+                raise _Failure("timeout", message, unsent=True)
+            if self._transport is None:
                 try:
-                    # An httpx transport resolves on its own, so names are resolved and checked here first
-                    # (see README: outbound guard); addresses are checked without a lookup.
-                    await self.guard.resolve(_origin(url)[1], 0)
+                    key, is_address = clients.destination(url)
                 except BlockedError as error:
                     raise _Failure("blocked", str(error)) from None
-                return await self._send_httpx(method, url, headers, body, limit)
-        clients = self._pinned()
-        try:
-            client = clients.ready(url)  # a pin that holds: no lookup, no await, no timer
+            else:
+                scheme, host, port = _origin(url)
+                key, is_address = (scheme, host, port or (443 if scheme == "https" else 80)), False
+            if not in_flight.take(key):  # the destination is at its cap: wait in its queue, the deadline running
+                try:
+                    await in_flight.wait(key, remaining)
+                except TimeoutError:
+                    message = (
+                        f"it never left the queue: {in_flight.cap} requests to this destination were in flight "
+                        f"until the {self.settings.deadline:g} s deadline"
+                    )
+                    raise _Failure("timeout", message, unsent=True) from None
+            holding = True
+            if self._transport is not None:
+                try:
+                    async with asyncio.timeout(deadline - time.perf_counter()):  # the lookup counts against it too
+                        # An httpx transport resolves on its own, so names are resolved and checked here first
+                        # (see README: outbound guard); addresses are checked without a lookup.
+                        await self.guard.resolve(key[1], 0)
+                except BlockedError as error:
+                    raise _Failure("blocked", str(error)) from None
+                except TimeoutError:
+                    raise _Failure("timeout", "the host's lookup outlasted the deadline", unsent=True) from None
+                try:
+                    async with asyncio.timeout(deadline - time.perf_counter()):
+                        return await self._send_httpx(method, url, headers, body, limit)
+                except TimeoutError:
+                    raise _Failure("timeout", f"no answer within the {self.settings.deadline:g} s deadline") from None
+            client = clients.pinned(key)  # a pin that holds: no lookup, no await, no timer
             if client is None:
-                async with asyncio.timeout(remaining):  # a lookup counts against the deadline like the rest
-                    client = await clients.client_for(url)
-                remaining = deadline - time.perf_counter()
-                if remaining <= 0:
-                    raise TimeoutError
-        except BlockedError as error:
-            raise _Failure("blocked", str(error)) from None
-        builder = client.request(method, url).headers(headers).timeout(timedelta(seconds=remaining))
-        if body is not None:
-            builder = builder.body_bytes(body)
-        try:
-            # reqwest's timeout is a deadline for the whole exchange: connecting, sending, every body chunk.
-            async with builder.build_streamed() as response:
-                encoding = response.get_header("content-encoding")
-                length = response.get_header("content-length")
-                transfer = response.get_header("transfer-encoding")
-                if transfer is not None:
-                    _BodyReader.check_framing(length, transfer)
-                elif encoding is None and length is not None and length.isdigit() and int(length) <= limit:
-                    # Framed by Content-Length alone and not compressed: hyper stops at the length (and refuses
-                    # conflicting lengths), so one read is bounded; no per-chunk loop on the common path. The
-                    # cap still counts the bytes that came, not the header that promised them.
-                    data = bytes(await response.bytes())
-                    if len(data) > limit:
-                        raise _Failure("too_large", f"response body larger than {limit} bytes")
-                    return _Response(response.status, response.headers, data, url)
-                reader = _BodyReader(encoding, limit)  # counts every byte read, decompressed
-                body_reader = response.body_reader
-                while (chunk := await body_reader.read_chunk()) is not None:
-                    reader.feed(bytes(chunk))
-                return _Response(response.status, response.headers, reader.finish(), url)
-        except (reqwest_errors.ConnectError, reqwest_errors.ConnectTimeoutError) as error:
-            if not never_connected(error):  # pyreqwest also says ConnectError for a connection lost mid-request
+                try:
+                    async with asyncio.timeout(deadline - time.perf_counter()):  # a lookup counts like the rest
+                        client = await clients.pin(key, is_address)
+                except BlockedError as error:
+                    raise _Failure("blocked", str(error)) from None
+                except TimeoutError:
+                    raise _Failure("timeout", "the host's lookup outlasted the deadline", unsent=True) from None
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                raise _Failure("timeout", "the deadline passed before the request could leave", unsent=True)
+            builder = client.request(method, url).headers(headers).timeout(timedelta(seconds=remaining))
+            if body is not None:
+                builder = builder.body_bytes(body)
+            try:
+                # reqwest's timeout is a deadline for the whole exchange: connecting, sending, every body chunk.
+                async with builder.build_streamed() as response:
+                    encoding = response.get_header("content-encoding")
+                    length = response.get_header("content-length")
+                    transfer = response.get_header("transfer-encoding")
+                    if transfer is not None:
+                        _BodyReader.check_framing(length, transfer)
+                    elif encoding is None and length is not None and length.isdigit() and int(length) <= limit:
+                        # Framed by Content-Length alone and not compressed: hyper stops at the length (and refuses
+                        # conflicting lengths), so one read is bounded; no per-chunk loop on the common path. The
+                        # cap still counts the bytes that came, not the header that promised them.
+                        data = bytes(await response.bytes())
+                        if len(data) > limit:
+                            raise _Failure("too_large", f"response body larger than {limit} bytes")
+                        return _Response(response.status, response.headers, data, url)
+                    reader = _BodyReader(encoding, limit)  # counts every byte read, decompressed
+                    body_reader = response.body_reader
+                    while (chunk := await body_reader.read_chunk()) is not None:
+                        reader.feed(bytes(chunk))
+                    return _Response(response.status, response.headers, reader.finish(), url)
+            except reqwest_errors.RequestTimeoutError as error:
+                # pyreqwest's class does not say how far the request got: its ConnectTimeoutError is also
+                # reqwest's own timeout firing while the answer was awaited, long after the request was sent.
+                # hyper's error kind does: only a failure of the connector is "client error (Connect)".
+                if never_connected(error):
+                    clients.unreachable(url, client)  # nothing was sent: retried, at the next address
+                    message = f"no connection within {self.settings.connect_timeout:g} s ({describe_error(error)})"
+                    raise _Failure("connection", message, retryable=True, unsent=True) from None
+                if isinstance(error, reqwest_errors.PoolTimeoutError):
+                    raise _Failure("timeout", "no free connection before the deadline", unsent=True) from None
+                if isinstance(error, reqwest_errors.ReadTimeoutError):
+                    message = f"the answer began but did not complete within the {self.settings.deadline:g} s deadline"
+                elif isinstance(error, reqwest_errors.WriteTimeoutError):
+                    message = f"the request was still being sent at the {self.settings.deadline:g} s deadline"
+                else:
+                    message = f"no answer within the {self.settings.deadline:g} s deadline"
+                raise _Failure("timeout", message) from None
+            except reqwest_errors.ConnectError as error:
+                if not never_connected(error):  # pyreqwest also says ConnectError for a connection lost mid-request
+                    message = f"the connection was lost after the request was sent ({describe_error(error)})"
+                    raise _Failure("connection", message, retryable=True) from None
+                # Nothing was sent: safe to retry whatever the method, on the host's next checked address.
+                clients.unreachable(url, client)
+                raise _Failure("connection", describe_error(error), retryable=True, unsent=True) from None
+            except (reqwest_errors.NetworkError, reqwest_errors.ClientClosedError) as error:
                 raise _Failure("connection", describe_error(error), retryable=True) from None
-            # Nothing was sent: safe to retry whatever the method, on the host's next checked address.
-            self._pinned().unreachable(url, client)
-            message = describe_error(error)
-            if isinstance(error, reqwest_errors.ConnectTimeoutError):
-                message = f"no connection within {self.settings.connect_timeout:g} s ({message})"
-            raise _Failure("connection", message, retryable=True, unsent=True) from None
-        except reqwest_errors.RequestTimeoutError:
-            raise TimeoutError from None
-        except (reqwest_errors.NetworkError, reqwest_errors.ClientClosedError) as error:
-            raise _Failure("connection", describe_error(error), retryable=True) from None
-        except reqwest_errors.RequestError as error:
-            raise _Failure("invalid_response", describe_error(error)) from None
-        except reqwest_errors.BuilderError as error:  # e.g. a header value the HTTP library will not send
-            raise _Failure("render", describe_error(error)) from None
+            except reqwest_errors.RequestError as error:
+                raise _Failure("invalid_response", describe_error(error)) from None
+            except reqwest_errors.BuilderError as error:  # e.g. a header value the HTTP library will not send
+                raise _Failure("render", describe_error(error)) from None
+        except _Failure as failure:
+            failure.attempt = (method, url)
+            raise
+        finally:
+            if holding:
+                in_flight.release(key)
 
     async def _send_httpx(
         self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None, limit: int
@@ -427,8 +492,11 @@ class Runtime:
                     async for chunk in response.aiter_raw():
                         reader.feed(chunk)
                 return _Response(response.status_code, response.headers, reader.finish(), url)
-        except httpx.TimeoutException:
-            raise TimeoutError from None
+        except (httpx.ConnectTimeout, httpx.PoolTimeout) as error:  # before any byte of the request left
+            category = "connection" if isinstance(error, httpx.ConnectTimeout) else "timeout"
+            raise _Failure(category, describe_error(error), retryable=category == "connection", unsent=True) from None
+        except httpx.TimeoutException as error:  # reading or writing: the request was sent, or partly
+            raise _Failure("timeout", f"no complete answer ({describe_error(error)})") from None
         except httpx.ConnectError as error:
             raise _Failure("connection", describe_error(error), retryable=True, unsent=True) from None
         except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
@@ -495,6 +563,8 @@ class Runtime:
             secret_values = Masker.for_call(variables, list(secret_names) + list(plan.secrets)).values
         retry = request.method in _IDEMPOTENT or (retry_post and request.method == "POST")
         deadline = started + self.settings.deadline
+        sent = False  # whether any attempt may have reached the API: then the action may have happened
+        last = ""  # the last attempt's outcome, for a deadline that passes before the next
         try:
             while True:
                 result.attempts += 1
@@ -506,17 +576,28 @@ class Runtime:
                             request.method, request.url, request.headers, request.body, deadline
                         )
                 except _Failure as failure:
-                    if failure.retryable and (retry or failure.unsent) and result.attempts <= self.settings.max_retries:
+                    # A redirect's hop that never left still came after one that did: not unsent for the call.
+                    unsent = failure.unsent and failure.attempt == (request.method, request.url)
+                    sent = sent or not unsent
+                    if failure.retryable and (retry or unsent) and result.attempts <= self.settings.max_retries:
+                        last = str(failure)
                         await self._pause(self._backoff(result.attempts), deadline)
                         continue
                     result.category, result.error = failure.category, str(failure)
+                    if failure.category in ("timeout", "connection"):
+                        if not sent:  # no attempt left: message_for_llm tells the LLM nothing happened
+                            result.error = _Failure.NOT_SENT + result.error
+                        elif failure.unsent:  # this one did not leave, but an earlier attempt or hop did
+                            result.error += "; an earlier request of this call was sent"
                     break
+                sent = True
                 result.status, result.body = response.status, response.body
                 result.content_type = response.header("Content-Type") or ""
                 if response.status in _RETRY_STATUSES and retry and result.attempts <= self.settings.max_retries:
                     delay = _retry_after(response.header("Retry-After"))
                     delay = self._backoff(result.attempts) if delay is None else delay
                     if delay <= min(self.settings.retry_after_cap, deadline - time.perf_counter()):
+                        last = f"HTTP {response.status}"
                         await self._pause(delay, deadline)
                         continue
                 if 200 <= response.status < 300:
@@ -532,9 +613,12 @@ class Runtime:
                     result.category = "http_status"
                     result.error = f"HTTP {response.status}"
                 break
-        except TimeoutError:
+        except TimeoutError:  # the pause before a retry would pass the deadline
             result.ok, result.category = False, "timeout"
-            result.error = f"no complete answer within the {self.settings.deadline:g} s deadline"
+            if sent:
+                result.error = f"no complete answer within the {self.settings.deadline:g} s deadline (last: {last})"
+            else:
+                result.error = f"{_Failure.NOT_SENT}no attempt got through before the deadline (last: {last})"
         result.elapsed_ms = (time.perf_counter() - started) * 1000
         return result
 
@@ -781,6 +865,25 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
         detail = call.error or call.category
         if call.category == "render":
             detail = "the request could not be built from the session's data"
+        unsent = (call.error or "").startswith(_Failure.NOT_SENT)
+        if call.category in ("timeout", "connection") and not unsent:
+            # The request left: the API may have acted on it, so the LLM must neither report a failure as
+            # certain nor repeat the call as if nothing happened.
+            if call.category == "timeout":
+                head = f'The tool "{trigger.name}" timed out waiting for the answer'
+            else:
+                head = f'The tool "{trigger.name}" failed ({call.category}: {detail})'
+            return masker.text(
+                f"{head}: the request was sent, so the action may have happened; do not retry it blindly. "
+                "Tell the user the outcome is not known yet (it may have gone through) and, before trying "
+                "again, check whether it did or ask the user; do not invent a result."
+            )
+        if call.category in ("timeout", "connection"):
+            return masker.text(
+                f'The tool "{trigger.name}" failed ({call.category}: {detail}). Nothing was sent, so the '
+                "action did not happen. Tell the user the action could not be completed right now; do not "
+                "invent a result."
+            )
         return masker.text(
             f'The tool "{trigger.name}" failed ({call.category}: {detail}). Tell the user the '
             "action could not be completed right now; do not invent a result."
