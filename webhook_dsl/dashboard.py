@@ -2,10 +2,19 @@
 
 Pages (all under ``/dashboard/``): the company's sessions, most recent first; one session,
 with its client_data and its calls (time, trigger, status, duration, the request with
-secrets masked, the response body). Sign-in is the company's API key, typed into the form
-at ``/dashboard/`` (or given once as ``/dashboard/?key=KEY``, which is then removed from the
-address); the key is kept in an HttpOnly, SameSite=Strict cookie scoped to ``/dashboard``.
-``Authorization: Bearer KEY`` works too, for scripts.
+secrets masked, the response body). ``Authorization: Bearer KEY`` works too, for scripts.
+
+**Signing in.** The company's API key is typed into the form at ``/dashboard/`` and checked;
+the browser then holds a random sign-in token (256 bits) in an HttpOnly, SameSite=Strict cookie
+scoped to ``/dashboard`` (``Secure`` when the request came over HTTPS, as uvicorn sees it, so
+behind a proxy with ``serve --proxy-headers``), never the key. The store keeps the token's
+SHA-256 with the company, the key's hash and an expiry (8 hours), so every replica knows the
+sign-in and a restart ends none; each page view checks the key through the key cache, so a
+revoked key's sign-ins end within that cache's 10 s (and ``keys revoke`` deletes them at once).
+Sign-in and sign-out are POSTs carrying a CSRF token: for the sign-in form a random value that is
+also in a cookie (double submit: a page of another site can set neither), for sign-out one derived
+from the sign-in's token. A key in an address (``?key=``) is never accepted: addresses end up in
+history, logs and Referer headers; such a request gets a page that says so, with the form.
 
 Everything shown is escaped by Jinja2's autoescape, and the pages carry a Content-Security-Policy
 that allows no script at all, so a response body full of markup is shown as text, never run.
@@ -15,8 +24,13 @@ values of the client_data keys the company's triggers declare secret.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import re
+import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -26,19 +40,29 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .service import TriggerCatalog, masked_session
-from .store import SessionNotFound, Store, session_id_problem
+from .service import ApiError, TriggerCatalog, masked_session, request_key
+from .store import SessionNotFound, Store, hash_api_key, session_id_problem
 
-__all__ = ["COOKIE", "routes"]
+__all__ = ["COOKIE", "LOGIN_COOKIE", "SIGN_IN_SECONDS", "routes"]
 
-COOKIE = "wdsl_key"
+#: The sign-in's token (random; the store keeps its hash). Never the API key.
+COOKIE = "wdsl_session"
+#: The sign-in form's CSRF token, also in the form (double submit).
+LOGIN_COOKIE = "wdsl_login"
+#: Where earlier versions kept the API key itself: deleted wherever a browser still sends it.
+_OLD_KEY_COOKIE = "wdsl_key"
+SIGN_IN_SECONDS = 8 * 3600
+_LOGIN_FORM_SECONDS = 3600
+_TOKEN = re.compile(r"[A-Za-z0-9_-]{32,128}\Z")
 _PAGE_SIZE = 50
 _CALLS_SHOWN = 200
 _HEADERS = {
     "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
     "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    # Not no-referrer: with it a browser sends "Origin: null" with the page's own forms. Addresses hold no
+    # key, and another site is never told where its visitor came from.
+    "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
@@ -88,8 +112,9 @@ _BASE = """<!doctype html>
 </head>
 <body>
 <header><a href="/dashboard/">webhook-dsl · call logs</a>
-{% if company %}<span class="who">company <b>{{ company }}</b></span>
-<form method="post" action="/dashboard/logout"><button type="submit">Sign out</button></form>{% endif %}
+{% if company %}<span class="who">company <b>{{ company }}</b></span>{% endif %}
+{% if csrf %}<form method="post" action="/dashboard/logout"><input type="hidden" name="csrf" value="{{ csrf }}">
+<button type="submit">Sign out</button></form>{% endif %}
 </header>
 <main>
 {% block main %}{% endblock %}
@@ -106,6 +131,7 @@ _LOGIN = """{% extends "base.html" %}
   <label for="key">Your company's API key</label>
   <input id="key" name="key" type="password" autocomplete="off" required>
   <input type="hidden" name="next" value="{{ next }}">
+  <input type="hidden" name="csrf" value="{{ login_csrf }}">
   {% if error %}<p class="error">{{ error }}</p>{% endif %}
   <button type="submit">Show call logs</button>
   <p class="muted">Create a key with <code>webhook-dsl keys create --company-id COMPANY</code>.</p>
@@ -196,6 +222,15 @@ _SESSION = """{% extends "base.html" %}
 """
 
 
+_MESSAGE = """{% extends "base.html" %}
+{% block title %}{{ heading }}{% endblock %}
+{% block main %}
+<nav class="crumbs"><a href="/dashboard/">Sessions</a></nav>
+<h1>{{ heading }}</h1>
+<p>{{ message }}</p>
+{% endblock %}
+"""
+
 _MISSING = """{% extends "base.html" %}
 {% block title %}Not found{% endblock %}
 {% block main %}
@@ -237,6 +272,7 @@ _environment = Environment(
             "sessions.html": _SESSIONS,
             "session.html": _SESSION,
             "missing.html": _MISSING,
+            "message.html": _MESSAGE,
         }
     ),
     autoescape=select_autoescape(default=True, default_for_string=True),
@@ -257,21 +293,63 @@ def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
     return HTMLResponse(html.encode("utf-8", "replace"), status_code=status, headers=_HEADERS)
 
 
-def _cookie_response(request: Request, target: str, key: str | None) -> Response:
-    response = RedirectResponse(target, status_code=303, headers=_HEADERS)
-    if key is None:
-        response.delete_cookie(COOKIE, path="/dashboard", httponly=True, samesite="strict")
-    else:
-        response.set_cookie(
-            COOKIE,
-            key,
-            max_age=8 * 3600,
-            path="/dashboard",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
+def _digest(purpose: str, token: str) -> str:
+    """SHA-256 of a sign-in token for one purpose: the store's key for it, or the sign-out form's CSRF token."""
+    return hashlib.sha256(f"webhook-dsl dashboard {purpose}:{token}".encode()).hexdigest()
+
+
+def _same(given: Any, expected: str | None) -> bool:
+    if not isinstance(given, str) or not expected:
+        return False
+    return hmac.compare_digest(given.encode("utf-8", "replace"), expected.encode("utf-8"))
+
+
+def _set_cookie(response: Response, request: Request, name: str, value: str, seconds: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=seconds,
+        path="/dashboard",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",  # behind a proxy: uvicorn's --proxy-headers sets the scheme
+    )
+
+
+def _forget(response: Response, request: Request, name: str) -> None:
+    response.delete_cookie(
+        name, path="/dashboard", httponly=True, samesite="strict", secure=request.url.scheme == "https"
+    )
+
+
+def _login_page(
+    request: Request, status: int, error: str | None = None, target: str | None = None, *, signed_out: bool = False
+) -> Response:
+    """The sign-in form, with its CSRF token in the form and in a cookie (kept if the browser has one)."""
+    token = request.cookies.get(LOGIN_COOKIE) or ""
+    if not _TOKEN.match(token):
+        token = secrets.token_urlsafe(32)
+    response = _page(
+        "login.html", status, next=target or _safe_next(request.url.path), error=error, company=None,
+        login_csrf=token,
+    )
+    _set_cookie(response, request, LOGIN_COOKIE, token, _LOGIN_FORM_SECONDS)
+    if signed_out:
+        _forget(response, request, COOKIE)
+    if _OLD_KEY_COOKIE in request.cookies:
+        _forget(response, request, _OLD_KEY_COOKIE)
     return response
+
+
+def _key_in_address(request: Request) -> Response:
+    """The answer to ``?key=``: not accepted, and why; the key is not even checked."""
+    return _login_page(
+        request,
+        400,
+        "An API key in the address is not accepted: addresses are kept in browser history and server logs and "
+        "sent on to other sites. Sign in with this form instead, and revoke that key if the address may have "
+        "been recorded (webhook-dsl keys revoke).",
+    )
 
 
 def _safe_next(target: str | None) -> str:
@@ -281,46 +359,79 @@ def _safe_next(target: str | None) -> str:
     return "/dashboard/"
 
 
-async def _signed_in(request: Request) -> tuple[str | None, Response | None]:
-    """(company, None) when signed in; otherwise (None, the response to send: a redirect or the form)."""
-    from .service import request_key
+@dataclass(frozen=True)
+class _Viewer:
+    """Who is looking: the company, and for a signed-in browser its sign-in (by hash) and sign-out CSRF token."""
 
-    keys = request.app.state.keys
-    given = request.query_params.get("key")
-    if given is not None:  # /dashboard/...?key=KEY: check it, keep it in the cookie, drop it from the address
-        if await keys.company(given) is None:
-            return None, _page("login.html", 401, next=request.url.path, error="That key is not valid.", company=None)
-        return None, _cookie_response(request, _safe_next(request.url.path), given)
-    key = request.cookies.get(COOKIE) or request_key(request)
-    anonymous = request.app.state.settings.anonymous_company
-    if key is None and anonymous is not None:
-        return str(anonymous), None
-    company = await keys.company(key) if key else None
+    company: str
+    token_hash: str | None = None
+    csrf: str | None = None
+
+
+async def _sign_in_of(request: Request) -> _Viewer | None:
+    """The browser's sign-in, if its cookie names one that has not expired and whose key still works."""
+    token = request.cookies.get(COOKIE) or ""
+    if not _TOKEN.match(token):
+        return None
+    store: Store = request.app.state.store
+    token_hash = _digest("session", token)
+    found = await store.dashboard_session(token_hash)
+    if found is None:
+        return None
+    if await request.app.state.keys.company_for_hash(found.key_hash) != found.company_id:  # the key was revoked
+        await store.delete_dashboard_session(token_hash)
+        return None
+    return _Viewer(found.company_id, token_hash, _digest("csrf", token))
+
+
+async def _signed_in(request: Request) -> tuple[_Viewer | None, Response | None]:
+    """(viewer, None) when signed in; otherwise (None, the response to send: the form, saying why)."""
+    if "key" in request.query_params:
+        return None, _key_in_address(request)
+    if request.cookies.get(COOKIE):
+        viewer = await _sign_in_of(request)
+        if viewer is None:
+            return None, _login_page(
+                request, 401, "Your sign-in has expired or its key was revoked.", signed_out=True
+            )
+        return viewer, None
+    try:
+        key = request_key(request)
+    except ApiError as error:
+        return None, _login_page(request, 401, error.message)
+    if key is None:
+        anonymous = request.app.state.settings.anonymous_company
+        return (_Viewer(str(anonymous)), None) if anonymous is not None else (None, _login_page(request, 401))
+    company = await request.app.state.keys.company(key)
     if company is None:
-        error = "Your sign-in has expired or the key was revoked." if key else None
-        return None, _page("login.html", 401, next=request.url.path, error=error, company=None)
-    return str(company), None
+        return None, _login_page(request, 401, "That key is not valid.")
+    return _Viewer(str(company)), None
 
 
 async def sessions_page(request: Request) -> Response:
-    company, response = await _signed_in(request)
+    viewer, response = await _signed_in(request)
     if response is not None:
         return response
-    assert company is not None
+    assert viewer is not None
+    company = viewer.company
     try:
         page = max(1, min(int(request.query_params.get("page", "1")), 100_000))
     except ValueError:
         page = 1
     store: Store = request.app.state.store
     rows = await store.list_sessions(company, _PAGE_SIZE + 1, (page - 1) * _PAGE_SIZE)
-    return _page("sessions.html", company=company, sessions=rows[:_PAGE_SIZE], page=page, more=len(rows) > _PAGE_SIZE)
+    return _page(
+        "sessions.html", company=company, csrf=viewer.csrf, sessions=rows[:_PAGE_SIZE], page=page,
+        more=len(rows) > _PAGE_SIZE,
+    )
 
 
 async def session_page(request: Request) -> Response:
-    company, response = await _signed_in(request)
+    viewer, response = await _signed_in(request)
     if response is not None:
         return response
-    assert company is not None
+    assert viewer is not None
+    company = viewer.company
     session_id = str(request.path_params["session_id"])
     store: Store = request.app.state.store
     try:
@@ -328,28 +439,63 @@ async def session_page(request: Request) -> Response:
             raise SessionNotFound(session_id)
         session = await store.get_session(session_id, company_id=company)
     except SessionNotFound:
-        return _page("missing.html", 404, company=company, id=session_id)
+        return _page("missing.html", 404, company=company, csrf=viewer.csrf, id=session_id)
     calls = await store.logs(session_id, _CALLS_SHOWN, company_id=company)
     calls.reverse()  # newest first
     catalog: TriggerCatalog = request.app.state.catalog
     view = masked_session(session, catalog.secret_names(company))
-    return _page("session.html", company=company, session=view, calls=calls, shown=_CALLS_SHOWN)
+    return _page("session.html", company=company, csrf=viewer.csrf, session=view, calls=calls, shown=_CALLS_SHOWN)
 
 
 async def login(request: Request) -> Response:
+    """Check the key typed into the form, then keep a new sign-in (a fresh token: none is ever reused)."""
+    if "key" in request.query_params:
+        return _key_in_address(request)
     form = await request.form(max_files=0, max_fields=5, max_part_size=4096)
+    given_next = form.get("next")
+    target = _safe_next(given_next if isinstance(given_next, str) else None)
+    if not _same(form.get("csrf"), request.cookies.get(LOGIN_COOKIE)):
+        return _login_page(
+            request, 403, "This sign-in form has expired or came from another page; sign in here.", target
+        )
     key = form.get("key")
-    target = _safe_next(form.get("next") if isinstance(form.get("next"), str) else None)  # type: ignore[arg-type]
     if not isinstance(key, str) or not key.strip():
-        return _page("login.html", 400, next=target, error="Type your API key.", company=None)
+        return _login_page(request, 400, "Type your API key.", target)
     key = key.strip()
-    if await request.app.state.keys.company(key) is None:
-        return _page("login.html", 401, next=target, error="That key is not valid.", company=None)
-    return _cookie_response(request, target, key)
+    company = await request.app.state.keys.company(key)
+    if company is None:
+        return _login_page(request, 401, "That key is not valid.", target)
+    token = secrets.token_urlsafe(32)
+    store: Store = request.app.state.store
+    previous = request.cookies.get(COOKIE) or ""
+    if _TOKEN.match(previous):  # signing in again replaces this browser's sign-in
+        await store.delete_dashboard_session(_digest("session", previous))
+    await store.add_dashboard_session(
+        _digest("session", token), str(company), hash_api_key(key), time.time() + SIGN_IN_SECONDS
+    )
+    response = RedirectResponse(target, status_code=303, headers=_HEADERS)
+    _set_cookie(response, request, COOKIE, token, SIGN_IN_SECONDS)
+    _forget(response, request, LOGIN_COOKIE)
+    return response
 
 
 async def logout(request: Request) -> Response:
-    return _cookie_response(request, "/dashboard/", None)
+    """End the sign-in; its form must carry the sign-in's CSRF token. Without a live sign-in there is nothing to
+    protect: the cookie is cleared all the same."""
+    form = await request.form(max_files=0, max_fields=5, max_part_size=4096)
+    viewer = await _sign_in_of(request)
+    if viewer is not None:
+        if not _same(form.get("csrf"), viewer.csrf):
+            return _page(
+                "message.html", 403, company=viewer.company, csrf=viewer.csrf, heading="Not signed out",
+                message="That sign-out did not come from this dashboard's own page; use its Sign out button.",
+            )
+        assert viewer.token_hash is not None
+        store: Store = request.app.state.store
+        await store.delete_dashboard_session(viewer.token_hash)
+    response = RedirectResponse("/dashboard/", status_code=303, headers=_HEADERS)
+    _forget(response, request, COOKIE)
+    return response
 
 
 async def to_dashboard(request: Request) -> Response:

@@ -57,6 +57,14 @@ _SECRET_NAME = {
     "examples": {"erp_token": {"value": "erp_token"}},
 }
 _TOO_LARGE = _error("The request body is larger than the service accepts.")
+_CROSS_SITE = _error(
+    "Sent by a web page of another site (an Origin that is not the service's own, or Sec-Fetch-Site cross-site "
+    "or same-site): a state-changing request is refused from there."
+)
+_MISDIRECTED = _error(
+    "The service runs with --anonymous-company and answers only requests addressed to this machine "
+    "(Host localhost, a name under it, 127.0.0.1 or [::1]); this one named another host."
+)
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -71,9 +79,9 @@ _SCHEMAS: dict[str, Any] = {
                 "properties": {
                     "code": {
                         "type": "string",
-                        "description": "bad_request, unauthorized, not_found, session_not_found, trigger_not_found, "
-                        "secret_not_found, method_not_allowed, payload_too_large, unsupported_media_type, "
-                        "unavailable, internal",
+                        "description": "bad_request, unauthorized, forbidden, not_found, session_not_found, "
+                        "trigger_not_found, secret_not_found, method_not_allowed, payload_too_large, "
+                        "client_data_too_large, unsupported_media_type, misdirected_request, unavailable, internal",
                     },
                     "message": {"type": "string"},
                 },
@@ -292,8 +300,10 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
             "version": __version__,
             "description": "Sessions, trigger calls and call logs for an AI assistant's webhooks. Every request "
             "but /health and /openapi.json carries an API key (Authorization: Bearer KEY, or X-Api-Key: KEY) "
-            "bound to one company; sessions, logs, triggers and secrets are those of that company only. Errors are "
-            'JSON: {"error": {"code": ..., "message": ...}}.',
+            "bound to one company; sessions, logs, triggers and secrets are those of that company only. Any other "
+            "Authorization (Basic...) is a 401. A PUT, POST or DELETE sent by a web page of another site is a 403. "
+            "A session's client_data holds at most a limit of compact JSON (256 KiB unless configured). Errors "
+            'are JSON: {"error": {"code": ..., "message": ...}}.',
         },
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": {
@@ -304,6 +314,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                     "security": [],
                     "responses": {
                         "200": _ok("The service and its database answer.", "Health"),
+                        "421": _MISDIRECTED,
                         "503": _error("The database does not answer."),
                     },
                 }
@@ -317,7 +328,8 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "200": {
                             "description": "The OpenAPI document.",
                             "content": {"application/json": {"schema": {"type": "object"}}},
-                        }
+                        },
+                        "421": _MISDIRECTED,
                     },
                 }
             },
@@ -341,8 +353,14 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "200": _ok("The session after the merge (secret-looking values masked).", "Session"),
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
-                        "413": _TOO_LARGE,
+                        "403": _CROSS_SITE,
+                        "413": _error(
+                            "The request body is larger than the service accepts (payload_too_large), or the "
+                            "session's client_data would pass its limit, serve --max-client-data-bytes, with "
+                            "this update (client_data_too_large; the message gives both sizes); nothing is stored."
+                        ),
                         "415": _error("A body that is neither JSON nor a form."),
+                        "421": _MISDIRECTED,
                     },
                 },
                 "get": {
@@ -353,6 +371,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
                         "404": _NO_SESSION,
+                        "421": _MISDIRECTED,
                     },
                 },
             },
@@ -374,6 +393,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
                         "404": _NO_SESSION,
+                        "421": _MISDIRECTED,
                     },
                 },
             },
@@ -394,9 +414,14 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "200": _ok("The call was made (or refused for bad arguments) and logged.", "TriggerCallResult"),
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
                         "404": _error("No such session, or no such trigger, for the key's company."),
                         "413": _TOO_LARGE,
-                        "415": _error("A body that is not JSON."),
+                        "415": _error(
+                            "A body that is not JSON; with --anonymous-company, any POST without "
+                            "Content-Type: application/json, even an empty one."
+                        ),
+                        "421": _MISDIRECTED,
                     },
                 },
             },
@@ -407,6 +432,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                     "responses": {
                         "200": _ok("The company's secrets, by name.", "Secrets"),
                         "401": _UNAUTHORIZED,
+                        "421": _MISDIRECTED,
                     },
                 }
             },
@@ -424,8 +450,10 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "204": {"description": "Stored."},
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
                         "413": _TOO_LARGE,
                         "415": _error("A body that is not JSON."),
+                        "421": _MISDIRECTED,
                     },
                 },
                 "delete": {
@@ -435,7 +463,9 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "204": {"description": "Deleted."},
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
                         "404": _error("The key's company has no secret of that name."),
+                        "421": _MISDIRECTED,
                     },
                 },
             },
@@ -455,6 +485,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "200": _ok("Tool definitions, by trigger name.", "Tools"),
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
+                        "421": _MISDIRECTED,
                     },
                 }
             },

@@ -11,6 +11,13 @@ top-level keys, as ``dict.update`` does), which PostgreSQL runs under the row's
 lock. A call's merge and its log record are one statement too (a data-modifying
 ``WITH``), so they commit together or not at all, in one round trip.
 
+The client_data limit is in the same statements: ``WHERE octet_length((client_data ||
+$1)::text) <= limit``. PostgreSQL re-checks an UPDATE's WHERE on the newest version of a row a
+concurrent transaction changed, so concurrent merges cannot pass the limit together. jsonb's text
+has a space after every ``:`` and ``,``, so it is never shorter than compact JSON: a merge it
+admits is within the limit. One it refuses is measured again, exactly as the SQLite store measures
+(compact JSON), under the row's lock, and made if it fits after all.
+
 client_data is ``jsonb``, which cannot hold the character U+0000 or a lone UTF-16
 surrogate; such a character in a client_data string is stored as U+FFFD (the
 replacement character). Log records
@@ -29,13 +36,20 @@ from typing import Any
 import asyncpg
 
 from .store import (
+    DEFAULT_MAX_CLIENT_DATA_BYTES,
     AmbiguousSession,
     ApiKey,
+    ClientDataTooLarge,
+    DashboardSession,
+    LogSeq,
     SecretInfo,
     SecretValues,
     Session,
     SessionNotFound,
     SessionSummary,
+    compact_json_size,
+    merge_refused_warning,
+    read_json,
     secret_problem,
 )
 
@@ -76,11 +90,21 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at double precision NOT NULL,
     PRIMARY KEY (company_id, name)
 );
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+    token_hash text PRIMARY KEY,
+    company_id text NOT NULL,
+    key_hash text NOT NULL,
+    created_at double precision NOT NULL,
+    expires_at double precision NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dashboard_sessions_by_key ON dashboard_sessions (key_hash);
 """
 _SCHEMA_LOCK = 0x77_64_73_6C  # pg_advisory_xact_lock key while creating tables ("wdsl")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _COLUMNS = "id, company_id, assistant_id, client_data, created_at, updated_at"
 
+#: Appended to a merge's WHERE: the merged client_data's text within the limit (``$LIMIT``, a parameter).
+_FITS = " AND octet_length(({merged})::text) <= ${limit}::bigint"
 _UPSERT = f"""
 INSERT INTO sessions (company_id, id, assistant_id, client_data, created_at, updated_at)
 VALUES ($1, $2, COALESCE($3, ''), $4::jsonb, $5, $5)
@@ -88,23 +112,37 @@ ON CONFLICT (company_id, id) DO UPDATE SET
     assistant_id = COALESCE($3, sessions.assistant_id),
     client_data = sessions.client_data || EXCLUDED.client_data,
     updated_at = EXCLUDED.updated_at
+WHERE EXCLUDED.client_data = '{{}}'::jsonb
+    OR octet_length((sessions.client_data || EXCLUDED.client_data)::text) <= $6::bigint
+RETURNING {_COLUMNS}
+"""
+_UPDATE = f"""
+UPDATE sessions SET assistant_id = COALESCE($3, assistant_id), client_data = client_data || $4::jsonb,
+    updated_at = $5
+WHERE company_id = $1 AND id = $2
 RETURNING {_COLUMNS}
 """
 _MERGE = f"""
 UPDATE sessions SET client_data = client_data || $3::jsonb, updated_at = $4
-WHERE company_id = $1 AND id = $2
+WHERE company_id = $1 AND id = $2{{fits}}
 RETURNING {_COLUMNS}
 """
 _MERGE_AND_LOG = """
 WITH merged AS (
     UPDATE sessions SET client_data = client_data || $3::jsonb, updated_at = $4
-    WHERE company_id = $1 AND id = $2
+    WHERE company_id = $1 AND id = $2{fits}
     RETURNING company_id
 )
 INSERT INTO call_logs (company_id, session_id, at, record)
 SELECT company_id, $2, $5, $6 FROM merged
 RETURNING seq
 """
+_MERGE_CHECKED = _MERGE.format(fits=_FITS.format(merged="client_data || $3::jsonb", limit=5))
+_MERGE_UNCHECKED = _MERGE.format(fits="")
+_MERGE_AND_LOG_CHECKED = _MERGE_AND_LOG.format(fits=_FITS.format(merged="client_data || $3::jsonb", limit=7))
+_MERGE_AND_LOG_UNCHECKED = _MERGE_AND_LOG.format(fits="")
+#: The exact measure, for a merge the statement refused: the stored client_data, under the row's lock.
+_LOCKED = "SELECT client_data::text FROM sessions WHERE company_id = $1 AND id = $2 FOR UPDATE"
 _LOG = "INSERT INTO call_logs (company_id, session_id, at, record) VALUES ($1, $2, $3, $4) RETURNING seq"
 _LOGS = """
 SELECT seq, record FROM (
@@ -150,7 +188,20 @@ def _jsonb(value: Mapping[str, Any]) -> str:
 
 
 def _session(row: asyncpg.Record) -> Session:
-    return Session(row[0], row[1], row[2], json.loads(row[3]), row[4], row[5])
+    return Session(row[0], row[1], row[2], read_json(row[3]), row[4], row[5])
+
+
+async def _merged_size(
+    connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record], company: str, session_id: str, update: str
+) -> int | None:
+    """Inside a transaction: lock the session's row and measure its client_data with ``update`` (jsonb
+    text) merged, as compact JSON; None if there is no such session."""
+    text = await connection.fetchval(_LOCKED, company, session_id)
+    if text is None:
+        return None
+    merged = read_json(text)
+    merged.update(read_json(update))
+    return compact_json_size(merged)
 
 
 class PostgresStore:
@@ -158,10 +209,19 @@ class PostgresStore:
 
     kind = "postgresql"
 
-    def __init__(self, dsn: str, *, schema: str | None = None, min_size: int = 1, max_size: int = 10) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        schema: str | None = None,
+        min_size: int = 1,
+        max_size: int = 10,
+        max_client_data_bytes: int = DEFAULT_MAX_CLIENT_DATA_BYTES,
+    ) -> None:
         if schema is not None and not _SCHEMA_NAME.match(schema):
             raise ValueError(f"schema name {schema!r}: use lower-case letters, digits and '_'")
         self.dsn = dsn
+        self.max_client_data_bytes = max_client_data_bytes
         self.schema = schema
         self._min_size = min_size
         self._max_size = max_size
@@ -208,13 +268,29 @@ class PostgresStore:
         assistant_id: str | None = None,
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
+        limit = self._update_fits(session_id, client_data, company_id)
         pool = await self._connection_pool()
-        company = await self._company_of(pool, session_id, company_id)
-        row = await pool.fetchrow(
-            _UPSERT, company or "", session_id, assistant_id, _jsonb(client_data or {}), time.time()
-        )
-        assert row is not None
+        company = await self._company_of(pool, session_id, company_id) or ""
+        update = _jsonb(client_data or {})
+        row = await pool.fetchrow(_UPSERT, company, session_id, assistant_id, update, time.time(), limit)
+        if row is not None:
+            return _session(row)
+        async with pool.acquire() as connection, connection.transaction():  # refused by jsonb's measure
+            size = await _merged_size(connection, company, session_id, update)
+            if size is not None and size > limit:
+                raise ClientDataTooLarge(session_id, size, limit, company)
+            row = await connection.fetchrow(_UPDATE, company, session_id, assistant_id, update, time.time())
+        assert row is not None  # sessions are never deleted: the row the upsert found is there
         return _session(row)
+
+    def _update_fits(self, session_id: str, update: Mapping[str, Any] | None, company_id: str | None) -> int:
+        """The limit, after refusing an update that alone passes it (the merge can only be larger)."""
+        limit = self.max_client_data_bytes
+        if update:
+            size = compact_json_size(update)
+            if size > limit:
+                raise ClientDataTooLarge(session_id, size, limit, company_id or "")
+        return limit
 
     async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
         pool = await self._connection_pool()
@@ -229,11 +305,21 @@ class PostgresStore:
     async def merge_client_data(
         self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
     ) -> Session:
+        limit = self._update_fits(session_id, data, company_id)
         pool = await self._connection_pool()
-        company = await self._company_of(pool, session_id, company_id)
-        row = await pool.fetchrow(_MERGE, company or "", session_id, _jsonb(data), time.time())
-        if row is None:
-            raise SessionNotFound(session_id)
+        company = await self._company_of(pool, session_id, company_id) or ""
+        update = _jsonb(data)
+        row = await pool.fetchrow(_MERGE_CHECKED, company, session_id, update, time.time(), limit)
+        if row is not None:
+            return _session(row)
+        async with pool.acquire() as connection, connection.transaction():  # no session, or over jsonb's measure
+            size = await _merged_size(connection, company, session_id, update)
+            if size is None:
+                raise SessionNotFound(session_id)
+            if size > limit:
+                raise ClientDataTooLarge(session_id, size, limit, company)
+            row = await connection.fetchrow(_MERGE_UNCHECKED, company, session_id, update, time.time())
+        assert row is not None
         return _session(row)
 
     async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
@@ -251,22 +337,29 @@ class PostgresStore:
         company_id: str | None = None,
     ) -> int:
         if not client_data_update:
-            return await self.append_log(session_id, record, company_id=company_id)
+            return LogSeq(await self.append_log(session_id, record, company_id=company_id))
+        limit = self.max_client_data_bytes
         pool = await self._connection_pool()
-        company = await self._company_of(pool, session_id, company_id)
+        company = await self._company_of(pool, session_id, company_id) or ""
         at = float(record.get("at", time.time()))
-        seq = await pool.fetchval(
-            _MERGE_AND_LOG,
-            company or "",
-            session_id,
-            _jsonb(client_data_update),
-            time.time(),
-            at,
-            json.dumps(dict(record)),
-        )
-        if seq is None:
-            raise SessionNotFound(session_id)
-        return int(seq)
+        update = _jsonb(client_data_update)
+        text = json.dumps(dict(record))
+        seq = await pool.fetchval(_MERGE_AND_LOG_CHECKED, company, session_id, update, time.time(), at, text, limit)
+        if seq is not None:
+            return LogSeq(seq)
+        async with pool.acquire() as connection, connection.transaction():  # no session, or over jsonb's measure
+            size = await _merged_size(connection, company, session_id, update)
+            if size is None:
+                raise SessionNotFound(session_id)
+            if size <= limit:
+                seq = await connection.fetchval(
+                    _MERGE_AND_LOG_UNCHECKED, company, session_id, update, time.time(), at, text
+                )
+                return LogSeq(seq)
+            warning = merge_refused_warning(ClientDataTooLarge(session_id, size, limit, company))
+            refused = {**record, "client_data_merged": {}, "warnings": [*(record.get("warnings") or ()), warning]}
+            seq = await connection.fetchval(_LOG, company, session_id, at, json.dumps(refused))
+        return LogSeq(seq, warning)
 
     async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
         pool = await self._connection_pool()
@@ -314,10 +407,45 @@ class PostgresStore:
         if not prefix:
             return 0
         pool = await self._connection_pool()
-        status = await pool.execute(
-            "DELETE FROM api_keys WHERE company_id = $1 AND left(prefix, length($2)) = $2", company_id, prefix
-        )
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute(
+                "DELETE FROM dashboard_sessions WHERE key_hash IN (SELECT key_hash FROM api_keys "
+                "WHERE company_id = $1 AND left(prefix, length($2)) = $2)",
+                company_id,
+                prefix,
+            )
+            status = await connection.execute(
+                "DELETE FROM api_keys WHERE company_id = $1 AND left(prefix, length($2)) = $2", company_id, prefix
+            )
         return int(status.rsplit(" ", 1)[-1])
+
+    async def add_dashboard_session(self, token_hash: str, company_id: str, key_hash: str, expires_at: float) -> None:
+        pool = await self._connection_pool()
+        now = time.time()
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("DELETE FROM dashboard_sessions WHERE expires_at <= $1", now)
+            await connection.execute(
+                "INSERT INTO dashboard_sessions (token_hash, company_id, key_hash, created_at, expires_at) "
+                "VALUES ($1, $2, $3, $4, $5)",
+                token_hash,
+                company_id,
+                key_hash,
+                now,
+                expires_at,
+            )
+
+    async def dashboard_session(self, token_hash: str) -> DashboardSession | None:
+        pool = await self._connection_pool()
+        row = await pool.fetchrow(
+            "SELECT company_id, key_hash, expires_at FROM dashboard_sessions WHERE token_hash = $1 AND expires_at > $2",
+            token_hash,
+            time.time(),
+        )
+        return None if row is None else DashboardSession(row[0], row[1], row[2])
+
+    async def delete_dashboard_session(self, token_hash: str) -> None:
+        pool = await self._connection_pool()
+        await pool.execute("DELETE FROM dashboard_sessions WHERE token_hash = $1", token_hash)
 
     async def set_secret(self, company_id: str, name: str, value: str) -> None:
         problem = secret_problem(name, value)

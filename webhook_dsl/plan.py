@@ -84,7 +84,8 @@ class RenderedRequest(NamedTuple):
         and logs (``to_dict`` and ``masking.shown_request`` give the contents)."""
         names = [name for name, _ in self.headers]
         body = "None" if self.body is None else f"<{len(self.body)} bytes>"
-        return f"RenderedRequest(method={self.method!r}, url=<{len(self.url)} characters>, headers={names}, body={body})"
+        url = f"<{len(self.url)} characters>"
+        return f"RenderedRequest(method={self.method!r}, url={url}, headers={names}, body={body})"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape ``webhook-dsl render`` prints."""

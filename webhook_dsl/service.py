@@ -18,12 +18,25 @@ by declaration, never by guessing from a key's name.
 The runtime (one connection pool for the whole process) addresses sessions by id;
 here it is handed a store that scopes every id to the company of the request being
 served, so a trigger call can only read and merge into the caller's own session.
+
+**Requests from browsers.** A key is a header, which no web page can make a browser attach
+to a request to this service, but two things a page can do are refused here (``_Guard``): a
+state-changing request (PUT, POST, PATCH, DELETE) from another site (an ``Origin`` that is not
+this service's own, or ``Sec-Fetch-Site: cross-site``/``same-site``) is a 403 in every mode;
+and with ``anonymous_company``, where no key is needed at all, only requests addressed to this
+machine by name (``Host: localhost``, ``127.0.0.1``, ``[::1]``...) are answered, so that a
+page cannot reach the service through a DNS name it controls that resolves to 127.0.0.1 (DNS
+rebinding), and a POST must be JSON, which a page on another site cannot send without asking.
+A request that carries credentials must carry valid ones, in every mode: a wrong key, an
+``Authorization`` that is not ``Bearer KEY`` (``Basic``, which a browser may replay by itself),
+two different keys: all 401, never the anonymous company.
 """
 
 from __future__ import annotations
 
 import contextlib
 import contextvars
+import ipaddress
 import json
 import logging
 import re
@@ -44,7 +57,6 @@ from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ._version import __version__
-from .encode import orjson_reads_exactly
 from .errors import ConfigError, DiagnosticsError
 from .masking import mask_client_data
 from .openapi import (
@@ -59,6 +71,8 @@ from .runtime import Runtime
 from .store import (
     MAX_CLIENT_DATA_DEPTH,
     ApiKey,
+    ClientDataTooLarge,
+    DashboardSession,
     SecretInfo,
     Session,
     SessionNotFound,
@@ -69,6 +83,7 @@ from .store import (
     company_id_problem,
     describe_json_type,
     hash_api_key,
+    long_digit_run,
     secret_problem,
     session_id_problem,
 )
@@ -209,6 +224,14 @@ class _CompanyScopedStore:
     def __init__(self, backend: Store) -> None:
         self.backend = backend
 
+    @property
+    def max_client_data_bytes(self) -> int:
+        return self.backend.max_client_data_bytes
+
+    @max_client_data_bytes.setter
+    def max_client_data_bytes(self, limit: int) -> None:
+        self.backend.max_client_data_bytes = limit
+
     @staticmethod
     def _scope() -> str:
         return _company.get()  # set by the request handler; unset is a bug, and LookupError says so
@@ -264,6 +287,15 @@ class _CompanyScopedStore:
     async def revoke_api_key(self, company_id: str, prefix: str) -> int:
         raise PermissionError("keys are not revoked through a request")
 
+    async def add_dashboard_session(self, token_hash: str, company_id: str, key_hash: str, expires_at: float) -> None:
+        raise PermissionError("dashboard sign-ins are not the runtime's")
+
+    async def dashboard_session(self, token_hash: str) -> DashboardSession | None:
+        raise PermissionError("dashboard sign-ins are not the runtime's")
+
+    async def delete_dashboard_session(self, token_hash: str) -> None:
+        raise PermissionError("dashboard sign-ins are not the runtime's")
+
     async def set_secret(self, company_id: str, name: str, value: str) -> None:
         await self.backend.set_secret(self._scope(), name, value)
 
@@ -309,6 +341,7 @@ _STATUS_CODES = {
     405: "method_not_allowed",
     413: "payload_too_large",
     415: "unsupported_media_type",
+    421: "misdirected_request",
     500: "internal",
     503: "unavailable",
 }
@@ -372,12 +405,18 @@ class ServiceSettings:
     access_log: bool = True  # one line per request: method, path (never the query string), status, ms
     dashboard: bool = True
     #: Requests with no key at all are served as this company (local trials: the seed's bare curl).
-    #: Off by default; a request with a wrong key is still refused.
+    #: Off by default; a request with a wrong key is still refused, and only requests addressed to
+    #: localhost, 127.0.0.1 or [::1] are answered at all (see the module's docstring).
     anonymous_company: str | None = None
+    #: A session's client_data holds at most this many bytes of compact JSON; a PUT past it is a 413 and
+    #: a webhook response's merge past it is refused with a warning. None: the store's own limit
+    #: (``DEFAULT_MAX_CLIENT_DATA_BYTES``, 256 KiB, unless the store was made with another).
+    max_client_data_bytes: int | None = None
 
 
 class _Guard:
-    """Outermost ASGI layer: body size limit (413) and the access log, which never prints query strings."""
+    """Outermost ASGI layer: who may ask (the Host in anonymous mode, no cross-site state change), the body
+    size limit (413), and the access log, which never prints query strings."""
 
     def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
         self.app = app
@@ -398,6 +437,10 @@ class _Guard:
             await send(message)
 
         try:
+            refusal = _refusal(scope, self.settings)
+            if refusal is not None:
+                await refusal(scope, receive, send_and_note)
+                return
             try:
                 declared = _content_length(scope)
             except ValueError:
@@ -433,6 +476,101 @@ class _Guard:
                 )
 
 
+#: Methods that change something: a web page on another site must not be able to send one here.
+_STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_HOST = re.compile(r"(?:\[(?P<ip6>[0-9a-f:.]+)\]|(?P<name>[a-z0-9._-]+))(?::(?P<port>[0-9]{1,5}))?\Z")
+_ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<authority>[^/?#@\s]+)\Z")
+_DEFAULT_PORTS = {"http": ":80", "https": ":443"}
+
+
+def _header(scope: Scope, name: bytes) -> list[str]:
+    return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
+
+
+def names_loopback(host: str) -> bool:
+    """Whether a Host header names this machine, whatever the port: ``localhost`` or a name under it
+    (RFC 6761 keeps them on loopback; browsers resolve them so without asking DNS), an address in
+    127.0.0.0/8, or ``[::1]``. A name that DNS resolves to 127.0.0.1 does not count: that is how DNS
+    rebinding reaches a local service."""
+    match = _HOST.match(host.strip().lower())
+    if match is None or (match["port"] is not None and not 0 < int(match["port"]) < 65536):
+        return False
+    if match["ip6"] is not None:
+        try:
+            address = ipaddress.IPv6Address(match["ip6"])
+        except ValueError:
+            return False
+        mapped = address.ipv4_mapped
+        return address.is_loopback or (mapped is not None and mapped.is_loopback)
+    name = match["name"].removesuffix(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.IPv4Address(name).is_loopback
+    except ValueError:  # 127.1, 0x7f.1, 2130706433: no browser sends those as a Host
+        return False
+
+
+def _same_origin(origin: str, scheme: str, host: str | None) -> bool:
+    """Whether an Origin header names this service: its host and port are the request's Host. The schemes
+    are not compared, since behind a proxy that ends TLS the service may see http for an https page."""
+    match = _ORIGIN.match(origin.strip().lower())
+    if match is None or host is None:
+        return False  # "null" (a sandboxed frame, a redirect), or not an origin at all
+    theirs = match["authority"].removesuffix(_DEFAULT_PORTS[match["scheme"]])
+    ours = host.strip().lower().removesuffix(_DEFAULT_PORTS.get(scheme, ":80"))
+    return theirs == ours
+
+
+def _refusal(scope: Scope, settings: ServiceSettings) -> Response | None:
+    """The answer to a request this service must not serve at all, or None. See the module's docstring."""
+    hosts = _header(scope, b"host")
+    host = hosts[0] if len(hosts) == 1 else None
+    if settings.anonymous_company is not None and (host is None or not names_loopback(host)):
+        shown = "no Host header" if not hosts else f"Host {hosts[0][:100]!r}"
+        return error_response(
+            421,
+            "misdirected_request",
+            "this service runs with --anonymous-company (no key needed), so it answers only requests addressed "
+            f"to this machine: Host localhost, 127.0.0.1 or [::1], any port; this request has {shown}",
+        )
+    method = scope["method"]
+    if method not in _STATE_CHANGING:
+        return None
+    sites = {site.strip().lower() for site in _header(scope, b"sec-fetch-site")}
+    if sites & {"cross-site", "same-site"}:
+        return error_response(
+            403,
+            "forbidden",
+            f"{method} from a page of another site is refused (Sec-Fetch-Site: {', '.join(sorted(sites))}): "
+            "send it from a backend, or from this service's own pages",
+        )
+    for origin in _header(scope, b"origin"):
+        # "null" is what a browser sends for a page whose referrer policy is no-referrer, even to its own
+        # origin; Sec-Fetch-Site, which no page can set, then says whether it was.
+        if origin.strip() == "null" and sites == {"same-origin"}:
+            continue
+        if not _same_origin(origin, scope.get("scheme", "http"), host):
+            return error_response(
+                403,
+                "forbidden",
+                f"{method} from a page of another origin is refused (Origin {origin[:100]!r} is not this "
+                "service's): send it from a backend, or from this service's own pages",
+            )
+    path = scope["path"]
+    if settings.anonymous_company is not None and method == "POST" and not path.startswith("/dashboard/"):
+        kinds = _header(scope, b"content-type")
+        kind = kinds[0].split(";", 1)[0].strip().lower() if kinds else ""
+        if kind != "application/json" and not kind.endswith("+json"):
+            return error_response(
+                415,
+                "unsupported_media_type",
+                "with --anonymous-company a POST must be JSON (Content-Type: application/json), even an empty "
+                "one: a page on another site cannot send JSON here without the service's consent",
+            )
+    return None
+
+
 def _content_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -449,7 +587,10 @@ class _KeyCache:
         self._known: dict[str, tuple[str, float]] = {}
 
     async def company(self, key: str) -> str | None:
-        digest = hash_api_key(key)
+        return await self.company_for_hash(hash_api_key(key))
+
+    async def company_for_hash(self, digest: str) -> str | None:
+        """The company of the key with this hash (a dashboard sign-in keeps only the hash)."""
         now = time.monotonic()
         hit = self._known.get(digest)
         if hit is not None and hit[1] > now:
@@ -462,31 +603,52 @@ class _KeyCache:
         return company
 
 
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="webhook-dsl"'}
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, _CHALLENGE)
+
+
 def request_key(request: Request) -> str | None:
-    """The API key of a request: ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``."""
-    authorization = request.headers.get("authorization")
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer" and value.strip():
-            return value.strip()
-    key = request.headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+    """The API key of a request: ``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``; None if it carries none.
+
+    Credentials that are there must be well formed (``ApiError`` 401 otherwise): a request with ``Basic``
+    credentials, a bare ``Bearer``, an empty ``X-Api-Key``, two of a header or two different keys is
+    refused, never read as a request without a key (which ``anonymous_company`` would serve).
+    """
+    authorizations = request.headers.getlist("authorization")
+    api_keys = request.headers.getlist("x-api-key")
+    if len(authorizations) > 1 or len(api_keys) > 1:
+        raise _unauthorized("send one Authorization header or one X-Api-Key header, not several")
+    keys: set[str] = set()
+    if authorizations:
+        scheme, _, value = authorizations[0].strip().partition(" ")
+        value = value.strip()
+        if scheme.lower() != "bearer" or not value or any(c.isspace() for c in value):
+            raise _unauthorized("the Authorization header must be 'Bearer KEY'; no other scheme is accepted")
+        keys.add(value)
+    if api_keys:
+        value = api_keys[0].strip()
+        if not value:
+            raise _unauthorized("the X-Api-Key header is empty")
+        keys.add(value)
+    if len(keys) > 1:
+        raise _unauthorized("Authorization and X-Api-Key hold different keys; send one key")
+    return keys.pop() if keys else None
 
 
 async def company_of(request: Request) -> str:
     """The company of the request's API key; 401 without one."""
     key = request_key(request)
-    challenge = {"WWW-Authenticate": 'Bearer realm="webhook-dsl"'}
     anonymous = request.app.state.settings.anonymous_company
     if key is None and anonymous is not None:
         return str(anonymous)
     if key is None:
-        raise ApiError(
-            401, "unauthorized", "send an API key: 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'", challenge
-        )
+        raise _unauthorized("send an API key: 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'")
     company = await request.app.state.keys.company(key)
     if company is None:
-        raise ApiError(401, "unauthorized", "the API key is not valid", challenge)
+        raise _unauthorized("the API key is not valid")
     return str(company)
 
 
@@ -500,7 +662,7 @@ def _reject_constant(name: str) -> Any:
 def _parse_json(data: bytes | str, what: str) -> Any:
     """A request's JSON: orjson when it reads the text exactly (a tenth of the time), else the stdlib,
     which also words every refusal. orjson refuses NaN, lone surrogates and out-of-range numbers itself."""
-    if isinstance(data, bytes) and orjson_reads_exactly(data):
+    if isinstance(data, bytes) and not long_digit_run(data):
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
@@ -644,9 +806,18 @@ async def put_session(request: Request) -> Response:
     session_id = _session_id(request)
     client_data, assistant_id = await _session_update(request)
     store: Store = request.app.state.store
-    session = await store.put_session(
-        session_id, company_id=company, assistant_id=assistant_id, client_data=client_data
-    )
+    try:
+        session = await store.put_session(
+            session_id, company_id=company, assistant_id=assistant_id, client_data=client_data
+        )
+    except ClientDataTooLarge as error:
+        raise ApiError(
+            413,
+            "client_data_too_large",
+            f"client_data would be {error.size} bytes of compact JSON after this update, over the limit of "
+            f"{error.limit} bytes per session; nothing was stored (set keys the session no longer needs to null "
+            "to make room; serve --max-client-data-bytes sets the limit)",
+        ) from None
     return JSONResponse(_masked(request, company, session))
 
 
@@ -736,7 +907,13 @@ async def call_trigger(request: Request) -> Response:
         ) from None
     finally:
         _company.reset(token)
-    return JSONResponse({"message_for_llm": result.message_for_llm, "result": result.to_dict()})
+    shown = result.to_dict()
+    refused = getattr(result.log_seq, "merge_refused", None)
+    if refused:  # the store kept client_data within its limit: the call stands, its merge does not
+        shown["client_data_merged"] = {}
+        if refused not in shown["warnings"]:
+            shown["warnings"] = [*shown["warnings"], refused]
+    return JSONResponse({"message_for_llm": result.message_for_llm, "result": shown})
 
 
 def _secret_name(request: Request) -> str:
@@ -813,9 +990,12 @@ def create_app(
 ) -> Starlette:
     """The ASGI app. ``runtime_options`` go to ``Runtime`` (``allow_networks=[...]``, ``deadline=...``).
 
-    The store is closed when the app shuts down unless ``close_store=False``.
+    The store is closed when the app shuts down unless ``close_store=False``. A
+    ``settings.max_client_data_bytes`` becomes the store's limit (the store enforces it, in its writes).
     """
     settings = settings or ServiceSettings()
+    if settings.max_client_data_bytes is not None:
+        store.max_client_data_bytes = settings.max_client_data_bytes
     the_runtime = Runtime(_CompanyScopedStore(store), **runtime_options)
 
     @contextlib.asynccontextmanager

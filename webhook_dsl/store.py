@@ -29,12 +29,24 @@ the service both ask them, so they accept the same input and refuse the rest in 
 ``delete_secret``); only the runtime reads them back (``company_secrets``), to fill
 ``$secrets.NAME``. A new SQLite file, its WAL and its shared-memory file are readable by
 their owner only: they hold every tenant's client_data and secrets.
+
+**Bounded sessions.** A session's client_data is read whole on every trigger call and every view,
+on the event loop (a parse cannot be moved to a thread: the parser holds the GIL throughout), so
+its size is bounded: at most ``max_client_data_bytes`` of compact JSON (UTF-8, no spaces; default
+``DEFAULT_MAX_CLIENT_DATA_BYTES``). The check is part of the write, inside the transaction that
+makes it, so concurrent merges cannot pass the limit together. ``put_session`` and
+``merge_client_data`` raise ``ClientDataTooLarge``; ``finish_call`` logs the call with the merge
+refused and a warning saying so (see ``LogSeq``).
+
+**Dashboard sign-ins** (``add_dashboard_session``...) are kept here, not in a process, so every
+replica knows them and a restart signs nobody out; only the SHA-256 of a sign-in's token is stored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -52,7 +64,6 @@ from typing import Any, Protocol, TypeVar
 
 import orjson
 
-from .encode import read_json
 from .masking import MIN_SECRET_LENGTH, SECRET_NAME, SECRET_NAME_PATTERN
 from .trigger import SYSTEM_VARIABLES
 
@@ -63,7 +74,11 @@ __all__ = [
     "SECRET_NAME_PATTERN",
     "SECRET_VALUE_PATTERN",
     "AmbiguousSession",
+    "DEFAULT_MAX_CLIENT_DATA_BYTES",
     "ApiKey",
+    "ClientDataTooLarge",
+    "DashboardSession",
+    "LogSeq",
     "SecretInfo",
     "SecretValues",
     "Session",
@@ -72,9 +87,11 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "client_data_problems",
+    "compact_json_size",
     "company_id_problem",
     "describe_json_type",
     "hash_api_key",
+    "merge_refused_warning",
     "new_api_key",
     "secret_problem",
     "session_id_problem",
@@ -95,6 +112,8 @@ _ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@~-]{0,127}\Z")
 _ID_RULE = "1-128 characters: letters, digits and . _ : @ ~ -, starting with a letter or digit"
 #: client_data nested deeper than this is refused (a value that deep is a mistake or an attack).
 MAX_CLIENT_DATA_DEPTH = 32
+#: A session's client_data is at most this many bytes of compact JSON unless a store is given another limit.
+DEFAULT_MAX_CLIENT_DATA_BYTES = 256 * 1024
 #: A secret's value holds no control character (C0, DEL, C1): it usually goes into a header.
 SECRET_VALUE_PATTERN = r"^[^\x00-\x1f\x7f-\x9f]*$"
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -226,6 +245,51 @@ class SessionNotFound(LookupError):
     """No session with that id (for that company)."""
 
 
+class ClientDataTooLarge(ValueError):
+    """A write that would take a session's client_data past the store's limit; nothing was written.
+
+    ``size`` is the compact JSON the client_data would have had, in bytes; ``limit`` the store's limit.
+    """
+
+    def __init__(self, session_id: str, size: int, limit: int, company_id: str = "") -> None:
+        super().__init__(
+            f"client_data of session {session_id!r} would be {size} bytes of compact JSON, "
+            f"over the limit of {limit} bytes"
+        )
+        self.session_id = session_id
+        self.size = size
+        self.limit = limit
+        self.company_id = company_id
+
+
+class LogSeq(int):
+    """What ``finish_call`` returns: the log record's seq, and why the call's client_data was not merged.
+
+    ``merge_refused`` is None when the merge was made (or there was nothing to merge); otherwise it is
+    the warning the log record carries. An int, so that a caller wanting only the seq need not know.
+    """
+
+    merge_refused: str | None
+
+    def __new__(cls, seq: int, merge_refused: str | None = None) -> LogSeq:
+        value = super().__new__(cls, seq)
+        value.merge_refused = merge_refused
+        return value
+
+
+def compact_json_size(value: Any) -> int:
+    """Bytes of a value's compact JSON (UTF-8, no spaces): what the client_data limit measures."""
+    return _dumps_sized(value)[1]
+
+
+def merge_refused_warning(error: ClientDataTooLarge) -> str:
+    """The warning a call's result and log carry when its response's client_data was not merged."""
+    return (
+        f"client_data not merged: with this response's keys the session's client_data would be {error.size} "
+        f"bytes of compact JSON, over the limit of {error.limit} bytes"
+    )
+
+
 class AmbiguousSession(SessionNotFound):
     """A session id given without a company matches sessions of several companies."""
 
@@ -251,7 +315,7 @@ class Session:
     id: str
     company_id: str
     assistant_id: str
-    client_data: dict[str, Any] = field(default_factory=dict)
+    client_data: dict[str, Any] = field(default_factory=dict, repr=False)  # values may be secrets
     created_at: float = 0.0
     updated_at: float = 0.0
 
@@ -299,6 +363,16 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class DashboardSession:
+    """A dashboard sign-in: the company, the key it was made with (by hash, so that revoking the key
+    ends it), and when it expires. Found by the SHA-256 of its token; the token is never stored."""
+
+    company_id: str
+    key_hash: str
+    expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class SecretInfo:
     """A company secret as listed: its name and when it was last set, never its value."""
 
@@ -312,6 +386,9 @@ class SecretInfo:
 class Store(Protocol):
     """What the runtime and the service need from storage. All methods are coroutines."""
 
+    #: A session's client_data is at most this many bytes of compact JSON (see ``compact_json_size``).
+    max_client_data_bytes: int
+
     async def put_session(
         self,
         session_id: str,
@@ -320,14 +397,17 @@ class Store(Protocol):
         assistant_id: str | None = None,
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
-        """Create or update a session; client_data is merged (keys replace keys), never replaced."""
+        """Create or update a session; client_data is merged (keys replace keys), never replaced.
+        ``ClientDataTooLarge`` if the merged client_data would pass ``max_client_data_bytes``."""
         ...
 
     async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session: ...
 
     async def merge_client_data(
         self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
-    ) -> Session: ...
+    ) -> Session:
+        """Merge into a session's client_data; ``ClientDataTooLarge`` past ``max_client_data_bytes``."""
+        ...
 
     async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int: ...
 
@@ -339,7 +419,12 @@ class Store(Protocol):
         *,
         company_id: str | None = None,
     ) -> int:
-        """Merge a response's client_data and append the call's log record, atomically; return the log seq."""
+        """Merge a response's client_data and append the call's log record, atomically; return the log seq.
+
+        A merge that would take client_data past ``max_client_data_bytes`` is not made, and the call is
+        logged all the same, with ``client_data_merged`` empty and a warning saying why; the ``LogSeq``
+        returned carries that warning as ``merge_refused``.
+        """
         ...
 
     async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
@@ -359,8 +444,18 @@ class Store(Protocol):
     async def api_keys(self, company_id: str) -> list[ApiKey]: ...
 
     async def revoke_api_key(self, company_id: str, prefix: str) -> int:
-        """Delete the company's keys starting with ``prefix``; return how many."""
+        """Delete the company's keys starting with ``prefix``, and their dashboard sign-ins; return how many."""
         ...
+
+    async def add_dashboard_session(self, token_hash: str, company_id: str, key_hash: str, expires_at: float) -> None:
+        """Keep a dashboard sign-in (by its token's hash); expired ones are deleted on the way."""
+        ...
+
+    async def dashboard_session(self, token_hash: str) -> DashboardSession | None:
+        """The sign-in whose token has this hash, or None if there is none or it has expired."""
+        ...
+
+    async def delete_dashboard_session(self, token_hash: str) -> None: ...
 
     async def set_secret(self, company_id: str, name: str, value: str) -> None:
         """Store the company's secret ``name`` (replacing any), noting when; ``ValueError`` if ``secret_problem``."""
@@ -386,7 +481,7 @@ class Store(Protocol):
     async def close(self) -> None: ...
 
 
-_SCHEMA_VERSION = 3
+_SCHEMA_VERSION = 4
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     company_id TEXT NOT NULL DEFAULT '',
@@ -422,6 +517,14 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at REAL NOT NULL,
     PRIMARY KEY (company_id, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS dashboard_sessions (
+    token_hash TEXT PRIMARY KEY,
+    company_id TEXT NOT NULL,
+    key_hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS dashboard_sessions_by_key ON dashboard_sessions (key_hash);
 """
 
 # Version 1 (before tenancy) keyed sessions by id alone and logs had no company.
@@ -439,8 +542,11 @@ class SQLiteStore:
 
     kind = "sqlite"
 
-    def __init__(self, path: str | Path = "webhooks.db") -> None:
+    def __init__(
+        self, path: str | Path = "webhooks.db", *, max_client_data_bytes: int = DEFAULT_MAX_CLIENT_DATA_BYTES
+    ) -> None:
         self.path = str(path)
+        self.max_client_data_bytes = max_client_data_bytes
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-dsl-sqlite")
         _create_private(self.path)
@@ -531,7 +637,8 @@ class SQLiteStore:
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
         """Create or update a session; client_data is merged (keys replace keys), never replaced."""
-        return self._transaction(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
+        limit = self._update_fits(session_id, client_data, company_id)
+        return self._transaction(lambda db: _put(db, session_id, company_id, assistant_id, client_data, limit))
 
     def get_session_sync(self, session_id: str, *, company_id: str | None = None) -> Session:
         return self._read(lambda db: _find(db, session_id, company_id))
@@ -539,7 +646,8 @@ class SQLiteStore:
     def merge_client_data_sync(
         self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
     ) -> Session:
-        return self._transaction(lambda db: _merge(db, session_id, data, company_id))
+        limit = self._update_fits(session_id, data, company_id)
+        return self._transaction(lambda db: _merge(db, session_id, data, company_id, limit))
 
     def append_log_sync(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
         return self._transaction(lambda db: _append_log(db, session_id, record, company_id))
@@ -576,14 +684,7 @@ class SQLiteStore:
     def revoke_api_key_sync(self, company_id: str, prefix: str) -> int:
         if not prefix:
             return 0
-        return self._transaction(
-            lambda db: (
-                db.execute(
-                    "DELETE FROM api_keys WHERE company_id = ? AND substr(prefix, 1, ?) = ?",
-                    (company_id, len(prefix), prefix),
-                ).rowcount
-            )
-        )
+        return self._transaction(lambda db: _revoke_api_key(db, company_id, prefix))
 
     def set_secret_sync(self, company_id: str, name: str, value: str) -> None:
         _checked_secret(name, value)
@@ -613,6 +714,16 @@ class SQLiteStore:
             if self._reader is not None:
                 self._reader.close()
         self._executor.shutdown(wait=True)
+
+    def _update_fits(self, session_id: str, update: Mapping[str, Any] | None, company_id: str | None) -> int:
+        """The limit, after refusing an update that alone passes it (the merge can only be larger): such
+        an update is refused without reading the session."""
+        limit = self.max_client_data_bytes
+        if update:
+            size = compact_json_size(update)
+            if size > limit:
+                raise ClientDataTooLarge(session_id, size, limit, company_id or "")
+        return limit
 
     # -- the async Store interface ----------------------------------------------------
 
@@ -702,7 +813,8 @@ class SQLiteStore:
         assistant_id: str | None = None,
         client_data: Mapping[str, Any] | None = None,
     ) -> Session:
-        return await self._write(lambda db: _put(db, session_id, company_id, assistant_id, client_data))
+        limit = self._update_fits(session_id, client_data, company_id)
+        return await self._write(lambda db: _put(db, session_id, company_id, assistant_id, client_data, limit))
 
     async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
         if self._reader is None:
@@ -713,7 +825,8 @@ class SQLiteStore:
     async def merge_client_data(
         self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
     ) -> Session:
-        return await self._write(lambda db: _merge(db, session_id, data, company_id))
+        limit = self._update_fits(session_id, data, company_id)
+        return await self._write(lambda db: _merge(db, session_id, data, company_id, limit))
 
     async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
         return await self._write(lambda db: _append_log(db, session_id, record, company_id))
@@ -726,12 +839,18 @@ class SQLiteStore:
         *,
         company_id: str | None = None,
     ) -> int:
-        def work(db: sqlite3.Connection) -> int:
+        limit = self.max_client_data_bytes
+
+        def work(db: sqlite3.Connection) -> LogSeq:
             company = company_id
-            merged = company is not None and _merge_in_place(db, session_id, client_data_update, company)
-            if client_data_update and not merged:
-                company = _merge(db, session_id, client_data_update, company_id).company_id
-            return _append_log(db, session_id, record, company)
+            try:
+                merged = company is not None and _merge_in_place(db, session_id, client_data_update, company, limit)
+                if client_data_update and not merged:
+                    company = _merge(db, session_id, client_data_update, company_id, limit).company_id
+            except ClientDataTooLarge as error:  # nothing was merged; the call is logged, saying so
+                warning = merge_refused_warning(error)
+                return LogSeq(_append_log(db, session_id, _refused(record, warning), error.company_id), warning)
+            return LogSeq(_append_log(db, session_id, record, company))
 
         return await self._write(work)
 
@@ -752,6 +871,18 @@ class SQLiteStore:
 
     async def revoke_api_key(self, company_id: str, prefix: str) -> int:
         return await self._run(self.revoke_api_key_sync, company_id, prefix)
+
+    async def add_dashboard_session(self, token_hash: str, company_id: str, key_hash: str, expires_at: float) -> None:
+        await self._write(lambda db: _add_dashboard_session(db, token_hash, company_id, key_hash, expires_at))
+
+    async def dashboard_session(self, token_hash: str) -> DashboardSession | None:
+        if self._reader is None:
+            return await self._run(lambda: self._read(lambda db: _dashboard_session(db, token_hash)))
+        with self._reader_lock:
+            return _dashboard_session(self._reader, token_hash)
+
+    async def delete_dashboard_session(self, token_hash: str) -> None:
+        await self._write(lambda db: db.execute("DELETE FROM dashboard_sessions WHERE token_hash = ?", (token_hash,)))
 
     async def set_secret(self, company_id: str, name: str, value: str) -> None:
         _checked_secret(name, value)
@@ -818,10 +949,22 @@ def _company_secrets(db: sqlite3.Connection, company_id: str) -> dict[str, str]:
 def _dumps(value: Any) -> str:
     """JSON text for a column: orjson (several times faster on the hot path), the stdlib for what orjson
     refuses (integers beyond 64 bits, non-string keys)."""
+    return _dumps_sized(value)[0]
+
+
+def _dumps_sized(value: Any) -> tuple[str, int]:
+    """Compact JSON text for a column, and its length in UTF-8 bytes (what the client_data limit counts).
+    The stdlib writes what orjson refuses, as compactly; a lone surrogate, which UTF-8 cannot hold, escaped."""
     try:
-        return orjson.dumps(value).decode("utf-8")
+        data = orjson.dumps(value)
     except TypeError:
-        return json.dumps(value)
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        try:
+            return text, len(text.encode("utf-8"))
+        except UnicodeEncodeError:
+            text = json.dumps(value, separators=(",", ":"))
+            return text, len(text)
+    return data.decode("utf-8"), len(data)
 
 
 #: The loop's writer leaves checkpoints to the worker thread: one every this many group commits.
@@ -904,6 +1047,31 @@ def _settle(future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         future.set_exception(value)
 
 
+#: bytes.translate table: every ASCII digit to "0", every other byte to " " (see ``read_json``).
+_DIGITS = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
+_LONG_DIGIT_RUN = b"0" * 19
+
+
+def long_digit_run(data: bytes) -> bool:
+    """Whether JSON text holds 19 digits in a row, so may hold an integer beyond 64 bits, which orjson would
+    turn into a float without a word. A translate and a find, both in C: a regular expression tries every
+    position in Python's engine, and on a session's client_data took many times as long as the parse."""
+    return data.translate(_DIGITS).find(_LONG_DIGIT_RUN) >= 0
+
+
+def read_json(text: str | bytes) -> Any:
+    """Stored JSON text (client_data, a log record) to data: orjson where it reads exactly, else the stdlib,
+    which also reads what orjson refuses (NaN, a lone surrogate escaped by the stdlib). This runs on the
+    event loop for every session read, so its cost is the session's size times the parser's speed."""
+    data = text if isinstance(text, bytes) else text.encode("utf-8", "surrogatepass")
+    if not long_digit_run(data):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def _session(row: tuple[Any, ...]) -> Session:
     return Session(row[0], row[1], row[2], read_json(row[3]), row[4], row[5])
 
@@ -934,34 +1102,46 @@ def _put(
     company_id: str | None,
     assistant_id: str | None,
     client_data: Mapping[str, Any] | None,
+    limit: int,
 ) -> Session:
     now = time.time()
     session = _lookup(db, session_id, company_id)
     if session is None:
         created = Session(session_id, company_id or "", assistant_id or "", dict(client_data or {}), now, now)
+        text, size = _dumps_sized(created.client_data)
+        if size > limit:
+            raise ClientDataTooLarge(session_id, size, limit, created.company_id)
         db.execute(
             f"INSERT INTO sessions ({_SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
-            (session_id, created.company_id, created.assistant_id, _dumps(created.client_data), now, now),
+            (session_id, created.company_id, created.assistant_id, text, now, now),
         )
         return created
     merged = dict(session.client_data)
     merged.update(client_data or {})
+    text, size = _dumps_sized(merged)
+    if size > limit and client_data:  # a PUT that changes no client_data may still set assistant_id
+        raise ClientDataTooLarge(session_id, size, limit, session.company_id)
     assistant = assistant_id if assistant_id is not None else session.assistant_id
     db.execute(
         "UPDATE sessions SET assistant_id = ?, client_data = ?, updated_at = ? WHERE company_id = ? AND id = ?",
-        (assistant, _dumps(merged), now, session.company_id, session_id),
+        (assistant, text, now, session.company_id, session_id),
     )
     return Session(session_id, session.company_id, assistant, merged, session.created_at, now)
 
 
-def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], company_id: str | None) -> Session:
+def _merge(
+    db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], company_id: str | None, limit: int
+) -> Session:
     session = _find(db, session_id, company_id)
     merged = dict(session.client_data)
     merged.update(data)
+    text, size = _dumps_sized(merged)
+    if size > limit:
+        raise ClientDataTooLarge(session_id, size, limit, session.company_id)
     now = time.time()
     db.execute(
         "UPDATE sessions SET client_data = ?, updated_at = ? WHERE company_id = ? AND id = ?",
-        (_dumps(merged), now, session.company_id, session_id),
+        (text, now, session.company_id, session_id),
     )
     return Session(session.id, session.company_id, session.assistant_id, merged, session.created_at, now)
 
@@ -970,27 +1150,90 @@ def _merge(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], com
 _PATH_KEY = re.compile(r'[^"\\\x00-\x1f]+')
 
 
-def _merge_in_place(db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], company_id: str) -> bool:
+def _merge_in_place(
+    db: sqlite3.Connection, session_id: str, data: Mapping[str, Any], company_id: str, limit: int
+) -> bool:
     """Merge by one UPDATE with ``json_set`` (no read, no decoding of the session's whole client_data);
-    False, having done nothing, when a key cannot be written as a JSON path: then ``_merge`` does it."""
+    False, having done nothing, when a key cannot be written as a JSON path: then ``_merge`` does it.
+
+    The limit is part of the UPDATE's WHERE, so it holds inside the write's transaction. The common case
+    costs one length: the stored text plus every new member (key, value, quotes, colon, comma) is an
+    upper bound of the merged text; only a session near the limit has the merged text measured.
+    """
     if not data:
         return True
     if not all(_PATH_KEY.fullmatch(key) for key in data):
         return False
     arguments: list[Any] = []
+    bound = 0
     for key, value in data.items():
-        arguments += (f'$."{key}"', _dumps(value))
+        text, size = _dumps_sized(value)
+        arguments += (f'$."{key}"', text)
+        bound += len(key.encode("utf-8")) + size + 4
+    update, measure = _merge_statements(len(data))
     try:
-        cursor = db.execute(
-            "UPDATE sessions SET client_data = json_set(client_data" + ", ?, json(?)" * len(data) + "), updated_at = ? "
-            "WHERE company_id = ? AND id = ?",
-            (*arguments, time.time(), company_id, session_id),
-        )
+        cursor = db.execute(update, (*arguments, time.time(), company_id, session_id, limit - bound, limit))
     except sqlite3.OperationalError:  # text SQLite's JSON does not read (NaN, written by the stdlib): Python merges
         return False
     if cursor.rowcount == 0:
-        raise SessionNotFound(session_id)
+        row = db.execute(measure, (*arguments, company_id, session_id)).fetchone()
+        if row is None:
+            raise SessionNotFound(session_id)
+        raise ClientDataTooLarge(session_id, int(row[0]), limit, company_id)
     return True
+
+
+@functools.lru_cache(maxsize=64)
+def _merge_statements(keys: int) -> tuple[str, str]:
+    """The in-place merge of ``keys`` keys, and the measure of its result for a refusal's message. Parameters
+    are numbered (``?1``...) so that the UPDATE names the merge twice but binds its values once: path and
+    value pairs, then time, company, session, the bound's room and the limit."""
+    merged = "json_set(client_data" + "".join(f", ?{2 * i + 1}, json(?{2 * i + 2})" for i in range(keys)) + ")"
+    n = 2 * keys
+    update = (
+        f"UPDATE sessions SET client_data = {merged}, updated_at = ?{n + 1} WHERE company_id = ?{n + 2} "
+        f"AND id = ?{n + 3} AND (length(CAST(client_data AS BLOB)) <= ?{n + 4} "
+        f"OR length(CAST({merged} AS BLOB)) <= ?{n + 5})"
+    )
+    measure = f"SELECT length(CAST({merged} AS BLOB)) FROM sessions WHERE company_id = ?{n + 1} AND id = ?{n + 2}"
+    return update, measure
+
+
+def _refused(record: Mapping[str, Any], warning: str) -> dict[str, Any]:
+    """A call's log record when its merge was refused: nothing merged, and the warning with the others."""
+    return {**record, "client_data_merged": {}, "warnings": [*(record.get("warnings") or ()), warning]}
+
+
+def _revoke_api_key(db: sqlite3.Connection, company_id: str, prefix: str) -> int:
+    db.execute(
+        "DELETE FROM dashboard_sessions WHERE key_hash IN "
+        "(SELECT key_hash FROM api_keys WHERE company_id = ? AND substr(prefix, 1, ?) = ?)",
+        (company_id, len(prefix), prefix),
+    )
+    cursor = db.execute(
+        "DELETE FROM api_keys WHERE company_id = ? AND substr(prefix, 1, ?) = ?", (company_id, len(prefix), prefix)
+    )
+    return int(cursor.rowcount)
+
+
+def _add_dashboard_session(
+    db: sqlite3.Connection, token_hash: str, company_id: str, key_hash: str, expires_at: float
+) -> None:
+    now = time.time()
+    db.execute("DELETE FROM dashboard_sessions WHERE expires_at <= ?", (now,))
+    db.execute(
+        "INSERT INTO dashboard_sessions (token_hash, company_id, key_hash, created_at, expires_at) "
+        "VALUES (?, ?, ?, ?, ?)",
+        (token_hash, company_id, key_hash, now, expires_at),
+    )
+
+
+def _dashboard_session(db: sqlite3.Connection, token_hash: str) -> DashboardSession | None:
+    row = db.execute(
+        "SELECT company_id, key_hash, expires_at FROM dashboard_sessions WHERE token_hash = ? AND expires_at > ?",
+        (token_hash, time.time()),
+    ).fetchone()
+    return None if row is None else DashboardSession(*row)
 
 
 def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, Any], company_id: str | None) -> int:
