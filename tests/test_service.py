@@ -693,7 +693,7 @@ def test_the_anonymous_company_option_serves_the_seed_s_bare_curl(tmp_path: Path
     app = create_app(
         factory(), TriggerCatalog.load(triggers), settings=ServiceSettings(anonymous_company="demo", access_log=False)
     )
-    with TestClient(app) as client:
+    with TestClient(app, base_url="http://localhost") as client:
         response = client.put("/session/S1", files={"client_data": (None, '{"user_id":"usr_999","plan":"enterprise"}')})
         assert response.status_code == 200 and response.json()["company_id"] == "demo"
         assert client.get("/session/S1", headers={"X-Api-Key": key}).status_code == 404  # another company
