@@ -107,3 +107,21 @@ def test_keys_other_triggers_protect_are_refused_too(tmp_path: Path) -> None:
     answer = {"session": {"client_data": {"billing_host": "evil.example", "note": "kept"}}}
     result = fire(tmp_path, answer, protected=("billing_host",))
     assert result.client_data_merged == {"note": "kept"}
+
+
+def test_the_service_protects_every_trigger_s_keys_for_its_company(tmp_path: Path) -> None:
+    """The catalog gathers, per company, the keys any of its triggers protects: the service passes them to
+    every call, so the billing trigger's host cannot be set by the answer of the lookup trigger."""
+    from webhook_dsl.service import TriggerCatalog
+
+    def write(path: Path, name: str, webhook: dict[str, Any], **extra: Any) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        document = {"name": name, "description": "d", "clientData": ["billing_host", "tok"], **extra,
+                    "webhook": {"method": "GET", **webhook}}
+        (path / f"{name}.json").write_text(json.dumps(document), encoding="utf-8")
+
+    write(tmp_path, "lookup", {"url": "https://api.example.com/x"})
+    write(tmp_path / "acme", "bill", {"url": "https://$billing_host/pay"}, secrets=["tok"])
+    catalog = TriggerCatalog.load(tmp_path)
+    assert catalog.protected_keys("acme") >= {"billing_host", "tok"}
+    assert catalog.protected_keys("other") == frozenset()

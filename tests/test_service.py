@@ -466,8 +466,6 @@ def test_company_secrets_never_come_back(service: Service) -> None:
     assert "***" in texts[2] and "***" in texts[3]  # masked where the ticket's echo put it, not dropped
 
 
-@pytest.mark.xfail(strict=True, reason="a session view masks declared client_data secrets, not company secrets: "
-                   "a company secret that a response merged into client_data is shown as stored")
 def test_a_company_secret_merged_into_client_data_is_masked_in_the_session_view(service: Service) -> None:
     """The stand-in merges the order number it was sent into client_data (last_order_number). When that is
     the company's token, the call's own outputs mask it; the session view, which a declared client_data secret

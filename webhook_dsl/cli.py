@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -280,14 +280,17 @@ def _session_triggers(args: argparse.Namespace) -> TriggerCatalog | None:
         raise _InputError(f"{error}\n--triggers {path}: fix these errors first") from None
 
 
-def _masked_session(session: Session, catalog: TriggerCatalog | None) -> dict[str, Any]:
+def _masked_session(
+    session: Session, catalog: TriggerCatalog | None, company_secrets: Mapping[str, str] | None = None
+) -> dict[str, Any]:
     """The session as the service shows it: the values of the keys its company's triggers declare secret
     replaced by ***; with no triggers, as stored (these are values the operator typed)."""
     from .masking import mask_client_data
 
     shown = session.to_dict()
     if catalog is not None:
-        shown["client_data"] = mask_client_data(session.client_data, catalog.secret_names(session.company_id))
+        secrets = company_secrets.values() if company_secrets else ()
+        shown["client_data"] = mask_client_data(session.client_data, catalog.secret_names(session.company_id), secrets)
     return shown
 
 
@@ -299,11 +302,12 @@ def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     store = SQLiteStore(_database(args))
     try:
         session = store.get_session_sync(args.session_id)
+        secrets = store.company_secrets_sync(session.company_id)
     except SessionNotFound:
         raise _InputError(f"no session {args.session_id!r} in {_database(args)}") from None
     finally:
         store.close_sync()
-    print(json.dumps(_masked_session(session, catalog), ensure_ascii=False, indent=2), file=out)
+    print(json.dumps(_masked_session(session, catalog, secrets), ensure_ascii=False, indent=2), file=out)
     return 0
 
 

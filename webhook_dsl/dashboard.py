@@ -40,7 +40,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from ._version import __version__
-from .service import ApiError, TriggerCatalog, masked_session, request_key
+from .service import ApiError, request_key, session_view
 from .store import SessionNotFound, Store, hash_api_key, session_id_problem
 
 __all__ = ["COOKIE", "LOGIN_COOKIE", "SIGN_IN_SECONDS", "routes"]
@@ -442,8 +442,7 @@ async def session_page(request: Request) -> Response:
         return _page("missing.html", 404, company=company, csrf=viewer.csrf, id=session_id)
     calls = await store.logs(session_id, _CALLS_SHOWN, company_id=company)
     calls.reverse()  # newest first
-    catalog: TriggerCatalog = request.app.state.catalog
-    view = masked_session(session, catalog.secret_names(company))
+    view = await session_view(request, company, session)
     return _page("session.html", company=company, csrf=viewer.csrf, session=view, calls=calls, shown=_CALLS_SHOWN)
 
 

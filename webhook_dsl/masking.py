@@ -358,11 +358,14 @@ class Masker:
         return [[name, MASK if name.lower() in CREDENTIAL_HEADERS else self.text(value)] for name, value in headers]
 
 
-def mask_client_data(client_data: Mapping[str, Any], secret_names: Iterable[str]) -> dict[str, Any]:
+def mask_client_data(
+    client_data: Mapping[str, Any], secret_names: Iterable[str], secret_values: Iterable[str] = ()
+) -> dict[str, Any]:
     """A session's client_data for display (API, CLI, dashboard): each declared secret key's value replaced
-    whole, and every form of those values masked wherever else they appear."""
+    whole, and every form of those values, and of ``secret_values`` (the company's secrets, which a response
+    may have echoed into client_data), masked wherever else they appear."""
     names = set(secret_names)
-    masker = Masker.for_call(client_data, names)
+    masker = Masker.for_call(client_data, names).with_values(secret_values)
     return {masker.text(key): MASK if key in names else masker.data(value) for key, value in client_data.items()}
 
 

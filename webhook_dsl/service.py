@@ -122,6 +122,7 @@ class TriggerCatalog:
     shared: Mapping[str, Trigger] = field(default_factory=dict)
     companies: Mapping[str, Mapping[str, Trigger]] = field(default_factory=dict)
     _secret_names: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
+    _protected_keys: dict[str, frozenset[str]] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def for_company(self, company_id: str) -> dict[str, Trigger]:
         return {**self.shared, **self.companies.get(company_id, {})}
@@ -136,6 +137,18 @@ class TriggerCatalog:
                 self._secret_names.clear()
             self._secret_names[company_id] = names
         return names
+
+    def protected_keys(self, company_id: str) -> frozenset[str]:
+        """The client_data keys no response may set for this company: every trigger's declared secrets and
+        destination keys (``Trigger.protected_keys``), so one API's answer cannot move another trigger's
+        calls or swap its credential. A trigger's own ``clientDataWrites`` still lets it write its keys."""
+        keys = self._protected_keys.get(company_id)
+        if keys is None:
+            keys = frozenset(k for t in self.for_company(company_id).values() for k in t.protected_keys)
+            if len(self._protected_keys) > 10_000:
+                self._protected_keys.clear()
+            self._protected_keys[company_id] = keys
+        return keys
 
     def get(self, company_id: str, name: str) -> Trigger | None:
         own = self.companies.get(company_id)
@@ -771,17 +784,21 @@ async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str 
     return client_data, assistant_id
 
 
-def masked_session(session: Session, secret_names: Iterable[str]) -> dict[str, Any]:
+def masked_session(session: Session, secret_names: Iterable[str], secret_values: Iterable[str] = ()) -> dict[str, Any]:
     """A session as the API and the dashboard show it: the values of the keys declared secret (see
-    ``TriggerCatalog.secret_names``) replaced by ***, and those values masked wherever else they appear."""
+    ``TriggerCatalog.secret_names``) replaced by ***, and those values and the company's secrets masked
+    wherever else they appear."""
     data = session.to_dict()
-    data["client_data"] = mask_client_data(session.client_data, secret_names)
+    data["client_data"] = mask_client_data(session.client_data, secret_names, secret_values)
     return data
 
 
-def _masked(request: Request, company: str, session: Session) -> dict[str, Any]:
+async def session_view(request: Request, company: str, session: Session) -> dict[str, Any]:
+    """The session as the API and the dashboard show it (one read of the company's secrets)."""
     catalog: TriggerCatalog = request.app.state.catalog
-    return masked_session(session, catalog.secret_names(company))
+    store: Store = request.app.state.store
+    secrets = await store.company_secrets(company)
+    return masked_session(session, catalog.secret_names(company), secrets.values())
 
 
 # -- endpoints ----------------------------------------------------------------------------------
@@ -818,7 +835,7 @@ async def put_session(request: Request) -> Response:
             f"{error.limit} bytes per session; nothing was stored (set keys the session no longer needs to null "
             "to make room; serve --max-client-data-bytes sets the limit)",
         ) from None
-    return JSONResponse(_masked(request, company, session))
+    return JSONResponse(await session_view(request, company, session))
 
 
 async def _existing_session(request: Request, company: str, session_id: str) -> Session:
@@ -834,7 +851,7 @@ async def _existing_session(request: Request, company: str, session_id: str) -> 
 async def get_session(request: Request) -> Response:
     company = await company_of(request)
     session_id = _session_id(request)
-    return JSONResponse(_masked(request, company, await _existing_session(request, company, session_id)))
+    return JSONResponse(await session_view(request, company, await _existing_session(request, company, session_id)))
 
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -900,7 +917,9 @@ async def call_trigger(request: Request) -> Response:
     runtime: Runtime = request.app.state.runtime
     token = _company.set(company)
     try:
-        result = await runtime.call_trigger(trigger, session_id, arguments, images, dry_run=dry_run)
+        result = await runtime.call_trigger(
+            trigger, session_id, arguments, images, dry_run=dry_run, protected_keys=catalog.protected_keys(company)
+        )
     except SessionNotFound:
         raise ApiError(
             404, "session_not_found", f"no session {session_id!r} for this API key's company; PUT it first"
