@@ -277,3 +277,25 @@ def test_reprs_show_no_secret_values(tmp_path: Path) -> None:
     for shown in (repr(session), repr(request), repr(result), repr(result.call), str(result.call)):
         assert SECRET not in shown and json.dumps(SECRET)[1:-1] not in shown
     assert "Authorization" in repr(request) and "cmp_1" in repr(session)
+
+
+def test_a_merge_past_the_session_limit_is_refused_in_the_result_too(tmp_path: Path) -> None:
+    """The runtime reports what the store refused: `webhook-dsl call` and the Python API show it, not only
+    the service."""
+    big = {"session": {"client_data": {"note": "x" * 400}}}
+
+    async def handler(request: Request, writer: asyncio.StreamWriter) -> None:
+        writer.write(response(200, big))
+
+    async def main() -> TriggerResult:
+        store = SQLiteStore(tmp_path / "w.db", max_client_data_bytes=300)
+        await store.put_session("s1", company_id="cmp_1", client_data={"erp_token": SECRET})
+        async with StubServer(handler) as server, Runtime(store, allow_networks=LOOPBACK) as runtime:
+            result = await runtime.call_trigger(make_trigger(server.url("/q/$q")), "s1", {"q": "a"})
+        assert "note" not in (await store.get_session("s1")).client_data
+        await store.close()
+        return result
+
+    result = asyncio.run(main())
+    assert result.call.ok and result.client_data_merged == {}
+    assert any("300" in warning for warning in result.warnings)

@@ -697,6 +697,10 @@ class Runtime:
             )
             # merge and log in one transaction; the company is known, so no lookup by id alone
             log_seq = await store.finish_call(session_id, merged, record, company_id=session.company_id)
+            refused = getattr(log_seq, "merge_refused", None)
+            if refused:  # the store kept client_data within its size limit: the call stands, its merge does not
+                merged = {}
+                warnings = [*warnings, refused]
         return TriggerResult(
             trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview, shown
         )
