@@ -39,7 +39,7 @@ from .errors import ConfigError, Diagnostic
 from .masking import CREDENTIAL_HEADERS, SECRET_NAME, SECRETS_PREFIX
 from .parse import SourceText, parse_config, parse_mapping
 from .patterns import NOT_SCHEMAS, RUST_REGEX, LinearValidator, linear_schema, pattern_problems
-from .plan import WebhookPlan, top_level_names
+from .plan import Slot, WebhookPlan, top_level_names
 
 __all__ = ["SYSTEM_VARIABLES", "Trigger", "compile_trigger", "load_trigger"]
 
@@ -155,18 +155,27 @@ class Trigger:
         for slot in self.plan.slots():
             if not any(name in known or _company_secret_name(name) for name in top_level_names(slot.candidates)):
                 problems.append(
-                    Diagnostic(
-                        message=f"{slot.written}: no source defines it (not a system variable, not a company "
-                        f"secret $secrets.NAME, not a parameter of the schema, not a declared clientData key)",
-                        source=self.source,
-                        line=slot.line,
-                        column=slot.column,
-                        width=len(slot.written),
-                        field=slot.field,
-                        variable=slot.written,
+                    _at_slot(
+                        slot,
+                        self.source,
+                        f"{slot.written}: no source defines it (not a system variable, not a company secret "
+                        "$secrets.NAME, not a parameter of the schema, not a declared clientData key)",
                     )
                 )
         return problems
+
+
+def _at_slot(slot: Slot, source: str, message: str) -> Diagnostic:
+    """A diagnostic underlining one reference as written."""
+    return Diagnostic(
+        message=message,
+        source=source,
+        line=slot.line,
+        column=slot.column,
+        width=len(slot.written),
+        field=slot.field,
+        variable=slot.written,
+    )
 
 
 _DESTINATION = frozenset({ast.Context.URL_WHOLE, ast.Context.URL_HOST, ast.Context.URL_PORT})
@@ -195,16 +204,11 @@ def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -
             what = "a secret" if reads_secret else f"the {header_names[position]} header built from variables"
             where = chosen[0]
             problems.append(
-                Diagnostic(
-                    message=f"{slot.written} sends {what} to a destination a trigger argument chooses "
-                    f"({where.written} at line {where.line}, column {where.column}); write the host in the "
-                    "config, or send no secret",
-                    source=trigger.source,
-                    line=slot.line,
-                    column=slot.column,
-                    width=len(slot.written),
-                    field=slot.field,
-                    variable=slot.written,
+                _at_slot(
+                    slot,
+                    trigger.source,
+                    f"{slot.written} sends {what} to a destination a trigger argument chooses ({where.written} "
+                    f"at line {where.line}, column {where.column}); write the host in the config, or send no secret",
                 )
             )
     return problems
