@@ -443,6 +443,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         dashboard=not args.no_dashboard,
         anonymous_company=args.anonymous_company,
         max_client_data_bytes=args.max_client_data_bytes,
+        max_requests_per_company=args.max_requests_per_company or None,
     )
     options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
     if args.timeout is not None:
@@ -602,6 +603,16 @@ def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             await store.close()
 
     return run(work())
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative; write 0 for no limit")
+    return value
 
 
 def _network(text: str) -> str:
@@ -850,6 +861,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="a session's client_data holds at most N bytes of compact JSON: a PUT past it is a 413, a webhook "
         f"response's merge past it is refused with a warning in the call's result and log (default "
         f"{DEFAULT_MAX_CLIENT_DATA_BYTES})",
+    )
+    serve.add_argument(
+        "--max-requests-per-company",
+        type=_non_negative,
+        default=64,
+        metavar="N",
+        help="at most N requests of one company being processed at once; more get 429 (Retry-After: 1). A trigger "
+        "call counts while its body is read and checked, not while its webhook is waited on (default 64; 0: no limit)",
     )
     serve.add_argument(
         "--proxy-headers",

@@ -57,6 +57,13 @@ _SECRET_NAME = {
     "examples": {"erp_token": {"value": "erp_token"}},
 }
 _TOO_LARGE = _error("The request body is larger than the service accepts.")
+_TOO_MANY = {
+    **_error(
+        "The key's company already has as many requests being processed as it may (serve "
+        "--max-requests-per-company); retry after the Retry-After seconds."
+    ),
+    "headers": {"Retry-After": {"description": "Seconds to wait: 1.", "schema": {"type": "integer"}}},
+}
 _CROSS_SITE = _error(
     "Sent by a web page of another site (an Origin that is not the service's own, or Sec-Fetch-Site cross-site "
     "or same-site): a state-changing request is refused from there."
@@ -293,7 +300,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
     }
     if trigger_names:
         name_parameter["examples"] = {name: {"value": name} for name in trigger_names}
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "webhook-dsl service",
@@ -355,7 +362,8 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "401": _UNAUTHORIZED,
                         "403": _CROSS_SITE,
                         "413": _error(
-                            "The request body is larger than the service accepts (payload_too_large), or the "
+                            "The request body is larger than the service accepts (payload_too_large; an "
+                            "urlencoded form: 64 KiB), or the "
                             "session's client_data would pass its limit, serve --max-client-data-bytes, with "
                             "this update (client_data_too_large; the message gives both sizes); nothing is stored."
                         ),
@@ -498,3 +506,8 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
             "schemas": _SCHEMAS,
         },
     }
+    for path in document["paths"].values():
+        for operation in path.values():
+            if isinstance(operation, dict) and operation.get("security") != []:  # every operation with a key
+                operation["responses"]["429"] = _TOO_MANY
+    return document

@@ -14,6 +14,7 @@ the trigger is compiled, at the pattern's line and column.
 from __future__ import annotations
 
 import functools
+import heapq
 import importlib
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -342,33 +343,56 @@ def _pattern_properties(validator: Any, patterns: Any, instance: Any, schema: An
                     yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
-def _additional(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> Iterator[str]:
+def _additional(instance: Mapping[str, Any], schema: Mapping[str, Any]) -> list[str]:
+    """The keys neither ``properties`` nor ``patternProperties`` covers, in the instance's order."""
     properties = schema.get("properties", {})
     patterns = schema.get("patternProperties", {})
-    for key in instance:
-        if key not in properties and not any(_search(pattern, key) for pattern in patterns):
-            yield key
+    if not patterns:
+        return [key for key in instance if key not in properties]
+    return [key for key in instance if key not in properties and not any(_search(p, key) for p in patterns)]
+
+
+#: At most this many offending keys are quoted in a message; the rest are counted.
+SHOWN_KEYS = 5
+#: A quoted key longer than this is cut, with its length said.
+_SHOWN_KEY_CHARS = 100
+
+
+def _some_keys(keys: Sequence[Any]) -> str:
+    """``'a', 'b', ... and 59,995 more``: the first few keys in sorted order, quoted, and how many others.
+
+    Arguments may hold any number of keys (up to the body limit); quoting and sorting all of them made a
+    message as large as the request, built on the event loop, that the LLM then reads in full. The few
+    keys are picked with ``heapq.nsmallest`` (no sort of them all), so the message reads as before when
+    there are only a few."""
+    shown = heapq.nsmallest(SHOWN_KEYS, keys, key=str)
+    text = ", ".join(_quoted(str(key)) for key in shown)
+    rest = len(keys) - len(shown)
+    return f"{text} and {rest:,} more" if rest else text
+
+
+def _quoted(key: str) -> str:
+    return repr(key) if len(key) <= _SHOWN_KEY_CHARS else f"{key[:_SHOWN_KEY_CHARS]!r}... ({len(key):,} characters)"
 
 
 def _additional_properties(validator: Any, allowed: Any, instance: Any, schema: Any) -> _Errors:
-    """jsonschema's own, with its one ``re.search`` (over the patterns joined by ``|``) done by RE2."""
+    """jsonschema's own, with its one ``re.search`` (over the patterns joined by ``|``) done by RE2, and a
+    message that quotes a few of the extra keys (``_some_keys``), not every one."""
     if not validator.is_type(instance, "object"):
         return
-    extras = set(_additional(instance, schema))
+    extras = _additional(instance, schema)
     if validator.is_type(allowed, "object"):
         for extra in extras:
             yield from validator.descend(instance[extra], allowed, path=extra)
     elif not allowed and extras:
         if "patternProperties" in schema:
             verb = "does" if len(extras) == 1 else "do"
-            joined = ", ".join(repr(each) for each in sorted(extras))
             patterns = ", ".join(repr(each) for each in sorted(schema["patternProperties"]))
-            yield jsonschema.ValidationError(f"{joined} {verb} not match any of the regexes: {patterns}")
+            yield jsonschema.ValidationError(f"{_some_keys(extras)} {verb} not match any of the regexes: {patterns}")
         else:
-            shown = sorted(extras, key=str)
             yield jsonschema.ValidationError(
-                f"Additional properties are not allowed ({', '.join(map(repr, shown))} "
-                f"{'was' if len(shown) == 1 else 'were'} unexpected)"
+                f"Additional properties are not allowed ({_some_keys(extras)} "
+                f"{'was' if len(extras) == 1 else 'were'} unexpected)"
             )
 
 
@@ -411,21 +435,23 @@ def _evaluated_keys(validator: Any, instance: Mapping[str, Any], schema: Any) ->
 
 
 def _unevaluated_properties(validator: Any, unevaluated: Any, instance: Any, schema: Any) -> _Errors:
-    """jsonschema's own, with the evaluated keys found by ``_evaluated_keys``."""
+    """jsonschema's own, with the evaluated keys found by ``_evaluated_keys``; its message quotes a few of
+    the offending keys (``_some_keys``)."""
     if not validator.is_type(instance, "object"):
         return
-    evaluated = _evaluated_keys(validator, instance, schema)
+    evaluated = set(_evaluated_keys(validator, instance, schema))
     bad = [key for key in instance if key not in evaluated and next(
         validator.descend(instance[key], unevaluated, path=key, schema_path=key), None) is not None]
     if bad:
         verb = "was" if len(bad) == 1 else "were"
         if unevaluated is False:
-            shown = ", ".join(map(repr, sorted(bad, key=str)))
-            yield jsonschema.ValidationError(f"Unevaluated properties are not allowed ({shown} {verb} unexpected)")
+            yield jsonschema.ValidationError(
+                f"Unevaluated properties are not allowed ({_some_keys(bad)} {verb} unexpected)"
+            )
         else:
             yield jsonschema.ValidationError(
-                "Unevaluated properties are not valid under the given schema "
-                f"({', '.join(map(repr, bad))} {verb} unevaluated and invalid)"
+                f"Unevaluated properties are not valid under the given schema ({_some_keys(bad)} {verb} unevaluated "
+                "and invalid)"
             )
 
 

@@ -343,7 +343,7 @@ class ApiError(Exception):
 
 
 class _PayloadTooLarge(Exception):
-    pass
+    """A body that passed its limit while it was read; str() is the message to answer with."""
 
 
 _STATUS_CODES = {
@@ -355,6 +355,7 @@ _STATUS_CODES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     421: "misdirected_request",
+    429: "too_many_requests",
     500: "internal",
     503: "unavailable",
 }
@@ -400,7 +401,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _too_large(request: Request, error: Exception) -> Response:
     limit = request.app.state.settings.max_body_bytes
-    return error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+    return error_response(413, "payload_too_large", str(error) or f"the request body is larger than {limit} bytes")
 
 
 async def _internal(request: Request, error: Exception) -> Response:
@@ -425,15 +426,93 @@ class ServiceSettings:
     #: a webhook response's merge past it is refused with a warning. None: the store's own limit
     #: (``DEFAULT_MAX_CLIENT_DATA_BYTES``, 256 KiB, unless the store was made with another).
     max_client_data_bytes: int | None = None
+    #: At most this many requests of one company are processed at once; more is a 429 (``Retry-After: 1``).
+    #: One event loop serves every company, so this bounds the share of it one company can take. A trigger
+    #: call counts while the service reads and checks its body, not while the runtime makes the call: a
+    #: company may have many slow webhooks waiting at once, which costs the loop little. The default is
+    #: a well-behaved backend's connection pool (the load test's is 64), not a flood. None: no limit.
+    max_requests_per_company: int | None = 64
+
+    def __post_init__(self) -> None:
+        if self.max_requests_per_company is not None and self.max_requests_per_company < 1:
+            raise ValueError("max_requests_per_company must be at least 1, or None for no limit")
+
+
+#: An urlencoded body (``curl -d``) is at most this many bytes, whatever ``max_body_bytes`` is. Its
+#: percent-escapes are decoded in Python, at several times the cost per byte of parsing JSON, all on the
+#: one event loop; 64 KiB of them costs a few milliseconds. A form that large is a mistake or an attack:
+#: JSON, or a multipart field (``curl -F``), carries client_data as it is, up to ``max_body_bytes``.
+MAX_URLENCODED_BYTES = 64 * 1024
+_URLENCODED = "application/x-www-form-urlencoded"
+
+
+def _urlencoded_too_large(limit: int) -> str:
+    return (
+        f"an urlencoded form ({_URLENCODED}) is at most {limit} bytes here; send client_data as JSON "
+        "(Content-Type: application/json) or as a multipart form field (curl -F 'client_data={...}')"
+    )
+
+
+class _CompanyLimit:
+    """How many requests each company has being processed; ``enter`` past the limit is a 429.
+
+    Only the event loop's thread touches it, so plain counts are enough."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self.active: dict[str, int] = {}
+
+    def enter(self, company: str) -> None:
+        count = self.active.get(company, 0)
+        if self.limit is not None and count >= self.limit:
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"this API key's company already has {self.limit} requests being processed; retry after a "
+                "second, or send fewer at once (serve --max-requests-per-company sets the limit)",
+                headers={"Retry-After": "1"},
+            )
+        self.active[company] = count + 1
+
+    def leave(self, company: str) -> None:
+        count = self.active[company] - 1
+        if count:
+            self.active[company] = count
+        else:
+            del self.active[company]
+
+
+class _Slot:
+    """A request's place in its company's count: taken once the company is known (``company_of``), given
+    back by ``_Guard`` when the response is sent, or earlier by ``release`` (a trigger call, before the
+    runtime makes it)."""
+
+    def __init__(self, limit: _CompanyLimit) -> None:
+        self.limit = limit
+        self.company: str | None = None
+
+    def take(self, company: str) -> None:
+        if self.company is None:
+            self.limit.enter(company)
+            self.company = company
+
+    def release(self) -> None:
+        if self.company is not None:
+            self.limit.leave(self.company)
+            self.company = None
+
+
+_slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("webhook_dsl_slot", default=None)
 
 
 class _Guard:
     """Outermost ASGI layer: who may ask (the Host in anonymous mode, no cross-site state change), the body
     size limit (413), and the access log, which never prints query strings."""
 
-    def __init__(self, app: ASGIApp, settings: ServiceSettings) -> None:
+    def __init__(self, app: ASGIApp, settings: ServiceSettings, limit: _CompanyLimit | None = None) -> None:
         self.app = app
         self.settings = settings
+        self.limit = limit or _CompanyLimit(settings.max_requests_per_company)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -442,6 +521,12 @@ class _Guard:
         started = time.perf_counter()
         status = 0
         limit = self.settings.max_body_bytes
+        too_large = f"the request body is larger than {limit} bytes"
+        if any(_URLENCODED in kind.lower() for kind in _header(scope, b"content-type")):
+            limit = min(limit, MAX_URLENCODED_BYTES)
+            too_large = _urlencoded_too_large(limit)
+        slot = _Slot(self.limit)
+        slot_token = _slot.set(slot)
 
         async def send_and_note(message: Message) -> None:
             nonlocal status
@@ -462,7 +547,7 @@ class _Guard:
                 response: Response = (
                     error_response(400, "bad_request", "the Content-Length header is not a number")
                     if declared < 0
-                    else error_response(413, "payload_too_large", f"the request body is larger than {limit} bytes")
+                    else error_response(413, "payload_too_large", too_large)
                 )
                 await response(scope, receive, send_and_note)
                 return
@@ -474,11 +559,13 @@ class _Guard:
                 if message["type"] == "http.request":
                     received += len(message.get("body", b""))
                     if received > limit:
-                        raise _PayloadTooLarge
+                        raise _PayloadTooLarge(too_large)
                 return message
 
             await self.app(scope, limited_receive, send_and_note)
         finally:
+            slot.release()
+            _slot.reset(slot_token)
             if self.settings.access_log:
                 access_log.info(
                     "%s %s %s %.1fms",
@@ -652,17 +739,23 @@ def request_key(request: Request) -> str | None:
 
 
 async def company_of(request: Request) -> str:
-    """The company of the request's API key; 401 without one."""
+    """The company of the request's API key; 401 without one. The request then counts as one of the
+    company's requests being processed, or is a 429 if it already has as many as it may (``_CompanyLimit``)."""
     key = request_key(request)
     anonymous = request.app.state.settings.anonymous_company
     if key is None and anonymous is not None:
-        return str(anonymous)
-    if key is None:
+        company = str(anonymous)
+    elif key is None:
         raise _unauthorized("send an API key: 'Authorization: Bearer KEY' or 'X-Api-Key: KEY'")
-    company = await request.app.state.keys.company(key)
-    if company is None:
-        raise _unauthorized("the API key is not valid")
-    return str(company)
+    else:
+        found = await request.app.state.keys.company(key)
+        if found is None:
+            raise _unauthorized("the API key is not valid")
+        company = str(found)
+    slot = _slot.get()
+    if slot is not None:
+        slot.take(company)
+    return company
 
 
 # -- request parsing --------------------------------------------------------------------------
@@ -672,16 +765,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _parse_json(data: bytes | str, what: str) -> Any:
+def _parse_json(data: bytes | str, what: str, *, nesting: bool = True) -> Any:
     """A request's JSON: orjson when it reads the text exactly (a tenth of the time), else the stdlib,
-    which also words every refusal. orjson refuses NaN, lone surrogates and out-of-range numbers itself."""
+    which also words every refusal. orjson refuses NaN, lone surrogates and out-of-range numbers itself.
+
+    ``nesting=False``: the caller checks the nesting itself, in the walk it makes anyway (client_data's,
+    ``client_data_problems``), so a PUT is walked once; orjson's own limit (1,024 levels) still holds, and
+    the stdlib's result is always checked here, as its encoding check below recurses."""
     if isinstance(data, bytes) and not long_digit_run(data):
         try:
             value = orjson.loads(data)
         except orjson.JSONDecodeError:
             pass  # the stdlib below says what is wrong, or accepts what orjson does not (1e400)
         else:
-            if _depth(value) > _MAX_DEPTH:
+            if nesting and _too_deep(value):
                 raise ApiError(400, "bad_request", f"{what}: nested deeper than {MAX_CLIENT_DATA_DEPTH} levels")
             return value
     try:
@@ -690,7 +787,7 @@ def _parse_json(data: bytes | str, what: str) -> Any:
         raise ApiError(400, "bad_request", f"{what}: nested too deeply") from None
     except ValueError as error:  # JSONDecodeError, bad UTF-8, NaN, an integer too long
         raise ApiError(400, "bad_request", f"{what}: not valid JSON ({error})") from None
-    if _depth(value) > _MAX_DEPTH:
+    if _too_deep(value):
         raise ApiError(400, "bad_request", f"{what}: nested deeper than {MAX_CLIENT_DATA_DEPTH} levels")
     try:
         json.dumps(value, ensure_ascii=False).encode("utf-8")
@@ -699,7 +796,30 @@ def _parse_json(data: bytes | str, what: str) -> Any:
     return value
 
 
+_CONTAINERS = frozenset({dict, list})
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether more than ``_MAX_DEPTH`` objects and arrays nest in a parsed document. Iterative, and a
+    container with nothing nested in it is passed over in C (``map(type, ...)``): a 60,000-key object
+    costs no Python loop over its keys."""
+    if type(value) not in _CONTAINERS:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        if level > _MAX_DEPTH:
+            return True
+        items = node.values() if type(node) is dict else node
+        if _CONTAINERS.isdisjoint(map(type, items)):
+            continue
+        stack.extend((item, level + 1) for item in items if type(item) in _CONTAINERS)
+    return False
+
+
 def _depth(value: Any, level: int = 0) -> int:
+    """How many objects and arrays nest in a document, counted up to just past ``_MAX_DEPTH``: the rule
+    ``_too_deep`` applies, written plainly (recursive, item by item) for the tests to hold it to."""
     if level > _MAX_DEPTH:
         return level
     if isinstance(value, dict):
@@ -721,12 +841,35 @@ def _media_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
 
 
-def _check_client_data(value: Any) -> dict[str, Any]:
+def _check_client_data(value: Any, limit: int) -> dict[str, Any]:
+    """client_data as a PUT gives it, checked cheapest first: an object; then its size, which orjson
+    measures in C, so an update past the limit is refused before any walk over its keys (the store
+    measures it the same way and would refuse it anyway); then the one walk over it, which also bounds its
+    nesting (``_parse_json`` left that to this walk)."""
+    if not isinstance(value, dict):
+        if _too_deep(value):  # the first thing wrong with it, as a body's nesting is checked before its shape
+            raise ApiError(400, "bad_request", f"client_data: nested deeper than {MAX_CLIENT_DATA_DEPTH} levels")
+        raise ApiError(400, "bad_request", f"client_data must be a JSON object, not {describe_json_type(value)}")
+    try:
+        size = len(orjson.dumps(value))
+    except orjson.JSONEncodeError:  # nested past orjson's limit, a lone surrogate: the walk says which
+        size = 0
+    if size > limit:
+        raise _client_data_too_large(size, limit)
     problems = client_data_problems(value)
     if problems:
         raise ApiError(400, "bad_request", "; ".join(problems))
-    assert isinstance(value, dict)
     return value
+
+
+def _client_data_too_large(size: int, limit: int) -> ApiError:
+    return ApiError(
+        413,
+        "client_data_too_large",
+        f"client_data would be {size} bytes of compact JSON after this update, over the limit of "
+        f"{limit} bytes per session; nothing was stored (set keys the session no longer needs to null "
+        "to make room; serve --max-client-data-bytes sets the limit)",
+    )
 
 
 def _only(fields: Iterable[str], allowed: tuple[str, ...], where: str, owned: str = "a session") -> None:
@@ -753,7 +896,7 @@ async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str 
                 body_fields[name] = await value.read() if isinstance(value, UploadFile) else value
         _only(body_fields, ("client_data", "assistant_id"), "the form")
         if "client_data" in body_fields:
-            body_fields["client_data"] = _parse_json(body_fields["client_data"], "the client_data field")
+            body_fields["client_data"] = _parse_json(body_fields["client_data"], "the client_data field", nesting=False)
         if isinstance(body_fields.get("assistant_id"), bytes):
             try:
                 body_fields["assistant_id"] = body_fields["assistant_id"].decode("utf-8")
@@ -769,18 +912,20 @@ async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str 
                 "unsupported_media_type",
                 "send client_data as JSON (Content-Type: application/json) or as a form field (curl -F)",
             )
-        document = _parse_json(body, "the body")
+        # only client_data can nest (_only, and assistant_id is a string), and _check_client_data bounds it
+        document = _parse_json(body, "the body", nesting=False)
         if not isinstance(document, dict):
             raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
         _only(document, ("client_data", "assistant_id"), "the body")
         body_fields = document
-    client_data = _check_client_data(body_fields["client_data"]) if "client_data" in body_fields else None
     assistant_id = body_fields.get("assistant_id")
     if "assistant_id" in body_fields:
         if not isinstance(assistant_id, str):
             raise ApiError(400, "bad_request", "assistant_id must be a string")
         if len(assistant_id) > MAX_ASSISTANT_ID or "\x00" in assistant_id:
             raise ApiError(400, "bad_request", f"assistant_id: at most {MAX_ASSISTANT_ID} characters, no NUL character")
+    limit = request.app.state.store.max_client_data_bytes
+    client_data = _check_client_data(body_fields["client_data"], limit) if "client_data" in body_fields else None
     return client_data, assistant_id
 
 
@@ -828,13 +973,7 @@ async def put_session(request: Request) -> Response:
             session_id, company_id=company, assistant_id=assistant_id, client_data=client_data
         )
     except ClientDataTooLarge as error:
-        raise ApiError(
-            413,
-            "client_data_too_large",
-            f"client_data would be {error.size} bytes of compact JSON after this update, over the limit of "
-            f"{error.limit} bytes per session; nothing was stored (set keys the session no longer needs to null "
-            "to make room; serve --max-client-data-bytes sets the limit)",
-        ) from None
+        raise _client_data_too_large(error.size, error.limit) from None
     return JSONResponse(await session_view(request, company, session))
 
 
@@ -914,6 +1053,9 @@ async def call_trigger(request: Request) -> Response:
             raise ApiError(400, "bad_request", "dry_run must be true or false")
     if trigger is None:
         raise ApiError(404, "trigger_not_found", f"no trigger {name!r} for this API key's company; see GET /triggers")
+    slot = _slot.get()
+    if slot is not None:  # what is left is the runtime's: mostly waiting on the remote, bounded by its own caps
+        slot.release()
     runtime: Runtime = request.app.state.runtime
     token = _company.set(company)
     try:
@@ -926,13 +1068,7 @@ async def call_trigger(request: Request) -> Response:
         ) from None
     finally:
         _company.reset(token)
-    shown = result.to_dict()
-    refused = getattr(result.log_seq, "merge_refused", None)
-    if refused:  # the store kept client_data within its limit: the call stands, its merge does not
-        shown["client_data_merged"] = {}
-        if refused not in shown["warnings"]:
-            shown["warnings"] = [*shown["warnings"], refused]
-    return JSONResponse({"message_for_llm": result.message_for_llm, "result": shown})
+    return JSONResponse({"message_for_llm": result.message_for_llm, "result": result.to_dict()})
 
 
 def _secret_name(request: Request) -> str:
@@ -1056,7 +1192,8 @@ def create_app(
     app.state.settings = settings
     app.state.keys = _KeyCache(store, settings.key_cache_seconds)
     app.state.openapi = openapi_document(sorted(catalog.shared))
-    app.add_middleware(_Guard, settings=settings)
+    app.state.company_limit = _CompanyLimit(settings.max_requests_per_company)
+    app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit)
     return app
 
 
