@@ -887,8 +887,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--loop",
         choices=EVENT_LOOPS,
         default="auto",
-        help="event loop: uvloop when installed (auto, the default), or asyncio's own; trigger calls ran "
-        "1.2x to 1.6x as fast on uvloop in benchmarks/runtime_bench.py (README: Performance)",
+        help="event loop: uvloop when installed (auto, the default), or asyncio's own; trigger calls run "
+        "faster on uvloop (README: Performance has the figures)",
     )
     serve.add_argument("--no-dashboard", action="store_true", help="serve the API only")
     serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")

@@ -1,8 +1,8 @@
 """The HTTP client under ``Runtime``: pyreqwest (Rust's reqwest), every connection pinned to a checked address.
 
-Why this client: at 64 concurrent requests on the 2-core machine, pyreqwest needs about
-40 µs of client CPU per request against about 75 µs for bare aiohttp and far more for
-httpx's own pools (benchmarks/README.md has the measurements), and that CPU is what
+Why this client: under concurrency pyreqwest needs less client CPU per request than bare
+aiohttp and far less than httpx's own pools (the README and benchmarks/README.md have the
+measurements), and that CPU is what
 limits a runtime's throughput. httpx stays available for anyone who needs its hooks:
 ``Runtime(transport=...)`` takes any httpx transport (mocks, custom networking).
 

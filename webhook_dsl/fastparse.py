@@ -1,7 +1,7 @@
 """Turns well-formed config text into the same AST as the Lark parser, several times faster.
 
 Compiling configs at deploy time is dominated by parsing, and Lark's pure-Python LALR
-costs about 5 µs a token. Most configs are well-formed, so this module reads them with
+pays for every token. Most configs are well-formed, so this module reads them with
 one compiled regular expression and a small recursive descent, and gives up (returns
 None) at the first thing it does not expect: then ``parse`` runs the Lark grammar,
 which stays the definition of the language and the source of every error message.
