@@ -12,7 +12,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -26,7 +26,7 @@ from .trigger import Trigger, compile_trigger, is_trigger_document
 
 if TYPE_CHECKING:
     from .service import TriggerCatalog
-    from .store import Session
+    from .store import Session, Store
 
 __all__ = ["main"]
 
@@ -490,43 +490,56 @@ def _is_loopback_address(host: str) -> bool:
         return False
 
 
-def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .service import open_store
-    from .store import API_KEY_PREFIX, company_id_problem, hash_api_key, new_api_key
+def _check_company(company_id: str) -> None:
+    from .store import company_id_problem
 
-    if (problem := company_id_problem(args.company_id)) is not None:
-        raise _InputError(f"--company-id: {problem}")
+    if (problem := company_id_problem(company_id)) is not None:
+        raise _InputError(f"--company-id {company_id!r}: {problem}")
+
+
+def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]) -> int:
+    """Open the store ``--database`` names (SQLite or PostgreSQL), run ``work`` on it, close it."""
+    from .service import open_store
+
     try:
         store = open_store(_database(args))
     except ValueError as error:
         raise _InputError(f"--database: {error}") from None
 
-    async def work() -> int:
+    async def run_and_close() -> int:
         try:
-            if args.keys_command == "create":
-                key = new_api_key()
-                await store.add_api_key(args.company_id, hash_api_key(key), key[: len(API_KEY_PREFIX) + 6], args.label)
-                print(key, file=out)
-                print(
-                    f"API key for company {args.company_id!r} (shown once; only its SHA-256 is stored)",
-                    file=err,
-                )
-            elif args.keys_command == "list":
-                keys = await store.api_keys(args.company_id)
-                for item in keys:
-                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item.created_at))
-                    print(f"{item.prefix}…  {when}Z  {item.label}", file=out)
-                if not keys:
-                    print(f"no keys for company {args.company_id!r}", file=err)
-            else:
-                removed = await store.revoke_api_key(args.company_id, args.prefix)
-                print(f"revoked {removed} key(s)", file=err)
-                return 0 if removed else 1
-            return 0
+            return await work(store)
         finally:
             await store.close()
 
-    return run(work())
+    return run(run_and_close())
+
+
+def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from .store import API_KEY_PREFIX, hash_api_key, new_api_key
+
+    _check_company(args.company_id)
+
+    async def work(store: Store) -> int:
+        if args.keys_command == "create":
+            key = new_api_key()
+            await store.add_api_key(args.company_id, hash_api_key(key), key[: len(API_KEY_PREFIX) + 6], args.label)
+            print(key, file=out)
+            print(f"API key for company {args.company_id!r} (shown once; only its SHA-256 is stored)", file=err)
+        elif args.keys_command == "list":
+            keys = await store.api_keys(args.company_id)
+            for item in keys:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(item.created_at))
+                print(f"{item.prefix}…  {when}Z  {item.label}", file=out)
+            if not keys:
+                print(f"no keys for company {args.company_id!r}", file=err)
+        else:
+            removed = await store.revoke_api_key(args.company_id, args.prefix)
+            print(f"revoked {removed} key(s)", file=err)
+            return 0 if removed else 1
+        return 0
+
+    return _with_store(args, work)
 
 
 def _secret_value(name: str) -> str:
@@ -552,12 +565,9 @@ def _secret_value(name: str) -> str:
 
 
 def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .service import open_store
-    from .store import company_id_problem, secret_problem
+    from .store import secret_problem
 
-    problem = company_id_problem(args.company_id)
-    if problem is not None:
-        raise _InputError(f"--company-id {args.company_id!r}: {problem}")
+    _check_company(args.company_id)
     value = ""
     if args.secrets_command in ("set", "delete"):
         if getattr(args, "value_on_command_line", None) is not None:
@@ -573,36 +583,29 @@ def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         problem = secret_problem(args.name, value)
         if problem is not None:
             raise _InputError(f"secret {args.name}: {problem}")
-    try:
-        store = open_store(_database(args))
-    except ValueError as error:
-        raise _InputError(f"--database: {error}") from None
 
-    async def work() -> int:
-        try:
-            if args.secrets_command == "set":
-                await store.set_secret(args.company_id, args.name, value)
-                print(
-                    f"secret {args.name} set for company {args.company_id!r}; triggers read it as $secrets.{args.name}",
-                    file=err,
-                )
-            elif args.secrets_command == "list":
-                listed = await store.secret_names(args.company_id)
-                for info in listed:
-                    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.updated_at))
-                    print(f"{info.name}  {when}Z", file=out)
-                if not listed:
-                    print(f"no secrets for company {args.company_id!r}", file=err)
-            elif await store.delete_secret(args.company_id, args.name):
-                print(f"deleted secret {args.name} of company {args.company_id!r}", file=err)
-            else:
-                print(f"no secret {args.name} for company {args.company_id!r}", file=err)
-                return 1
-            return 0
-        finally:
-            await store.close()
+    async def work(store: Store) -> int:
+        if args.secrets_command == "set":
+            await store.set_secret(args.company_id, args.name, value)
+            print(
+                f"secret {args.name} set for company {args.company_id!r}; triggers read it as $secrets.{args.name}",
+                file=err,
+            )
+        elif args.secrets_command == "list":
+            listed = await store.secret_names(args.company_id)
+            for info in listed:
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(info.updated_at))
+                print(f"{info.name}  {when}Z", file=out)
+            if not listed:
+                print(f"no secrets for company {args.company_id!r}", file=err)
+        elif await store.delete_secret(args.company_id, args.name):
+            print(f"deleted secret {args.name} of company {args.company_id!r}", file=err)
+        else:
+            print(f"no secret {args.name} for company {args.company_id!r}", file=err)
+            return 1
+        return 0
 
-    return run(work())
+    return _with_store(args, work)
 
 
 def _non_negative(text: str) -> int:
