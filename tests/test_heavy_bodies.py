@@ -19,31 +19,19 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import jsonschema
 import pytest
 from starlette.applications import Starlette
 
 from tests.service_support import StoreFactory, make_key
+from tests.test_service import check as documented
 from webhook_dsl import service
-from webhook_dsl.openapi import openapi_document
 from webhook_dsl.service import MAX_URLENCODED_BYTES, ServiceSettings, TriggerCatalog, create_app
 from webhook_dsl.store import DEFAULT_MAX_CLIENT_DATA_BYTES
 from webhook_dsl.trigger import compile_trigger
 
-DOCUMENT = openapi_document()
 WIDE = {f"k{i}": i for i in range(60_000)}
 JSON = {"content-type": "application/json"}
 URLENCODED = {"content-type": "application/x-www-form-urlencoded"}
-
-
-def documented(response: httpx.Response, path: str, method: str) -> Any:
-    """The response is one /openapi.json describes (status and body); its JSON."""
-    described = DOCUMENT["paths"][path][method.lower()]["responses"].get(str(response.status_code))
-    assert described is not None, f"{method} {path}: status {response.status_code} is not documented"
-    body = response.json()
-    schema = {**described["content"]["application/json"]["schema"], "components": DOCUMENT["components"]}
-    jsonschema.Draft202012Validator(schema).validate(body)
-    return body
 
 
 # -- a remote that answers when the test lets it ---------------------------------------------------------

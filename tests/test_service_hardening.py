@@ -29,13 +29,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
-import jsonschema
 import pytest
 from starlette.testclient import TestClient
 
 from tests.service_support import BACKENDS, ServiceProcess, StoreFactory, make_key, start_echo, write_triggers
+from tests.test_service import check as documented
 from webhook_dsl.cli import main
-from webhook_dsl.openapi import openapi_document
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app, names_loopback
 from webhook_dsl.store import (
     DEFAULT_MAX_CLIENT_DATA_BYTES,
@@ -46,23 +45,12 @@ from webhook_dsl.store import (
     compact_json_size,
 )
 
-DOCUMENT = openapi_document()
 SECRET = "erp-SECRET-41d2c9"
 
 
 def compact(value: Any) -> int:
     """The limit's measure, computed here with the stdlib: compact JSON, UTF-8, in bytes."""
     return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
-
-
-def documented(response: httpx.Response, path: str, method: str) -> Any:
-    """The response is one /openapi.json describes (status and body); its JSON."""
-    described = DOCUMENT["paths"][path][method.lower()]["responses"].get(str(response.status_code))
-    assert described is not None, f"{method} {path}: status {response.status_code} is not documented"
-    body = response.json()
-    schema = {**described["content"]["application/json"]["schema"], "components": DOCUMENT["components"]}
-    jsonschema.Draft202012Validator(schema).validate(body)
-    return body
 
 
 # -- a remote whose answer grows a session: GET /fill/NAME/N merges {NAME: "x" * N} -------------------
