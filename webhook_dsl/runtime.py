@@ -688,8 +688,8 @@ class Runtime:
         else:
             message = message_for_llm(trigger, call, masker, self.settings.llm_response_chars)
         log_seq = None
-        shown = None
-        if call.request is not None:
+        shown = preview["request"] if preview else None  # a dry run has shown its request already
+        if shown is None and call.request is not None:
             shown = _shown(trigger, variables, call.request, masker)
         if not dry_run:
             record = _log_record(
