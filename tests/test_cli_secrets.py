@@ -78,6 +78,12 @@ def test_a_network_written_wrong_is_one_line_saying_what_was_meant(tmp_path: Pat
         assert "127.0.0.1/0 has host bits set; did you mean 127.0.0.1/32 or 0.0.0.0/0?" in err
 
 
+def test_the_large_body_share_is_a_fraction(tmp_path: Path) -> None:
+    for given, said in (("2", "2 is not a fraction from 0 to 1"), ("lots", "'lots' is not a number")):
+        status, _, err = run_capturing_exit("serve", "--triggers", str(tmp_path), "--large-body-share", given)
+        assert status == 2 and said in err and "Traceback" not in err
+
+
 def run_capturing_exit(*argv: str) -> tuple[int, str, str]:
     """argparse reports a bad option value by exiting with status 2."""
     import contextlib

@@ -258,15 +258,17 @@ def test_a_large_urlencoded_form_is_refused_with_a_413_that_says_to_send_json(se
         async with app.client("cmp_a") as client:
             declared = await client.put("/session/S1", content=big, headers=URLENCODED)
             chunked = await client.put("/session/S1", content=chunks(), headers=URLENCODED)
-            as_json = await client.put("/session/S1", content=json.dumps({"client_data": json.loads(client_data)}),
-                                       headers=JSON)
+            as_json = await client.put(
+                "/session/S1", content=json.dumps({"client_data": json.loads(client_data)}), headers=JSON
+            )
             small = await client.put("/session/S2", data={"client_data": '{"a": "%41"}'})
         for response in (declared, chunked):
             assert response.status_code == 413, response.text
             error = documented(response, "/session/{session_id}", "PUT")["error"]
             assert error["code"] == "payload_too_large"
-            assert f"an urlencoded form (application/x-www-form-urlencoded) is at most {MAX_URLENCODED_BYTES}" in (
-                error["message"]
+            assert (
+                f"an urlencoded form (application/x-www-form-urlencoded) is at most {MAX_URLENCODED_BYTES}"
+                in (error["message"])
             )
             assert "send client_data as JSON (Content-Type: application/json)" in error["message"]
         assert as_json.status_code == 200
@@ -340,3 +342,59 @@ def test_the_limit_is_a_setting() -> None:
     assert ServiceSettings(max_requests_per_company=None).max_requests_per_company is None
     with pytest.raises(ValueError, match="at least 1"):
         ServiceSettings(max_requests_per_company=0)
+
+
+def test_a_company_past_its_share_of_large_bodies_gets_429_while_others_are_served(
+    served: Callable[..., Served],
+) -> None:
+    """Large bodies are charged to their company's share of the loop; small ones, and other companies', pass."""
+    wide = json.dumps({"client_data": WIDE}).encode()
+    assert len(wide) > service.LARGE_BODY_BYTES
+
+    async def test(app: Served) -> None:
+        async with app.client("cmp_a") as a, app.client("cmp_b") as b:
+            statuses = []
+            for _ in range(40):  # each parse of 60,000 keys takes milliseconds; the burst allowed is 50 ms
+                response = await a.put("/session/S1", content=wide, headers=JSON)
+                statuses.append(response.status_code)
+                if response.status_code == 429:
+                    break
+            refused = response
+            small = await a.put("/session/S1", json={"client_data": {"a": 1}})
+            other = await b.put("/session/S1", content=wide, headers=JSON)
+            call = await a.post(
+                "/session/S1/triggers/wait", content=b'{"arguments": %s}' % json.dumps(WIDE).encode(), headers=JSON
+            )
+        assert statuses[-1] == 429 and set(statuses[:-1]) == {413}, statuses  # over the client_data limit until then
+        assert int(refused.headers["retry-after"]) >= 1
+        error = documented(refused, "/session/{session_id}", "PUT")["error"]
+        assert error["code"] == "too_many_requests"
+        assert "more large bodies (over 65536 bytes)" in error["message"]
+        assert small.status_code == 200
+        assert other.status_code == 413  # parsed (and refused for its size): the share is per company
+        assert call.status_code == 429  # a trigger call's large body counts against the same share
+
+    served(large_body_share=0.001).run(test)
+
+
+def test_the_large_body_share_drains_with_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A leaky bucket: the debt drains at ``share`` seconds per second, and the refusal says how long to wait."""
+    now = [100.0]
+    monkeypatch.setattr(service.time, "monotonic", lambda: now[0])
+    limit = service._CompanyLimit(None, share=0.1)
+    limit.admit_large("c")
+    limit.charge("c", 0.25)  # 0.2 s past the 0.05 s burst: 2 s at a tenth
+    with pytest.raises(service.ApiError) as refused:
+        limit.admit_large("c")
+    assert refused.value.headers == {"Retry-After": "2"}
+    limit.admit_large("other")
+    now[0] += 1.0
+    with pytest.raises(service.ApiError):
+        limit.admit_large("c")
+    now[0] += 1.0
+    limit.admit_large("c")  # 0.05 s left: within the burst
+    unlimited = service._CompanyLimit(None, share=None)
+    unlimited.charge("c", 100.0)
+    unlimited.admit_large("c")
+    with pytest.raises(ValueError, match="large_body_share"):
+        ServiceSettings(large_body_share=0)

@@ -444,6 +444,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         anonymous_company=args.anonymous_company,
         max_client_data_bytes=args.max_client_data_bytes,
         max_requests_per_company=args.max_requests_per_company or None,
+        large_body_share=args.large_body_share or None,
     )
     options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
     if args.timeout is not None:
@@ -606,6 +607,17 @@ def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 0
 
     return _with_store(args, work)
+
+
+def _share(text: str) -> float:
+    """A fraction from 0 to 1, for argparse."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.1") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1 (0.1 is a tenth)")
+    return value
 
 
 def _non_negative(text: str) -> int:
@@ -872,6 +884,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="at most N requests of one company being processed at once; more get 429 (Retry-After: 1). A trigger "
         "call counts while its body is read and checked, not while its webhook is waited on (default 64; 0: no limit)",
+    )
+    serve.add_argument(
+        "--large-body-share",
+        type=_share,
+        default=0.1,
+        metavar="F",
+        help="one company's bodies over 64 KiB may take at most this fraction of the service's time to parse and "
+        "check, on average; past it its next large body is a 429 with Retry-After (default 0.1; 0: no limit). "
+        "Example: --large-body-share 0.25",
     )
     serve.add_argument(
         "--proxy-headers",

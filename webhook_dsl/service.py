@@ -39,6 +39,7 @@ import contextvars
 import ipaddress
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -432,10 +433,17 @@ class ServiceSettings:
     #: company may have many slow webhooks waiting at once, which costs the loop little. The default is
     #: a well-behaved backend's connection pool (the load test's is 64), not a flood. None: no limit.
     max_requests_per_company: int | None = 64
+    #: The share of the event loop's time one company's large bodies (past ``LARGE_BODY_BYTES``) may take to
+    #: be parsed and checked, averaged over time; past it, its next large body is a 429 with ``Retry-After``.
+    #: A 60,000-key object costs tens of milliseconds of the loop every company shares; small bodies are
+    #: never refused by this. None: no limit.
+    large_body_share: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.max_requests_per_company is not None and self.max_requests_per_company < 1:
             raise ValueError("max_requests_per_company must be at least 1, or None for no limit")
+        if self.large_body_share is not None and not 0 < self.large_body_share <= 1:
+            raise ValueError("large_body_share must be more than 0 and at most 1, or None for no limit")
 
 
 #: An urlencoded body (``curl -d``) is at most this many bytes, whatever ``max_body_bytes`` is. Its
@@ -453,14 +461,53 @@ def _urlencoded_too_large(limit: int) -> str:
     )
 
 
+#: A request body past this many bytes is a large one: the time spent parsing and checking it is charged to
+#: its company's share of the event loop (``ServiceSettings.large_body_share``).
+LARGE_BODY_BYTES = 64 * 1024
+#: How much loop time a company's large bodies may take at once before the share is enforced, in seconds.
+_LARGE_BODY_BURST_S = 0.05
+
+
 class _CompanyLimit:
-    """How many requests each company has being processed; ``enter`` past the limit is a 429.
+    """How many requests each company has being processed (``enter`` past the limit is a 429), and how much
+    of the loop its large bodies have taken (a leaky bucket: ``charge`` adds the seconds, which drain at
+    ``share`` seconds per second; ``admit_large`` refuses while more than a burst is left).
 
-    Only the event loop's thread touches it, so plain counts are enough."""
+    Only the event loop's thread touches it, so plain numbers are enough."""
 
-    def __init__(self, limit: int | None) -> None:
+    def __init__(self, limit: int | None, share: float | None = None) -> None:
         self.limit = limit
         self.active: dict[str, int] = {}
+        self.share = share
+        self.debts: dict[str, tuple[float, float]] = {}  # company -> (seconds owed, when)
+
+    def _debt(self, company: str, now: float) -> float:
+        owed, at = self.debts.get(company, (0.0, now))
+        return max(0.0, owed - (now - at) * (self.share or 1.0))
+
+    def admit_large(self, company: str) -> None:
+        if self.share is None:
+            return
+        owed = self._debt(company, time.monotonic())
+        if owed > _LARGE_BODY_BURST_S:
+            wait = math.ceil((owed - _LARGE_BODY_BURST_S) / self.share)
+            raise ApiError(
+                429,
+                "too_many_requests",
+                f"this API key's company has sent more large bodies (over {LARGE_BODY_BYTES} bytes) than the "
+                f"service parses for one company ({self.share:.0%} of its time); retry after {wait} s, or send "
+                "smaller bodies",
+                headers={"Retry-After": str(wait)},
+            )
+
+    def charge(self, company: str, seconds: float) -> None:
+        if self.share is None:
+            return
+        now = time.monotonic()
+        owed = self._debt(company, now) + seconds
+        if len(self.debts) >= 4096:  # drop the paid-up ones
+            self.debts = {c: d for c, d in self.debts.items() if self._debt(c, now) > 0}
+        self.debts[company] = (owed, now)
 
     def enter(self, company: str) -> None:
         count = self.active.get(company, 0)
@@ -502,6 +549,26 @@ class _Slot:
             self.company = None
 
 
+class _LargeBody:
+    """``with _LargeBody(size):`` around parsing and checking a request body: a large one is refused while its
+    company is over its share of the loop, and the time it takes is charged to that company."""
+
+    def __init__(self, size: int) -> None:
+        slot = _slot.get()
+        self.owner = slot if slot is not None and slot.company is not None and size > LARGE_BODY_BYTES else None
+        self.started = 0.0
+
+    def __enter__(self) -> None:
+        if self.owner is not None:
+            assert self.owner.company is not None
+            self.owner.limit.admit_large(self.owner.company)
+            self.started = time.perf_counter()
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.owner is not None and self.owner.company is not None:
+            self.owner.limit.charge(self.owner.company, time.perf_counter() - self.started)
+
+
 _slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("webhook_dsl_slot", default=None)
 
 
@@ -512,7 +579,7 @@ class _Guard:
     def __init__(self, app: ASGIApp, settings: ServiceSettings, limit: _CompanyLimit | None = None) -> None:
         self.app = app
         self.settings = settings
-        self.limit = limit or _CompanyLimit(settings.max_requests_per_company)
+        self.limit = limit or _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -885,39 +952,53 @@ def _only(fields: Iterable[str], allowed: tuple[str, ...], where: str, owned: st
 async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str | None]:
     """client_data and assistant_id from a JSON body or a form (multipart or urlencoded)."""
     kind = _media_type(request)
-    body_fields: dict[str, Any]
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        limit = request.app.state.settings.max_body_bytes
-        body_fields = {}
-        async with request.form(max_files=2, max_fields=20, max_part_size=limit) as form:  # closes uploads
-            for name, value in form.multi_items():
-                if name in body_fields:
-                    raise ApiError(400, "bad_request", f"form field {name!r} is given more than once")
-                body_fields[name] = await value.read() if isinstance(value, UploadFile) else value
-        _only(body_fields, ("client_data", "assistant_id"), "the form")
-        if "client_data" in body_fields:
-            body_fields["client_data"] = _parse_json(body_fields["client_data"], "the client_data field", nesting=False)
-        if isinstance(body_fields.get("assistant_id"), bytes):
-            try:
-                body_fields["assistant_id"] = body_fields["assistant_id"].decode("utf-8")
-            except UnicodeDecodeError:
-                raise ApiError(400, "bad_request", "assistant_id is not UTF-8 text") from None
-    else:
-        body = await request.body()
-        if not body.strip():
-            return None, None
-        if kind != "application/json" and not kind.endswith("+json"):
-            raise ApiError(
-                415,
-                "unsupported_media_type",
-                "send client_data as JSON (Content-Type: application/json) or as a form field (curl -F)",
-            )
+        try:
+            declared = _content_length(request.scope) or 0
+        except ValueError:
+            declared = 0
+        with _LargeBody(declared):
+            return _checked_update(await _form_fields(request), request)
+    body = await request.body()
+    if not body.strip():
+        return None, None
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send client_data as JSON (Content-Type: application/json) or as a form field (curl -F)",
+        )
+    with _LargeBody(len(body)):
         # only client_data can nest (_only, and assistant_id is a string), and _check_client_data bounds it
         document = _parse_json(body, "the body", nesting=False)
         if not isinstance(document, dict):
             raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
         _only(document, ("client_data", "assistant_id"), "the body")
-        body_fields = document
+        return _checked_update(document, request)
+
+
+async def _form_fields(request: Request) -> dict[str, Any]:
+    """A PUT's form fields, client_data parsed as JSON."""
+    limit = request.app.state.settings.max_body_bytes
+    body_fields: dict[str, Any] = {}
+    async with request.form(max_files=2, max_fields=20, max_part_size=limit) as form:  # closes uploads
+        for name, value in form.multi_items():
+            if name in body_fields:
+                raise ApiError(400, "bad_request", f"form field {name!r} is given more than once")
+            body_fields[name] = await value.read() if isinstance(value, UploadFile) else value
+    _only(body_fields, ("client_data", "assistant_id"), "the form")
+    if "client_data" in body_fields:
+        body_fields["client_data"] = _parse_json(body_fields["client_data"], "the client_data field", nesting=False)
+    if isinstance(body_fields.get("assistant_id"), bytes):
+        try:
+            body_fields["assistant_id"] = body_fields["assistant_id"].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_request", "assistant_id is not UTF-8 text") from None
+    return body_fields
+
+
+def _checked_update(body_fields: dict[str, Any], request: Request) -> tuple[dict[str, Any] | None, str | None]:
+    """client_data and assistant_id of a PUT, each checked."""
     assistant_id = body_fields.get("assistant_id")
     if "assistant_id" in body_fields:
         if not isinstance(assistant_id, str):
@@ -1016,6 +1097,33 @@ async def get_logs(request: Request) -> Response:
     return JSONResponse({"session_id": session_id, "logs": records})
 
 
+def _call_document(body: bytes) -> tuple[dict[str, Any], list[str], bool]:
+    """A trigger call's arguments, images and dry_run flag, from its JSON body."""
+    with _LargeBody(len(body)):
+        document = _parse_json(body, "the body")
+    if not isinstance(document, dict):
+        raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
+    _only(document, ("arguments", "images", "dry_run"), "the body")
+    arguments = document.get("arguments", {})
+    if not isinstance(arguments, dict):
+        raise ApiError(400, "bad_request", f"arguments must be a JSON object, not {describe_json_type(arguments)}")
+    images = document.get("images", [])
+    if (
+        not isinstance(images, list)
+        or len(images) > MAX_IMAGES
+        or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
+    ):
+        raise ApiError(
+            400,
+            "bad_request",
+            f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
+        )
+    dry_run = document.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise ApiError(400, "bad_request", "dry_run must be true or false")
+    return arguments, images, dry_run
+
+
 async def call_trigger(request: Request) -> Response:
     company = await company_of(request)
     session_id = _session_id(request)
@@ -1030,27 +1138,7 @@ async def call_trigger(request: Request) -> Response:
         kind = _media_type(request)
         if kind != "application/json" and not kind.endswith("+json"):
             raise ApiError(415, "unsupported_media_type", "send the call as JSON (Content-Type: application/json)")
-        document = _parse_json(body, "the body")
-        if not isinstance(document, dict):
-            raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
-        _only(document, ("arguments", "images", "dry_run"), "the body")
-        arguments = document.get("arguments", {})
-        if not isinstance(arguments, dict):
-            raise ApiError(400, "bad_request", f"arguments must be a JSON object, not {describe_json_type(arguments)}")
-        images = document.get("images", [])
-        if (
-            not isinstance(images, list)
-            or len(images) > MAX_IMAGES
-            or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
-        ):
-            raise ApiError(
-                400,
-                "bad_request",
-                f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
-            )
-        dry_run = document.get("dry_run", False)
-        if not isinstance(dry_run, bool):
-            raise ApiError(400, "bad_request", "dry_run must be true or false")
+        arguments, images, dry_run = _call_document(body)
     if trigger is None:
         raise ApiError(404, "trigger_not_found", f"no trigger {name!r} for this API key's company; see GET /triggers")
     slot = _slot.get()
@@ -1192,7 +1280,7 @@ def create_app(
     app.state.settings = settings
     app.state.keys = _KeyCache(store, settings.key_cache_seconds)
     app.state.openapi = openapi_document(sorted(catalog.shared))
-    app.state.company_limit = _CompanyLimit(settings.max_requests_per_company)
+    app.state.company_limit = _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
     app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit)
     return app
 
