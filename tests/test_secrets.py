@@ -157,32 +157,39 @@ def test_a_piped_secret_is_stored_and_never_printed(tmp_path: Path) -> None:
 # -- the service: the runtime reads the calling company's secrets, and no one else's ----------------------
 
 
-def test_the_runtime_s_store_in_the_service_reads_the_request_s_company_only(tmp_path: Path) -> None:
-    """The service hands the runtime a store scoped to the request's company: whatever company a caller names,
-    secrets are read, written and deleted for the company of the API key."""
-    from webhook_dsl.service import _company, _CompanyScopedStore
+def test_a_call_for_one_company_reads_that_company_s_session_and_secrets_only(tmp_path: Path) -> None:
+    """Two companies with the same session id and the same secret name: a call made for company b (the service
+    passes its caller's company) sends b's client_data and b's secret, never a's."""
+    from tests.http_stub import StubServer, answer
+    from webhook_dsl import Runtime, compile_trigger
 
     backend = SQLiteStore(tmp_path / "s.db")
-    scoped = _CompanyScopedStore(backend)
 
-    async def as_company_b() -> tuple[dict[str, str], list[str], bool]:
-        token = _company.set("b")
-        try:
-            await scoped.set_secret("a", "written_by_b", "b-SECRET-12345")
-            secrets = await scoped.company_secrets("a")
-            names = [info.name for info in await scoped.secret_names("a")]
-            return secrets, names, await scoped.delete_secret("a", "erp_token")
-        finally:
-            _company.reset(token)
+    async def main() -> bytes:
+        for company in ("a", "b"):
+            await backend.put_session("S1", company_id=company, client_data={"who": f"user-of-{company}"})
+            await backend.set_secret(company, "erp_token", f"{company}-SECRET-12345")
+        async with StubServer(answer(200, {})) as server:
+            trigger = compile_trigger({
+                "name": "t",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {}},
+                "clientData": [],
+                "webhook": {
+                    "url": server.url("/x"),
+                    "method": "POST",
+                    "body": {"who": "$who", "token": "$secrets.erp_token"},
+                    "responseDirective": "r",
+                },
+            })
+            async with Runtime(backend, allow_networks=["127.0.0.0/8"]) as runtime:
+                await runtime.call_trigger(trigger, "S1", {}, company_id="b")
+            return server.requests[0].body
 
     try:
-        backend.set_secret_sync("a", "erp_token", VALUE)
-        backend.set_secret_sync("b", "erp_token", "b-SECRET-67890")
-        secrets, names, deleted = asyncio.run(as_company_b())
-        assert secrets == {"erp_token": "b-SECRET-67890", "written_by_b": "b-SECRET-12345"}
-        assert names == ["erp_token", "written_by_b"] and deleted is True
-        assert backend.company_secrets_sync("a") == {"erp_token": VALUE}
-        assert backend.company_secrets_sync("b") == {"written_by_b": "b-SECRET-12345"}
+        assert json.loads(asyncio.run(main())) == {"who": "user-of-b", "token": "b-SECRET-12345"}
+        assert backend.logs_sync("S1", company_id="a") == []
+        assert len(backend.logs_sync("S1", company_id="b")) == 1
     finally:
         backend.close_sync()
 

@@ -414,6 +414,8 @@ def test_health_and_openapi_need_no_key(service: Service) -> None:
     assert sorted(name["examples"]) == ["analyze_image", "check_order", "create_ticket", "echo"]  # not acme's
     assert {path for path in document["paths"]} == {p for _, _, p in ENDPOINTS} | {
         "/health",
+        "/livez",
+        "/readyz",
         "/openapi.json",
         "/secrets",
         "/secrets/{name}",

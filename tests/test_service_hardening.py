@@ -37,6 +37,7 @@ from tests.test_service import check as documented
 from webhook_dsl.cli import main
 from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app, names_loopback
 from webhook_dsl.store import (
+    _SCHEMA_VERSION,
     DEFAULT_MAX_CLIENT_DATA_BYTES,
     ClientDataTooLarge,
     LogSeq,
@@ -146,13 +147,40 @@ def serving(
 # == M6: anonymous mode stays local ===============================================================
 
 LOOPBACK_HOSTS = [
-    "localhost", "localhost:8080", "LOCALHOST:1", "localhost.", "app.localhost", "a.b.localhost:3000",
-    "127.0.0.1", "127.0.0.1:8080", "127.9.8.7:80", "[::1]", "[::1]:8080", "[0:0:0:0:0:0:0:1]:8080",
+    "localhost",
+    "localhost:8080",
+    "LOCALHOST:1",
+    "localhost.",
+    "app.localhost",
+    "a.b.localhost:3000",
+    "127.0.0.1",
+    "127.0.0.1:8080",
+    "127.9.8.7:80",
+    "[::1]",
+    "[::1]:8080",
+    "[0:0:0:0:0:0:0:1]:8080",
 ]
 FOREIGN_HOSTS = [
-    "evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io", "localhostx",
-    "10.0.0.1", "192.168.1.20:8080", "0.0.0.0:8080", "[::2]", "[fe80::1]", "[::]", "2130706433", "127.1",
-    "0x7f000001", "localhost:99999", "localhost:0", "user@localhost", "localhost/x", "localhost evil", "",
+    "evil.example",
+    "evil.example:8080",
+    "localhost.evil.example",
+    "127.0.0.1.nip.io",
+    "localhostx",
+    "10.0.0.1",
+    "192.168.1.20:8080",
+    "0.0.0.0:8080",
+    "[::2]",
+    "[fe80::1]",
+    "[::]",
+    "2130706433",
+    "127.1",
+    "0x7f000001",
+    "localhost:99999",
+    "localhost:0",
+    "user@localhost",
+    "localhost/x",
+    "localhost evil",
+    "",
 ]
 
 
@@ -214,9 +242,18 @@ def test_anonymous_mode_refuses_a_request_without_a_host(tmp_path: Path, trigger
 async def _status_of(app: Any, method: str, path: str, headers: list[tuple[bytes, bytes]]) -> int:
     """Call the ASGI app with exactly these headers (an HTTP client always adds a Host)."""
     scope = {
-        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.0", "method": method, "scheme": "http",
-        "path": path, "raw_path": path.encode(), "query_string": b"", "root_path": "", "headers": headers,
-        "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080),
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.0",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": headers,
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8080),
     }
     sent: list[dict[str, Any]] = []
 
@@ -237,10 +274,21 @@ def test_keyed_mode_answers_any_host(tmp_path: Path, triggers: Path) -> None:
         assert response.status_code == 200
 
 
-@pytest.mark.parametrize(("host", "loopback"), [
-    ("127.0.0.1", True), ("127.0.0.2", True), ("::1", True), ("[::1]", True), ("localhost", True),
-    ("0.0.0.0", False), ("::", False), ("192.168.1.20", False), ("example.com", False), ("", False),
-])
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.0.0.2", True),
+        ("::1", True),
+        ("[::1]", True),
+        ("localhost", True),
+        ("0.0.0.0", False),
+        ("::", False),
+        ("192.168.1.20", False),
+        ("example.com", False),
+        ("", False),
+    ],
+)
 def test_which_listening_addresses_are_loopback(host: str, loopback: bool) -> None:
     from webhook_dsl.cli import _is_loopback_address
 
@@ -249,8 +297,20 @@ def test_which_listening_addresses_are_loopback(host: str, loopback: bool) -> No
 
 @pytest.mark.parametrize("host", ["192.0.2.1", "2001:db8::1"])  # addresses no machine here has: nothing is bound
 def test_anonymous_mode_listens_on_loopback_only(tmp_path: Path, triggers: Path, host: str) -> None:
-    command = [*_webhook_dsl(), "serve", "--triggers", str(triggers), "--database", str(tmp_path / "w.db"),
-               "--anonymous-company", "demo", "--host", host, "--port", "0"]
+    command = [
+        *_webhook_dsl(),
+        "serve",
+        "--triggers",
+        str(triggers),
+        "--database",
+        str(tmp_path / "w.db"),
+        "--anonymous-company",
+        "demo",
+        "--host",
+        host,
+        "--port",
+        "0",
+    ]
     result = subprocess.run(command, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert f"listens on loopback only (--host 127.0.0.1, ::1 or localhost), not on {host}" in result.stderr
@@ -265,8 +325,12 @@ def _webhook_dsl() -> list[str]:
 
 STATE_CHANGES = [
     ("PUT", "/session/S1", "/session/{session_id}", {"json": {"client_data": {"plan": "hijacked"}}}),
-    ("POST", "/session/S1/triggers/echo", "/session/{session_id}/triggers/{name}",
-     {"json": {"arguments": {"name": "x"}}}),
+    (
+        "POST",
+        "/session/S1/triggers/echo",
+        "/session/{session_id}/triggers/{name}",
+        {"json": {"arguments": {"name": "x"}}},
+    ),
     ("PUT", "/secrets/erp_token", "/secrets/{name}", {"json": {"value": "attacker-chosen-1"}}),
     ("DELETE", "/secrets/erp_token", "/secrets/{name}", {}),
 ]
@@ -282,9 +346,15 @@ CROSS_SITE = [
     [("Sec-Fetch-Site", "same-site")],
     [("Sec-Fetch-Site", "cross-site"), ("Origin", "http://localhost")],
 ]
-SAME_ORIGIN = [[], [("Origin", "http://localhost")], [("Origin", "HTTP://LOCALHOST")], [("Origin", "http://localhost:80")],
-               [("Sec-Fetch-Site", "same-origin"), ("Origin", "http://localhost")], [("Sec-Fetch-Site", "none")],
-               [("Sec-Fetch-Site", "same-origin"), ("Origin", "null")]]  # a page whose referrer policy is no-referrer
+SAME_ORIGIN = [
+    [],
+    [("Origin", "http://localhost")],
+    [("Origin", "HTTP://LOCALHOST")],
+    [("Origin", "http://localhost:80")],
+    [("Sec-Fetch-Site", "same-origin"), ("Origin", "http://localhost")],
+    [("Sec-Fetch-Site", "none")],
+    [("Sec-Fetch-Site", "same-origin"), ("Origin", "null")],
+]  # a page whose referrer policy is no-referrer
 
 
 @pytest.mark.parametrize("anonymous", [False, True], ids=["keyed", "anonymous"])
@@ -469,8 +539,12 @@ def test_a_session_may_fill_its_limit_exactly(tmp_path: Path, triggers: Path, ki
     merge it would refuse is measured again, exactly)."""
     limit = 4000
     with serving(tmp_path, triggers, kind, max_client_data_bytes=limit) as app:
-        first = {"user": "usr_999", "plan": "enterprise", "tags": ["a", "b", {"deep": [1, 2.5, None, True]}],
-                 "name": "Ana Müller 😀"}
+        first = {
+            "user": "usr_999",
+            "plan": "enterprise",
+            "tags": ["a", "b", {"deep": [1, 2.5, None, True]}],
+            "name": "Ana Müller 😀",
+        }
         assert app.client.put("/session/S1", headers=app.auth, json={"client_data": first}).status_code == 200
         room = limit - compact(first) - len(',"fill":""')
         fill = {"fill": "é" * (room // 2) + "x" * (room % 2)}
@@ -666,8 +740,9 @@ def test_a_session_at_the_limit_does_not_hold_up_other_requests(tmp_path: Path, 
     factory = StoreFactory("sqlite", tmp_path)
     key = make_key(factory, "cmp_42")
     store = factory()
-    app = create_app(store, TriggerCatalog.load(triggers), settings=ServiceSettings(access_log=False),
-                     allow_networks=["127.0.0.0/8"])
+    app = create_app(
+        store, TriggerCatalog.load(triggers), settings=ServiceSettings(access_log=False), allow_networks=["127.0.0.0/8"]
+    )
     member = compact({"k0000": f"value {0:04} " + "x" * 180}) - 1  # with its comma, without the braces
     values = {f"k{i:04}": f"value {i:04} " + "x" * 180 for i in range((DEFAULT_MAX_CLIENT_DATA_BYTES - 4096) // member)}
     assert DEFAULT_MAX_CLIENT_DATA_BYTES - 8192 < compact(values) <= DEFAULT_MAX_CLIENT_DATA_BYTES - 4096
@@ -765,20 +840,33 @@ def test_a_browser_cannot_fire_a_trigger_of_an_anonymous_service(tmp_path: Path,
     try:
         process.wait_ready()
         assert httpx.put(f"{process.url}/session/S1", json={"client_data": {}}).status_code == 200
-        flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                 "--disable-background-networking", f"--user-data-dir={tmp_path / 'profile'}",
-                 "--host-resolver-rules=MAP rebound.example 127.0.0.1"]
+        flags = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--disable-background-networking",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            "--host-resolver-rules=MAP rebound.example 127.0.0.1",
+        ]
         # A page of another site (another port is another origin: localhost is another site than 127.0.0.1).
         _Attacker.target = f"{process.url}/session/S1/triggers/ping"
         page = f"http://localhost:{attacker.server_address[1]}/"
-        shown = subprocess.run([str(CHROMIUM), *flags, "--virtual-time-budget=5000", "--dump-dom", page],
-                               capture_output=True, text=True, timeout=90)
+        shown = subprocess.run(
+            [str(CHROMIUM), *flags, "--virtual-time-budget=5000", "--dump-dom", page],
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert shown.returncode == 0, shown.stderr[-2000:]
         assert "forbidden" in shown.stdout and "ping" not in shown.stdout, shown.stdout[-2000:]
         # DNS rebinding: a name of the attacker's that now resolves to 127.0.0.1.
         rebound = subprocess.run(
             [str(CHROMIUM), *flags, "--dump-dom", f"http://rebound.example:{process.port}/session/S1"],
-            capture_output=True, text=True, timeout=90,
+            capture_output=True,
+            text=True,
+            timeout=90,
         )
         assert "misdirected_request" in rebound.stdout and "client_data" not in rebound.stdout, rebound.stdout
         assert httpx.get(f"{process.url}/session/S1/logs").json()["logs"] == []  # nothing was fired
@@ -802,7 +890,7 @@ def test_a_database_of_version_3_gains_the_dashboard_sign_in_table(tmp_path: Pat
     db.close()
     store = SQLiteStore(path)
     try:
-        assert store._connection.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert store._connection.execute("PRAGMA user_version").fetchone()[0] == _SCHEMA_VERSION
         asyncio.run(store.add_dashboard_session("h" * 64, "c", "k" * 64, time.time() + 60))
         assert asyncio.run(store.dashboard_session("h" * 64)) is not None
     finally:

@@ -92,7 +92,7 @@ def test_json_values_round_trip(backend: StoreFactory) -> None:
         assert stored["lone"] == ("x\ud800y" if backend.kind == "sqlite" else "x\ufffdy")  # noqa: RUF034
         assert stored["pair"] == "\U0001f600"
         seq = await store.append_log("S", record(body="x\x00y"), company_id="c")
-        assert (await store.logs("S", company_id="c"))[-1] == {"seq": seq, **record(body="x\x00y")}
+        assert (await store.logs("S", company_id="c"))[-1] == {"seq": seq, **record(body="x\x00y"), "state": "recorded"}
 
     run(backend, test)
 

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -415,7 +416,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     import uvicorn
 
-    from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app, open_store
+    from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app, open_store, sqlite_path
     from .store import company_id_problem
 
     try:
@@ -424,6 +425,13 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(error, file=err)
         print(f"not started: the triggers in {args.triggers} have errors", file=err)
         return 1
+    try:
+        database_file = sqlite_path(_database(args))
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+    if database_file is not None and (problem := _disk_headroom_problem(database_file, args.min_free_disk_mb)):
+        print(problem, file=err)
+        return 2
     try:
         store = open_store(_database(args))
     except ValueError as error:
@@ -477,6 +485,30 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+_MB = 1024 * 1024
+
+
+def _disk_headroom_problem(database_file: str, minimum_mb: int) -> str | None:
+    """Why ``serve`` must not start with this SQLite file's filesystem so full, or None. On a full disk every
+    write fails; better one clear line at start-up than a service whose every write is a 503."""
+    if minimum_mb <= 0:
+        return None
+    directory = os.path.dirname(os.path.abspath(database_file))
+    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
+        directory = os.path.dirname(directory)  # a folder still to be made: the filesystem it will be made on
+    try:
+        free = shutil.disk_usage(directory).free
+    except OSError:
+        return None  # nothing to measure (permissions, a vanished folder): opening the database says what is wrong
+    if free >= minimum_mb * _MB:
+        return None
+    return (
+        f"not started: {free // _MB} MB free on the filesystem holding {directory} (the database "
+        f"{database_file}), under the minimum of {minimum_mb} MB; free some space, or set --min-free-disk-mb "
+        "lower (0 turns the check off)"
+    )
 
 
 def _is_loopback_address(host: str) -> bool:
@@ -836,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         "  webhook-dsl keys create --company-id cmp_42\n"
         "  webhook-dsl serve --triggers examples/triggers --port 8080 --allow-network 127.0.0.0/8\n"
         "  webhook-dsl serve --triggers triggers/ --database postgresql://webhooks@db.internal/webhooks\n"
+        "  webhook-dsl serve --triggers triggers/ --database sqlite:////var/lib/webhooks/w.db --min-free-disk-mb 1024\n"
         '  curl -X PUT localhost:8080/session/S1 -H "Authorization: Bearer $KEY" '
         '-F \'client_data={"user_id":"usr_999"}\'',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -893,6 +926,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="one company's bodies over 64 KiB may take at most this fraction of the service's time to parse and "
         "check, on average; past it its next large body is a 429 with Retry-After (default 0.1; 0: no limit). "
         "Example: --large-body-share 0.25",
+    )
+    serve.add_argument(
+        "--min-free-disk-mb",
+        type=_non_negative,
+        default=64,
+        metavar="N",
+        help="with a SQLite database, refuse to start (exit status 2) when its filesystem has less than N MB "
+        "free (1 MB = 1048576 bytes); a PostgreSQL server's disk is not checked (default 64; 0: no check)",
     )
     serve.add_argument(
         "--proxy-headers",

@@ -64,6 +64,24 @@ _TOO_MANY = {
     ),
     "headers": {"Retry-After": {"description": "Seconds to wait: 1.", "schema": {"type": "integer"}}},
 }
+_RETRY_AFTER = {
+    "description": "Whole seconds to wait before retrying (at least 1).",
+    "schema": {"type": "integer", "minimum": 1},
+}
+_STORE_UNAVAILABLE = {
+    **_error(
+        "store_unavailable: the database is down, restarting, read-only or out of disk. Nothing was sent for a "
+        "trigger call refused this way; retry after the Retry-After seconds."
+    ),
+    "headers": {"Retry-After": _RETRY_AFTER},
+}
+_NOT_READY = {
+    **_error(
+        "store_unavailable: the database takes no writes now (the message says why); retry after the "
+        "Retry-After seconds."
+    ),
+    "headers": {"Retry-After": _RETRY_AFTER},
+}
 _CROSS_SITE = _error(
     "Sent by a web page of another site (an Origin that is not the service's own, or Sec-Fetch-Site cross-site "
     "or same-site): a state-changing request is refused from there."
@@ -88,7 +106,8 @@ _SCHEMAS: dict[str, Any] = {
                         "type": "string",
                         "description": "bad_request, unauthorized, forbidden, not_found, session_not_found, "
                         "trigger_not_found, secret_not_found, method_not_allowed, payload_too_large, "
-                        "client_data_too_large, unsupported_media_type, misdirected_request, unavailable, internal",
+                        "client_data_too_large, unsupported_media_type, misdirected_request, too_many_requests, "
+                        "store_unavailable, internal",
                     },
                     "message": {"type": "string"},
                 },
@@ -104,6 +123,22 @@ _SCHEMAS: dict[str, Any] = {
             "store": {"type": "string", "enum": ["sqlite", "postgresql"]},
             "version": {"type": "string"},
         },
+    },
+    "Readiness": {
+        "type": "object",
+        "required": ["status", "store", "version"],
+        "additionalProperties": False,
+        "properties": {
+            "status": {"const": "ready"},
+            "store": {"type": "string", "enum": ["sqlite", "postgresql"]},
+            "version": {"type": "string"},
+        },
+    },
+    "Liveness": {
+        "type": "object",
+        "required": ["status"],
+        "additionalProperties": False,
+        "properties": {"status": {"const": "alive"}},
     },
     "Session": {
         "type": "object",
@@ -196,6 +231,11 @@ _SCHEMAS: dict[str, Any] = {
             "message_for_llm": {"type": "string"},
             "warnings": {"type": "array", "items": {"type": "string"}},
             "log_seq": {"type": ["integer", "null"]},
+            "recorded": {
+                "type": "boolean",
+                "description": "False when the call was made but its log record is not stored yet: it is kept in "
+                "a local journal and written when the database takes writes again.",
+            },
             "dry_run": {"type": "object"},
         },
     },
@@ -228,6 +268,20 @@ _SCHEMAS: dict[str, Any] = {
             "ok": {"type": "boolean"},
             "category": {"type": ["string", "null"]},
             "error": {"type": ["string", "null"]},
+            "state": {
+                "type": "string",
+                "enum": ["recorded", "in_flight", "unknown_outcome"],
+                "description": "recorded: the call's outcome is stored; in_flight: sent, answer not recorded yet; "
+                "unknown_outcome: sent, and the process stopped before recording how it went.",
+            },
+            "expires_at": {
+                "type": "number",
+                "description": "For an in_flight call: when it counts as unknown_outcome; Unix time, seconds.",
+            },
+            "recorded_late": {
+                "type": "boolean",
+                "description": "True when the record was written later, from the local journal, after an outage.",
+            },
         },
     },
     "Logs": {
@@ -306,23 +360,50 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
             "title": "webhook-dsl service",
             "version": __version__,
             "description": "Sessions, trigger calls and call logs for an AI assistant's webhooks. Every request "
-            "but /health and /openapi.json carries an API key (Authorization: Bearer KEY, or X-Api-Key: KEY) "
-            "bound to one company; sessions, logs, triggers and secrets are those of that company only. Any other "
-            "Authorization (Basic...) is a 401. A PUT, POST or DELETE sent by a web page of another site is a 403. "
-            "A session's client_data holds at most a limit of compact JSON (256 KiB unless configured). Errors "
-            'are JSON: {"error": {"code": ..., "message": ...}}.',
+            "but the probes (/livez, /readyz, /health) and /openapi.json carries an API key (Authorization: "
+            "Bearer KEY, or X-Api-Key: KEY) bound to one company; sessions, logs, triggers and secrets are those "
+            "of that company only. Any other Authorization (Basic...) is a 401. A PUT, POST or DELETE sent by a "
+            "web page of another site is a 403. A session's client_data holds at most a limit of compact JSON "
+            '(256 KiB unless configured). Errors are JSON: {"error": {"code": ..., "message": ...}}; a database '
+            "outage is a 503 store_unavailable with Retry-After.",
         },
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": {
+            "/livez": {
+                "get": {
+                    "operationId": "livez",
+                    "summary": "Liveness: the process answers (no key needed; the database is not asked).",
+                    "description": "For an orchestrator's liveness probe: restart the process when this fails. "
+                    "A database outage does not fail it, since a restart would not cure that.",
+                    "security": [],
+                    "responses": {"200": _ok("The process is alive.", "Liveness"), "421": _MISDIRECTED},
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "readyz",
+                    "summary": "Readiness: the database takes writes (no key needed).",
+                    "description": "Commits a one-row write; the outcome is reused for about a second, so any "
+                    "number of probes cost the database one write a second. For a load balancer's health check "
+                    "and an orchestrator's readiness probe: send no traffic here while it answers 503.",
+                    "security": [],
+                    "responses": {
+                        "200": _ok("The database takes writes.", "Readiness"),
+                        "421": _MISDIRECTED,
+                        "503": _NOT_READY,
+                    },
+                }
+            },
             "/health": {
                 "get": {
                     "operationId": "health",
-                    "summary": "Liveness and database reachability (no key needed).",
+                    "summary": "The readiness check of /readyz under its old name, answering status ok (no key "
+                    "needed).",
                     "security": [],
                     "responses": {
-                        "200": _ok("The service and its database answer.", "Health"),
+                        "200": _ok("The database takes writes.", "Health"),
                         "421": _MISDIRECTED,
-                        "503": _error("The database does not answer."),
+                        "503": _NOT_READY,
                     },
                 }
             },
@@ -510,4 +591,5 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
         for operation in path.values():
             if isinstance(operation, dict) and operation.get("security") != []:  # every operation with a key
                 operation["responses"]["429"] = _TOO_MANY
+                operation["responses"]["503"] = _STORE_UNAVAILABLE  # the key is looked up in the store
     return document

@@ -27,10 +27,12 @@ are kept as JSON text, exactly as written.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import asyncpg
@@ -47,13 +49,17 @@ from .store import (
     Session,
     SessionNotFound,
     SessionSummary,
+    StoreUnavailable,
     compact_json_size,
+    log_view,
     merge_refused_warning,
     read_json,
     secret_problem,
 )
 
 __all__ = ["PostgresStore"]
+
+log = logging.getLogger("webhook_dsl.store")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -72,8 +78,10 @@ CREATE TABLE IF NOT EXISTS call_logs (
     company_id text NOT NULL DEFAULT '',
     session_id text NOT NULL,
     at double precision NOT NULL,
-    record text NOT NULL
+    record text NOT NULL,
+    state text NOT NULL DEFAULT 'done'
 );
+ALTER TABLE call_logs ADD COLUMN IF NOT EXISTS state text NOT NULL DEFAULT 'done';
 CREATE INDEX IF NOT EXISTS call_logs_by_company_session ON call_logs (company_id, session_id, seq);
 CREATE TABLE IF NOT EXISTS api_keys (
     key_hash text PRIMARY KEY,
@@ -98,6 +106,7 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
     expires_at double precision NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dashboard_sessions_by_key ON dashboard_sessions (key_hash);
+CREATE TABLE IF NOT EXISTS write_probe (id integer PRIMARY KEY, at double precision NOT NULL);
 """
 _SCHEMA_LOCK = 0x77_64_73_6C  # pg_advisory_xact_lock key while creating tables ("wdsl")
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
@@ -144,9 +153,14 @@ _MERGE_AND_LOG_UNCHECKED = _MERGE_AND_LOG.format(fits="")
 #: The exact measure, for a merge the statement refused: the stored client_data, under the row's lock.
 _LOCKED = "SELECT client_data::text FROM sessions WHERE company_id = $1 AND id = $2 FOR UPDATE"
 _LOG = "INSERT INTO call_logs (company_id, session_id, at, record) VALUES ($1, $2, $3, $4) RETURNING seq"
+_BEGIN = (
+    "INSERT INTO call_logs (company_id, session_id, at, record, state) VALUES ($1, $2, $3, $4, 'started') RETURNING seq"
+)
+#: Completes a begun call once: no row when it was completed already (a replay from the journal).
+_COMPLETE = "UPDATE call_logs SET record = $2, state = 'done' WHERE seq = $1 AND state = 'started' RETURNING seq"
 _LOGS = """
-SELECT seq, record FROM (
-    SELECT seq, record FROM call_logs WHERE company_id = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3
+SELECT seq, record, state FROM (
+    SELECT seq, record, state FROM call_logs WHERE company_id = $1 AND session_id = $2 ORDER BY seq DESC LIMIT $3
 ) recent ORDER BY seq
 """
 _LIST = """
@@ -204,6 +218,69 @@ async def _merged_size(
     return compact_json_size(merged)
 
 
+#: What an outage looks like from asyncpg: the server down, restarting, shutting down, out of disk or
+#: connections, read-only (a standby), the connection lost or broken mid-statement.
+_OUTAGES: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InternalClientError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.ReadOnlySQLTransactionError,
+)
+
+
+def _unavailable(error: BaseException) -> StoreUnavailable:
+    return StoreUnavailable(f"the PostgreSQL database cannot be used now: {type(error).__name__}: {error}")
+
+
+class _Pool:
+    """The asyncpg pool as the store uses it: an outage raises ``StoreUnavailable``, and returning a connection
+    never fails work that is done. asyncpg resets a connection as it takes it back; when the server has just
+    gone away that raises (``cannot switch to state 15``) after the statement committed, and the caller would
+    report a committed call as failed. The pool drops such a connection itself, so the error is only logged."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.pool.PoolConnectionProxy[asyncpg.Record]]:
+        try:
+            connection = await self.pool.acquire()
+        except _OUTAGES as error:
+            raise _unavailable(error) from error
+        try:
+            yield connection
+        except _OUTAGES as error:
+            raise _unavailable(error) from error
+        finally:
+            try:
+                await self.pool.release(connection)
+            except Exception as error:  # the connection is dropped by the pool; the work stands
+                log.warning("PostgreSQL: a connection failed on its way back to the pool and was dropped: %s", error)
+
+    async def fetch(self, query: str, *args: Any) -> list[asyncpg.Record]:
+        async with self.acquire() as connection:
+            return await connection.fetch(query, *args)
+
+    async def fetchrow(self, query: str, *args: Any) -> asyncpg.Record | None:
+        async with self.acquire() as connection:
+            return await connection.fetchrow(query, *args)
+
+    async def fetchval(self, query: str, *args: Any) -> Any:
+        async with self.acquire() as connection:
+            return await connection.fetchval(query, *args)
+
+    async def execute(self, query: str, *args: Any) -> str:
+        async with self.acquire() as connection:
+            return await connection.execute(query, *args)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
 class PostgresStore:
     """Sessions, logs and API keys in PostgreSQL (asyncpg); safe to share between processes."""
 
@@ -225,10 +302,10 @@ class PostgresStore:
         self.schema = schema
         self._min_size = min_size
         self._max_size = max_size
-        self._pool: asyncpg.Pool | None = None
+        self._pool: _Pool | None = None
         self._opening: asyncio.Lock | None = None
 
-    async def _connection_pool(self) -> asyncpg.Pool:
+    async def _connection_pool(self) -> _Pool:
         if self._pool is not None:
             return self._pool
         if self._opening is None:
@@ -236,9 +313,13 @@ class PostgresStore:
         async with self._opening:
             if self._pool is None:
                 settings = {"search_path": self.schema} if self.schema else {}
-                pool = await asyncpg.create_pool(
-                    self.dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
-                )
+                try:
+                    created = await asyncpg.create_pool(
+                        self.dsn, min_size=self._min_size, max_size=self._max_size, server_settings=settings
+                    )
+                except _OUTAGES as error:
+                    raise _unavailable(error) from error
+                pool = _Pool(created)
                 try:
                     async with pool.acquire() as connection, connection.transaction():
                         await connection.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
@@ -251,7 +332,9 @@ class PostgresStore:
                 self._pool = pool
         return self._pool
 
-    async def _company_of(self, pool: asyncpg.Pool, session_id: str, company_id: str | None) -> str | None:
+    async def _company_of(
+        self, pool: _Pool | asyncpg.pool.PoolConnectionProxy[asyncpg.Record], session_id: str, company_id: str | None
+    ) -> str | None:
         """The company to use: the one given, or the only company with this session id (None if none)."""
         if company_id is not None:
             return company_id
@@ -335,7 +418,10 @@ class PostgresStore:
         record: Mapping[str, Any],
         *,
         company_id: str | None = None,
+        call_seq: int | None = None,
     ) -> int:
+        if call_seq is not None:
+            return await self._complete_call(session_id, client_data_update, record, company_id, call_seq)
         if not client_data_update:
             return LogSeq(await self.append_log(session_id, record, company_id=company_id))
         limit = self.max_client_data_bytes
@@ -361,18 +447,57 @@ class PostgresStore:
             seq = await connection.fetchval(_LOG, company, session_id, at, json.dumps(refused))
         return LogSeq(seq, warning)
 
+    async def begin_call(self, session_id: str, intent: Mapping[str, Any], *, company_id: str) -> int:
+        pool = await self._connection_pool()
+        at = float(intent.get("at", time.time()))
+        return int(await pool.fetchval(_BEGIN, company_id, session_id, at, json.dumps(dict(intent))))
+
+    async def _complete_call(
+        self,
+        session_id: str,
+        update: Mapping[str, Any],
+        record: Mapping[str, Any],
+        company_id: str | None,
+        seq: int,
+    ) -> LogSeq:
+        """Complete the begun call ``seq`` and make its merge, in one transaction, at most once."""
+        pool = await self._connection_pool()
+        async with pool.acquire() as connection, connection.transaction():
+            company = await self._company_of(connection, session_id, company_id) or ""
+            if await connection.fetchval(_COMPLETE, seq, json.dumps(dict(record))) is None:
+                return LogSeq(seq)  # completed already
+            if not update:
+                return LogSeq(seq)
+            text = _jsonb(update)
+            row = await connection.fetchrow(
+                _MERGE_CHECKED, company, session_id, text, time.time(), self.max_client_data_bytes
+            )
+            if row is not None:
+                return LogSeq(seq)
+            size = await _merged_size(connection, company, session_id, text)
+            if size is None:
+                raise SessionNotFound(session_id)
+            if size <= self.max_client_data_bytes:
+                await connection.fetchrow(_MERGE_UNCHECKED, company, session_id, text, time.time())
+                return LogSeq(seq)
+            warning = merge_refused_warning(ClientDataTooLarge(session_id, size, self.max_client_data_bytes, company))
+            refused = {**record, "client_data_merged": {}, "warnings": [*(record.get("warnings") or ()), warning]}
+            await connection.execute("UPDATE call_logs SET record = $2 WHERE seq = $1", seq, json.dumps(refused))
+            return LogSeq(seq, warning)
+
     async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
         pool = await self._connection_pool()
         if company_id is None:
             rows = await pool.fetch(
-                "SELECT seq, record FROM (SELECT seq, record FROM call_logs WHERE session_id = $1 "
+                "SELECT seq, record, state FROM (SELECT seq, record, state FROM call_logs WHERE session_id = $1 "
                 "ORDER BY seq DESC LIMIT $2) recent ORDER BY seq",
                 session_id,
                 limit,
             )
         else:
             rows = await pool.fetch(_LOGS, company_id, session_id, limit)
-        return [{"seq": int(row[0]), **json.loads(row[1])} for row in rows]
+        now = time.time()
+        return [log_view(int(row[0]), json.loads(row[1]), row[2], now) for row in rows]
 
     async def list_sessions(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
         pool = await self._connection_pool()
@@ -481,6 +606,13 @@ class PostgresStore:
     async def ping(self) -> None:
         pool = await self._connection_pool()
         await pool.fetchval("SELECT 1")
+
+    async def probe_write(self) -> None:
+        pool = await self._connection_pool()
+        await pool.execute(
+            "INSERT INTO write_probe (id, at) VALUES (1, $1) ON CONFLICT (id) DO UPDATE SET at = EXCLUDED.at",
+            time.time(),
+        )
 
     async def close(self) -> None:
         if self._pool is not None:

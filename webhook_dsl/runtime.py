@@ -18,8 +18,10 @@ and results.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import json
+import logging
 import random
 import time
 import zlib
@@ -39,6 +41,7 @@ from .client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PINS, PinnedClients, desc
 from .encode import read_json
 from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
+from .journal import CallJournal, journal_base
 from .masking import (
     CREDENTIAL_HEADERS,
     SECRETS_PREFIX,
@@ -48,7 +51,7 @@ from .masking import (
     whole_secrets,
 )
 from .plan import RenderedRequest, WebhookPlan, defined_name, resolve_reference
-from .store import SQLiteStore, Store
+from .store import Session, SQLiteStore, Store, StoreUnavailable
 from .trigger import SYSTEM_VARIABLES, Trigger
 
 __all__ = [
@@ -76,7 +79,15 @@ CATEGORIES = (
     "bad_arguments",
     "render",
 )
+log = logging.getLogger("webhook_dsl.runtime")
+
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE"})
+#: A call begun and not completed this long after its deadline is shown as ``unknown_outcome``.
+_UNKNOWN_AFTER_S = 30.0
+#: While the store is unavailable, the journal is replayed again after this pause.
+_REPLAY_PAUSE_S = 1.0
+#: On close, how long the runtime waits for a replay under way to store what the journal holds.
+_CLOSE_REPLAY_WAIT_S = 2.0
 _RETRY_STATUSES = frozenset({429, 502, 503, 504})
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -156,6 +167,9 @@ class TriggerResult:
     dry_run: dict[str, Any] | None = field(default=None, repr=False)
     #: The request as a person may see it: each secret masked where it was put (see ``shown_request``).
     request_shown: dict[str, Any] | None = field(default=None, repr=False)
+    #: False when the call was made but its log record and merge could not be stored yet: they are in the
+    #: local journal (``webhook_dsl.journal``) and are stored once the database takes writes again.
+    recorded: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """The masked JSON form printed by ``webhook-dsl call``."""
@@ -183,6 +197,7 @@ class TriggerResult:
             "message_for_llm": self.message_for_llm,
             "warnings": self.warnings,
             "log_seq": self.log_seq,
+            "recorded": self.recorded,
             **({"dry_run": self.dry_run} if self.dry_run is not None else {}),
         }
 
@@ -310,6 +325,8 @@ class Runtime:
         self._clients: PinnedClients | None = None
         self._httpx: httpx.AsyncClient | None = None
         self._secrets_cache: dict[str, tuple[float, dict[str, str]]] = {}
+        self._journal: CallJournal | None = None
+        self._replaying: asyncio.Task[None] | None = None
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -318,6 +335,15 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
+        if self._replaying is not None:
+            if not self._replaying.done() and self._journal is not None and len(self._journal):
+                with contextlib.suppress(asyncio.TimeoutError, StoreUnavailable):
+                    await asyncio.wait_for(asyncio.shield(self._replaying), _CLOSE_REPLAY_WAIT_S)
+            self._replaying.cancel()
+            self._replaying = None
+        if self._journal is not None:
+            self._journal.close()  # kept on disk when entries are left: the next process replays them
+            self._journal = None
         if self._clients is not None:
             await self._clients.aclose()
             self._clients = None
@@ -557,10 +583,23 @@ class Runtime:
             elapsed = (time.perf_counter() - started) * 1000
             return CallResult(False, plan.method, "", category="render", error=str(error), elapsed_ms=elapsed)
         request = _with_default_headers(request)
+        secrets = list(secret_names) + list(plan.secrets)
+        return await self._send(request, variables, secrets, retry_post=retry_post, started=started)
+
+    async def _send(
+        self,
+        request: RenderedRequest,
+        variables: Mapping[str, Any],
+        secret_names: Iterable[str],
+        *,
+        retry_post: bool,
+        started: float,
+    ) -> CallResult:
+        """Send a rendered request: attempts, retries and the deadline (from ``started``); never raises."""
         result = CallResult(False, request.method, request.url, request=request)
         secret_values: frozenset[str] = frozenset()
         if self.settings.follow_redirects:
-            secret_values = Masker.for_call(variables, list(secret_names) + list(plan.secrets)).values
+            secret_values = Masker.for_call(variables, secret_names).values
         retry = request.method in _IDEMPOTENT or (retry_post and request.method == "POST")
         deadline = started + self.settings.deadline
         sent = False  # whether any attempt may have reached the API: then the action may have happened
@@ -650,18 +689,26 @@ class Runtime:
         *,
         dry_run: bool = False,
         protected_keys: Iterable[str] = (),
+        company_id: str | None = None,
     ) -> TriggerResult:
         """Validate arguments, build variables from the session, call, merge client_data, log.
 
         ``protected_keys`` adds to the trigger's own (``Trigger.protected_keys``) the client_data keys no
         response may set: the service passes those of every trigger of the company, so that one trigger's
-        answer cannot change where another sends, or swap its credential.
+        answer cannot change where another sends, or swap its credential. ``company_id`` names the session's
+        company (a service serving several passes its caller's); None finds the one session with this id.
         """
         store = self._store()
-        session = await store.get_session(session_id)
+        session = await store.get_session(session_id, company_id=company_id)
         secrets = await self._company_secrets(session.company_id) if trigger.uses_company_secrets else None
         variables = build_variables(
-            session.id, session.company_id, session.assistant_id, session.client_data, trigger, arguments, images,
+            session.id,
+            session.company_id,
+            session.assistant_id,
+            session.client_data,
+            trigger,
+            arguments,
+            images,
             secrets,
         )
         masker = Masker.for_call(variables, trigger.secret_names)
@@ -669,6 +716,7 @@ class Runtime:
         merged: dict[str, Any] = {}
         warnings: list[str] = []
         preview = None
+        call_seq: int | None = None  # set once the call is begun in the store: it will be sent
         if argument_errors:
             call = CallResult(
                 False, trigger.plan.method, "", category="bad_arguments", error="; ".join(argument_errors)
@@ -676,9 +724,7 @@ class Runtime:
         elif dry_run:
             call, preview = self._dry_run(trigger, variables, variable_origins(variables, trigger, arguments), masker)
         else:
-            call = await self.execute(
-                trigger.plan, variables, retry_post=trigger.retry_post, secret_names=trigger.secret_names
-            )
+            call, call_seq = await self._begin_and_send(trigger, session, variables, masker)
             if call.ok or (trigger.merge_on_error and call.category == "http_status"):
                 merged, warnings = _client_data_update(call, trigger, protected_keys)
                 arrived = [s for name in trigger.secret_names if name in merged for s in secret_strings(merged[name])]
@@ -688,6 +734,7 @@ class Runtime:
         else:
             message = message_for_llm(trigger, call, masker, self.settings.llm_response_chars)
         log_seq = None
+        recorded = True
         shown = preview["request"] if preview else None  # a dry run has shown its request already
         if shown is None and call.request is not None:
             shown = _shown(trigger, variables, call.request, masker)
@@ -695,15 +742,124 @@ class Runtime:
             record = _log_record(
                 trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars, shown
             )
-            # merge and log in one transaction; the company is known, so no lookup by id alone
-            log_seq = await store.finish_call(session_id, merged, record, company_id=session.company_id)
+            if call_seq is None:  # nothing was sent: a store that fails now fails the call, and nothing happened
+                log_seq = await store.finish_call(session_id, merged, record, company_id=session.company_id)
+            else:
+                try:  # complete the begun record and merge, in one transaction
+                    log_seq = await store.finish_call(
+                        session_id, merged, record, company_id=session.company_id, call_seq=call_seq
+                    )
+                except Exception as error:  # the call happened: the caller and the LLM get its real result
+                    log_seq = call_seq
+                    recorded = False
+                    warnings = [*warnings, self._journal_completion(session, merged, record, call_seq, error)]
             refused = getattr(log_seq, "merge_refused", None)
             if refused:  # the store kept client_data within its size limit: the call stands, its merge does not
                 merged = {}
                 warnings = [*warnings, refused]
         return TriggerResult(
-            trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview, shown
+            trigger.name, session_id, call, message, merged, warnings, log_seq, masker, preview, shown, recorded
         )
+
+    async def _begin_and_send(
+        self, trigger: Trigger, session: Session, variables: Mapping[str, Any], masker: Masker
+    ) -> tuple[CallResult, int | None]:
+        """Render; record the intent (``Store.begin_call``); send. A request that cannot be rendered is not
+        begun (nothing will be sent). A ``StoreUnavailable`` from the intent propagates: nothing was sent."""
+        started = time.perf_counter()
+        try:
+            request = _with_default_headers(trigger.plan.render(variables))
+        except RenderError as error:
+            elapsed = (time.perf_counter() - started) * 1000
+            return CallResult(
+                False, trigger.plan.method, "", category="render", error=str(error), elapsed_ms=elapsed
+            ), None
+        self._journal_open()
+        now = time.time()
+        intent = _intent_record(trigger, session.id, request, _shown(trigger, variables, request, masker), now)
+        intent["expires_at"] = now + self.settings.deadline + _UNKNOWN_AFTER_S
+        call_seq = await self._store().begin_call(session.id, intent, company_id=session.company_id)
+        secrets = list(trigger.secret_names) + list(trigger.plan.secrets)
+        call = await self._send(request, variables, secrets, retry_post=trigger.retry_post, started=started)
+        return call, call_seq
+
+    # -- the journal of unrecorded completions -------------------------------------------
+
+    def _journal_open(self) -> CallJournal:
+        """This runtime's journal, opened on first use; journals left by processes that died are taken in
+        and replayed."""
+        if self._journal is None:
+            self._journal = CallJournal(journal_base(self.store))
+            if self._journal.recover_orphans():
+                self._replay_soon()
+        return self._journal
+
+    def _journal_completion(
+        self, session: Session, merged: Mapping[str, Any], record: Mapping[str, Any], call_seq: int, error: Exception
+    ) -> str:
+        """Keep a completion the store refused in the journal, start replaying it, and word the warning."""
+        journal = self._journal_open()
+        entry = {
+            "session_id": session.id,
+            "company_id": session.company_id,
+            "call_seq": int(call_seq),
+            "update": dict(merged),
+            "record": {**record, "recorded_late": True},
+        }
+        on_disk = journal.append(entry)
+        log.warning(
+            "call %s (session %r) was sent, but its record was not stored (%s); journaled%s",
+            call_seq,
+            session.id,
+            error,
+            "" if on_disk else " in memory only",
+        )
+        self._replay_soon()
+        return (
+            "this call was made, but its record could not be stored yet (the database is unavailable); it is kept "
+            "in a local journal and stored as soon as the database takes writes again"
+        )
+
+    def _replay_soon(self) -> None:
+        if self._replaying is None or self._replaying.done():
+            self._replaying = asyncio.get_running_loop().create_task(self._replay())
+
+    async def _replay(self) -> None:
+        """Store the journal's completions, oldest first, retrying every ``_REPLAY_PAUSE_S`` while the store
+        is unavailable; an entry the store refuses for another reason is logged and dropped."""
+        journal = self._journal
+        store = self._store()
+        while journal is not None and len(journal):
+            entries = journal.entries()
+            done = 0
+            for entry in entries:
+                try:
+                    await store.finish_call(
+                        entry["session_id"],
+                        entry["update"],
+                        entry["record"],
+                        company_id=entry["company_id"],
+                        call_seq=entry["call_seq"],
+                    )
+                except StoreUnavailable:
+                    break
+                except Exception:  # not an outage (the session is gone...): retrying would not help
+                    log.exception("a journaled call record (call %s) cannot be stored; dropped", entry.get("call_seq"))
+                done += 1
+            if done:
+                journal.forget(done)
+                log.info("%d journaled call records stored", done)
+            if len(journal):
+                await asyncio.sleep(_REPLAY_PAUSE_S)
+
+    async def recover(self) -> int:
+        """Open the journal, take in those of processes that died, and store what they hold; return how many
+        completions were pending. A service calls this at start-up; ``call_trigger`` does it on first use."""
+        journal = self._journal_open()
+        pending = len(journal)
+        if pending:
+            self._replay_soon()
+        return pending
 
     async def _company_secrets(self, company_id: str) -> dict[str, str]:
         """The company's secrets, read at most once per ``secrets_cache_seconds`` (a secret set or deleted
@@ -950,26 +1106,51 @@ def _log_record(
         if found is not None:
             used[found[0]] = found[1]
     request_body = shown["body"] if shown else None
-    return masker.record({
-        "at": time.time(),
+    return masker.record(
+        {
+            "at": time.time(),
+            "session_id": session_id,
+            "trigger": trigger.name,
+            "method": call.method,
+            "url": shown["url"] if shown else call.url,
+            "request_headers": shown["headers"] if shown else [],
+            "request_body": masker.head(request_body, limit) if request_body else None,
+            "status": call.status,
+            "response_body": masker.head(body_text, limit) if body_text else None,
+            "response_truncated": len(body_text) > limit,
+            "variables": whole_secrets(used, trigger.secret_names),
+            "elapsed_ms": round(call.elapsed_ms, 3),
+            "attempts": call.attempts,
+            "ok": call.ok,
+            "category": call.category,
+            "error": call.error or None,
+            "client_data_merged": whole_secrets(merged, trigger.secret_names),
+            "warnings": warnings,
+        }
+    )
+
+
+def _intent_record(
+    trigger: Trigger, session_id: str, request: RenderedRequest, shown: Mapping[str, Any], at: float
+) -> dict[str, Any]:
+    """The log record of a call about to be sent (``Store.begin_call``): what will be sent, masked, with no
+    answer yet. Should the process stop before the answer is recorded, this is what the log shows."""
+    return {
+        "at": at,
         "session_id": session_id,
         "trigger": trigger.name,
-        "method": call.method,
-        "url": shown["url"] if shown else call.url,
-        "request_headers": shown["headers"] if shown else [],
-        "request_body": masker.head(request_body, limit) if request_body else None,
-        "status": call.status,
-        "response_body": masker.head(body_text, limit) if body_text else None,
-        "response_truncated": len(body_text) > limit,
-        "variables": whole_secrets(used, trigger.secret_names),
-        "elapsed_ms": round(call.elapsed_ms, 3),
-        "attempts": call.attempts,
-        "ok": call.ok,
-        "category": call.category,
-        "error": call.error or None,
-        "client_data_merged": whole_secrets(merged, trigger.secret_names),
-        "warnings": warnings,
-    })
+        "method": request.method,
+        "url": shown["url"],
+        "request_headers": shown["headers"],
+        "status": None,
+        "elapsed_ms": 0.0,
+        "attempts": 0,
+        "ok": False,
+        "category": None,
+        "error": None,
+        "client_data_merged": {},
+        "warnings": [],
+    }
 
 
 def call_trigger_sync(

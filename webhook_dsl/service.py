@@ -1,7 +1,8 @@
 """The HTTP service: sessions, trigger calls, call logs and the logs dashboard, for many companies.
 
 ``create_app(store, catalog)`` builds the ASGI app (Starlette); ``webhook-dsl serve`` runs it
-on uvicorn. Every request but ``/health`` and ``/openapi.json`` carries an API key
+on uvicorn. Every request but the probes (``/livez``, ``/readyz``, ``/health``) and ``/openapi.json`` carries
+an API key
 (``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``); the key's company is the only
 company the request can see: its sessions, their logs, its triggers. The company of a
 session always comes from the key, never from the request body.
@@ -34,6 +35,7 @@ two different keys: all 401, never the anonymous company.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import contextvars
 import ipaddress
@@ -71,15 +73,12 @@ from .openapi import (
 from .runtime import Runtime
 from .store import (
     MAX_CLIENT_DATA_DEPTH,
-    ApiKey,
     ClientDataTooLarge,
-    DashboardSession,
-    SecretInfo,
     Session,
     SessionNotFound,
-    SessionSummary,
     SQLiteStore,
     Store,
+    StoreUnavailable,
     client_data_problems,
     company_id_problem,
     describe_json_type,
@@ -98,6 +97,7 @@ __all__ = [
     "create_app",
     "masked_session",
     "open_store",
+    "sqlite_path",
 ]
 
 log = logging.getLogger("webhook_dsl.service")
@@ -213,120 +213,38 @@ def _compile_all(paths: Iterable[Path], problems: list[str]) -> dict[str, Trigge
 # -- storage ----------------------------------------------------------------------------------
 
 
-def open_store(url: str) -> Store:
-    """``sqlite:///relative.db``, ``sqlite:////absolute.db``, a plain path, or ``postgresql://...``."""
-    if url.startswith(("postgresql://", "postgres://")):
-        from .pgstore import PostgresStore
+def _is_postgresql(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
 
-        return PostgresStore(url)
+
+def _sqlite_target(url: str) -> str:
+    """What SQLite opens for a ``--database`` value that is not PostgreSQL's; ValueError if it is neither."""
     if url.startswith("sqlite://"):
         path = url[len("sqlite://") :]
         if not path.startswith("/"):
             raise ValueError(f"{url!r}: write sqlite:///relative/path.db or sqlite:////absolute/path.db")
-        return SQLiteStore(path[1:] or ":memory:")
+        return path[1:] or ":memory:"
     if "://" in url:
         raise ValueError(f"{url!r}: the database is sqlite:///FILE or postgresql://USER@HOST/DB")
-    return SQLiteStore(url)
+    return url
 
 
-_company: contextvars.ContextVar[str] = contextvars.ContextVar("webhook_dsl_company")
+def sqlite_path(url: str) -> str | None:
+    """The file a ``--database`` value names when it is SQLite, as ``open_store`` reads it; None for
+    PostgreSQL and for an in-memory or ``file:`` URI database (no file of ours to look at)."""
+    if _is_postgresql(url):
+        return None
+    target = _sqlite_target(url)
+    return None if target in ("", ":memory:") or target.startswith("file:") else target
 
 
-class _CompanyScopedStore:
-    """The store as the runtime sees it in the service: every session id is the calling company's."""
+def open_store(url: str) -> Store:
+    """``sqlite:///relative.db``, ``sqlite:////absolute.db``, a plain path, or ``postgresql://...``."""
+    if _is_postgresql(url):
+        from .pgstore import PostgresStore
 
-    def __init__(self, backend: Store) -> None:
-        self.backend = backend
-
-    @property
-    def max_client_data_bytes(self) -> int:
-        return self.backend.max_client_data_bytes
-
-    @max_client_data_bytes.setter
-    def max_client_data_bytes(self, limit: int) -> None:
-        self.backend.max_client_data_bytes = limit
-
-    @staticmethod
-    def _scope() -> str:
-        return _company.get()  # set by the request handler; unset is a bug, and LookupError says so
-
-    async def put_session(
-        self,
-        session_id: str,
-        *,
-        company_id: str | None = None,
-        assistant_id: str | None = None,
-        client_data: Mapping[str, Any] | None = None,
-    ) -> Session:
-        return await self.backend.put_session(
-            session_id, company_id=self._scope(), assistant_id=assistant_id, client_data=client_data
-        )
-
-    async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
-        return await self.backend.get_session(session_id, company_id=self._scope())
-
-    async def merge_client_data(
-        self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
-    ) -> Session:
-        return await self.backend.merge_client_data(session_id, data, company_id=self._scope())
-
-    async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
-        return await self.backend.append_log(session_id, record, company_id=self._scope())
-
-    async def finish_call(
-        self,
-        session_id: str,
-        client_data_update: Mapping[str, Any],
-        record: Mapping[str, Any],
-        *,
-        company_id: str | None = None,
-    ) -> int:
-        return await self.backend.finish_call(session_id, client_data_update, record, company_id=self._scope())
-
-    async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
-        return await self.backend.logs(session_id, limit, company_id=self._scope())
-
-    async def list_sessions(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
-        return await self.backend.list_sessions(self._scope(), limit, offset)
-
-    async def add_api_key(self, company_id: str, key_hash: str, prefix: str, label: str = "") -> None:
-        raise PermissionError("keys are not created through a request")
-
-    async def company_for_key(self, key_hash: str) -> str | None:
-        raise PermissionError("keys are not looked up through the runtime")
-
-    async def api_keys(self, company_id: str) -> list[ApiKey]:
-        return await self.backend.api_keys(self._scope())
-
-    async def revoke_api_key(self, company_id: str, prefix: str) -> int:
-        raise PermissionError("keys are not revoked through a request")
-
-    async def add_dashboard_session(self, token_hash: str, company_id: str, key_hash: str, expires_at: float) -> None:
-        raise PermissionError("dashboard sign-ins are not the runtime's")
-
-    async def dashboard_session(self, token_hash: str) -> DashboardSession | None:
-        raise PermissionError("dashboard sign-ins are not the runtime's")
-
-    async def delete_dashboard_session(self, token_hash: str) -> None:
-        raise PermissionError("dashboard sign-ins are not the runtime's")
-
-    async def set_secret(self, company_id: str, name: str, value: str) -> None:
-        await self.backend.set_secret(self._scope(), name, value)
-
-    async def delete_secret(self, company_id: str, name: str) -> bool:
-        return await self.backend.delete_secret(self._scope(), name)
-
-    async def secret_names(self, company_id: str) -> list[SecretInfo]:
-        return await self.backend.secret_names(self._scope())
-
-    async def company_secrets(self, company_id: str) -> dict[str, str]:
-        return await self.backend.company_secrets(self._scope())
-
-    async def ping(self) -> None:
-        await self.backend.ping()
-
-    async def close(self) -> None:
-        return None  # the backend belongs to the app
+        return PostgresStore(url)
+    return SQLiteStore(_sqlite_target(url))
 
 
 # -- errors -----------------------------------------------------------------------------------
@@ -405,9 +323,56 @@ async def _too_large(request: Request, error: Exception) -> Response:
     return error_response(413, "payload_too_large", str(error) or f"the request body is larger than {limit} bytes")
 
 
-async def _internal(request: Request, error: Exception) -> Response:
-    log.exception("internal error on %s %s", request.method, request.url.path, exc_info=error)
+def _internal(scope: Scope, error: Exception) -> Response:
+    """The answer to an exception nothing else handled (a bug), logged here once with its traceback."""
+    log.error("internal error on %s %s", scope.get("method"), scope.get("path"), exc_info=error)
     return error_response(500, "internal", "internal error; the service log has the details")
+
+
+#: The longest ``Retry-After`` the service asks for, in seconds, whatever a store suggests.
+_MAX_RETRY_AFTER = 3600
+
+
+def retry_seconds(retry_after: float) -> int:
+    """``StoreUnavailable.retry_after`` as a ``Retry-After`` header takes it: whole seconds, rounded up, at
+    least 1 (``0`` would invite an immediate retry storm against a database that is down)."""
+    if not isinstance(retry_after, int | float) or not math.isfinite(retry_after):
+        return 1
+    return min(_MAX_RETRY_AFTER, max(1, math.ceil(retry_after)))
+
+
+def _one_line(error: BaseException, limit: int = 500) -> str:
+    """An error's text on one line (a backend's message can span several), cut at ``limit`` characters."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+_TRIGGER_CALL = re.compile(r"/session/[^/]+/triggers/[^/]+\Z")
+
+
+async def _store_unavailable(request: Request, error: Exception) -> Response:
+    """A store outage: 503 with ``Retry-After``, a warning without a traceback (an outage is not a bug, and
+    a traceback per request would bury the one line that says what happened). The answer keeps the
+    backend's words out: they name files and hosts, and they are in the log."""
+    assert isinstance(error, StoreUnavailable)
+    seconds = retry_seconds(error.retry_after)
+    log.warning(
+        "the database is unavailable (%s %s answered 503, Retry-After %d): %s",
+        request.method,
+        request.url.path,
+        seconds,
+        _one_line(error),
+    )
+    if request.method == "POST" and _TRIGGER_CALL.match(request.url.path):
+        refused = "this trigger call was refused and nothing was sent"
+    else:
+        refused = "this request was refused"
+    return error_response(
+        503,
+        "store_unavailable",
+        f"the database is unavailable (the service log has the reason), so {refused}; retry after {seconds} s",
+        {"Retry-After": str(seconds)},
+    )
 
 
 # -- settings and middleware --------------------------------------------------------------------
@@ -573,8 +538,15 @@ _slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("webhook_ds
 
 
 class _Guard:
-    """Outermost ASGI layer: who may ask (the Host in anonymous mode, no cross-site state change), the body
-    size limit (413), and the access log, which never prints query strings."""
+    """The layer around every request: who may ask (the Host in anonymous mode, no cross-site state change),
+    the body size limit (413), the access log, which never prints query strings, and the 500 for an
+    exception nothing else handled.
+
+    That 500 is answered here, not by Starlette's ``ServerErrorMiddleware`` (outside this layer), because
+    that one re-raises after answering and uvicorn then closes the connection without ``Connection:
+    close``: a client's next request on its pooled connection would fail with a reset. Here the exception
+    is logged once, answered, and the connection stays usable. Only an exception after part of a response
+    went out is re-raised: then closing the connection is the one way left to tell the client."""
 
     def __init__(self, app: ASGIApp, settings: ServiceSettings, limit: _CompanyLimit | None = None) -> None:
         self.app = app
@@ -594,11 +566,14 @@ class _Guard:
             too_large = _urlencoded_too_large(limit)
         slot = _Slot(self.limit)
         slot_token = _slot.set(slot)
+        complete = False
 
         async def send_and_note(message: Message) -> None:
-            nonlocal status
+            nonlocal status, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                complete = True
             await send(message)
 
         try:
@@ -630,6 +605,12 @@ class _Guard:
                 return message
 
             await self.app(scope, limited_receive, send_and_note)
+        except Exception as error:
+            if status and not complete:
+                raise  # half a response is out: uvicorn closes the connection (and logs the exception)
+            response = _internal(scope, error)
+            if not status:
+                await response(scope, receive, send_and_note)
         finally:
             slot.release()
             _slot.reset(slot_token)
@@ -1030,14 +1011,89 @@ async def session_view(request: Request, company: str, session: Session) -> dict
 # -- endpoints ----------------------------------------------------------------------------------
 
 
-async def health(request: Request) -> Response:
+#: How long the outcome of a readiness probe (a committed write) is reused, success or failure: however many
+#: load balancers and orchestrators ask, the database sees at most about one probe write a second.
+READINESS_CACHE_SECONDS = 1.0
+
+
+class _Readiness:
+    """Whether the store takes writes now, found by committing one (``Store.probe_write``). A database can
+    answer reads (the old ``SELECT 1``) while refusing every write: disk full, read-only, a standby.
+
+    The outcome is reused for ``READINESS_CACHE_SECONDS``, and probes that arrive while one is being made
+    wait for it rather than making their own. A change of state is logged once, not every probe."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.failure: StoreUnavailable | None = None
+        self.checked_at = -math.inf
+        self._lock: asyncio.Lock | None = None
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
+
+    def _fresh(self) -> bool:
+        return time.monotonic() - self.checked_at < READINESS_CACHE_SECONDS
+
+    async def failure_now(self) -> StoreUnavailable | None:
+        """None when the store takes writes, else why not (cached, see the class)."""
+        if self._fresh():
+            return self.failure
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:  # a lock serves one event loop
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        async with self._lock:
+            if self._fresh():
+                return self.failure
+            failure: StoreUnavailable | None = None
+            try:
+                await self.store.probe_write()
+            except StoreUnavailable as error:
+                failure = error
+            except Exception as error:  # whatever the backend raised, a store that cannot write is not ready
+                failure = StoreUnavailable(f"the write probe failed: {type(error).__name__}: {error}")
+                failure.__cause__ = error
+            if failure is not None and self.failure is None:
+                log.warning("not ready: the database takes no writes: %s", _one_line(failure))
+            elif failure is None and self.failure is not None:
+                log.info("ready again: the database takes writes")
+            self.failure = failure
+            self.checked_at = time.monotonic()
+            return failure
+
+
+async def _probe(request: Request, status: str) -> Response:
+    """The readiness answer, with ``status`` as the word for ready."""
+    failure = await request.app.state.readiness.failure_now()
+    if failure is not None:
+        seconds = retry_seconds(failure.retry_after)
+        return error_response(
+            503,
+            "store_unavailable",
+            f"not ready: the database is unavailable for writes ({_one_line(failure, 300)}); retry after {seconds} s",
+            {"Retry-After": str(seconds)},
+        )
     store: Store = request.app.state.store
-    try:
-        await store.ping()
-    except Exception as error:  # any database failure is "unavailable"
-        log.warning("health check: the database does not answer: %s", error)
-        return error_response(503, "unavailable", "the database does not answer")
-    return JSONResponse({"status": "ok", "store": getattr(store, "kind", "sqlite"), "version": __version__})
+    return JSONResponse(
+        {"status": status, "store": getattr(store, "kind", "sqlite"), "version": __version__},
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: 200 while the database takes writes, else 503 ``store_unavailable`` with ``Retry-After``.
+    What a load balancer should route by."""
+    return await _probe(request, "ready")
+
+
+async def health(request: Request) -> Response:
+    """``/readyz`` under its old name, answering ``"ok"`` as it always did, so existing monitors keep
+    working and now learn when writes fail."""
+    return await _probe(request, "ok")
+
+
+async def livez(request: Request) -> Response:
+    """Liveness: the process answers. Never touches the store, so an orchestrator does not restart a healthy
+    process for a database outage, which a restart would not cure."""
+    return JSONResponse({"status": "alive"}, headers={"Cache-Control": "no-store"})
 
 
 async def openapi(request: Request) -> Response:
@@ -1145,17 +1201,20 @@ async def call_trigger(request: Request) -> Response:
     if slot is not None:  # what is left is the runtime's: mostly waiting on the remote, bounded by its own caps
         slot.release()
     runtime: Runtime = request.app.state.runtime
-    token = _company.set(company)
     try:
         result = await runtime.call_trigger(
-            trigger, session_id, arguments, images, dry_run=dry_run, protected_keys=catalog.protected_keys(company)
+            trigger,
+            session_id,
+            arguments,
+            images,
+            dry_run=dry_run,
+            protected_keys=catalog.protected_keys(company),
+            company_id=company,
         )
     except SessionNotFound:
         raise ApiError(
             404, "session_not_found", f"no session {session_id!r} for this API key's company; PUT it first"
         ) from None
-    finally:
-        _company.reset(token)
     return JSONResponse({"message_for_llm": result.message_for_llm, "result": result.to_dict()})
 
 
@@ -1239,11 +1298,14 @@ def create_app(
     settings = settings or ServiceSettings()
     if settings.max_client_data_bytes is not None:
         store.max_client_data_bytes = settings.max_client_data_bytes
-    the_runtime = Runtime(_CompanyScopedStore(store), **runtime_options)
+    the_runtime = Runtime(store, **runtime_options)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await store.ping()  # a database that cannot be reached stops start-up, with its error
+        pending = await the_runtime.recover()  # calls journaled by a process that died: stored now
+        if pending:
+            log.warning("%d call records left in the journal by an earlier process are being stored", pending)
         try:
             yield
         finally:
@@ -1253,6 +1315,8 @@ def create_app(
 
     routes: list[Route | Mount] = [
         Route("/health", health, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/session/{session_id}", put_session, methods=["PUT"]),
         Route("/session/{session_id}", get_session, methods=["GET"]),
@@ -1267,11 +1331,12 @@ def create_app(
         from .dashboard import routes as dashboard_routes
 
         routes.extend(dashboard_routes())
+    # No handler for Exception: _Guard answers those (see its docstring for why not Starlette).
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ApiError: _api_error,
         HTTPException: _http_error,
         _PayloadTooLarge: _too_large,
-        Exception: _internal,
+        StoreUnavailable: _store_unavailable,
     }
     app = Starlette(routes=_merge_methods(routes), lifespan=lifespan, exception_handlers=handlers)
     app.state.store = store
@@ -1279,6 +1344,7 @@ def create_app(
     app.state.runtime = the_runtime
     app.state.settings = settings
     app.state.keys = _KeyCache(store, settings.key_cache_seconds)
+    app.state.readiness = _Readiness(store)
     app.state.openapi = openapi_document(sorted(catalog.shared))
     app.state.company_limit = _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
     app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit)

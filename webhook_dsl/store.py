@@ -49,6 +49,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import math
 import os
 import re
@@ -66,6 +67,8 @@ import orjson
 
 from .masking import MIN_SECRET_LENGTH, SECRET_NAME, SECRET_NAME_PATTERN
 from .trigger import SYSTEM_VARIABLES
+
+log = logging.getLogger("webhook_dsl.store")
 
 __all__ = [
     "API_KEY_PREFIX",
@@ -265,6 +268,16 @@ class SecretValues(dict[str, str]):
     __str__ = __repr__
 
 
+class StoreUnavailable(Exception):
+    """The database cannot serve this now: it is down or restarting, its disk is full, its file is read-only.
+    An outage, not a bug: the service answers 503 with ``Retry-After``, and a trigger call that meets it
+    before sending sends nothing. The backend's own error is the ``__cause__``."""
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class SessionNotFound(LookupError):
     """No session with that id (for that company)."""
 
@@ -299,6 +312,21 @@ class LogSeq(int):
         value = super().__new__(cls, seq)
         value.merge_refused = merge_refused
         return value
+
+
+#: A call log row is ``started`` from ``begin_call`` (before the request is sent) until ``finish_call``
+#: completes it (``done``); rows written whole (nothing was sent) are ``done`` from the start.
+_STARTED = "started"
+_DONE = "done"
+
+
+def log_view(seq: int, record: Mapping[str, Any], state: str, now: float) -> dict[str, Any]:
+    """A log row as ``Store.logs`` gives it: the record, its ``seq``, and its ``state`` (see ``Store.logs``)."""
+    if state == _DONE:
+        shown = "recorded"
+    else:
+        shown = "in_flight" if now < float(record.get("expires_at") or 0) else "unknown_outcome"
+    return {"seq": seq, **record, "state": shown}
 
 
 def compact_json_size(value: Any) -> int:
@@ -442,8 +470,13 @@ class Store(Protocol):
         record: Mapping[str, Any],
         *,
         company_id: str | None = None,
+        call_seq: int | None = None,
     ) -> int:
         """Merge a response's client_data and append the call's log record, atomically; return the log seq.
+
+        With ``call_seq`` (from ``begin_call``) the begun record is completed instead of a new one appended,
+        at most once: a completion that finds it completed already (a replay from the journal) changes
+        nothing, merge included.
 
         A merge that would take client_data past ``max_client_data_bytes`` is not made, and the call is
         logged all the same, with ``client_data_merged`` empty and a warning saying why; the ``LogSeq``
@@ -451,8 +484,15 @@ class Store(Protocol):
         """
         ...
 
+    async def begin_call(self, session_id: str, intent: Mapping[str, Any], *, company_id: str) -> int:
+        """Record that a call is about to be sent (``intent``, a log record without an answer) and return its
+        seq. Written and committed before the request leaves: if it cannot be, nothing is sent."""
+        ...
+
     async def logs(self, session_id: str, limit: int = 100, *, company_id: str | None = None) -> list[dict[str, Any]]:
-        """The session's most recent ``limit`` log records, oldest first, each with its ``seq``."""
+        """The session's most recent ``limit`` log records, oldest first, each with its ``seq`` and ``state``:
+        ``recorded``, or for a call begun and not finished ``in_flight`` until its ``expires_at``, then
+        ``unknown_outcome`` (the process stopped between sending and recording: the request may have arrived)."""
         ...
 
     async def list_sessions(self, company_id: str, limit: int = 100, offset: int = 0) -> list[SessionSummary]:
@@ -502,10 +542,15 @@ class Store(Protocol):
         """Raise if the database cannot be reached."""
         ...
 
+    async def probe_write(self) -> None:
+        """Commit a one-row write (the ``write_probe`` table); ``StoreUnavailable`` if the database cannot
+        take writes now (readiness: a database that answers reads may still refuse every write)."""
+        ...
+
     async def close(self) -> None: ...
 
 
-_SCHEMA_VERSION = 4
+_SCHEMA_VERSION = 5
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
     company_id TEXT NOT NULL DEFAULT '',
@@ -523,7 +568,8 @@ CREATE TABLE IF NOT EXISTS call_logs (
     company_id TEXT NOT NULL DEFAULT '',
     session_id TEXT NOT NULL,
     at REAL NOT NULL,
-    record TEXT NOT NULL
+    record TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'done'
 );
 CREATE INDEX IF NOT EXISTS call_logs_by_company_session ON call_logs (company_id, session_id, seq);
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -549,7 +595,11 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dashboard_sessions_by_key ON dashboard_sessions (key_hash);
+CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
 """
+
+# Versions before 5 had no call states: every record was written complete.
+_MIGRATE_TO_5 = "ALTER TABLE call_logs ADD COLUMN state TEXT NOT NULL DEFAULT 'done'"
 
 # Version 1 (before tenancy) keyed sessions by id alone and logs had no company.
 _MIGRATE_FROM_1 = """
@@ -573,12 +623,10 @@ class SQLiteStore:
         self.max_client_data_bytes = max_client_data_bytes
         self._lock = threading.Lock()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="webhook-dsl-sqlite")
+        self._reopen_queued = False
         _create_private(self.path)
-        self._connection = sqlite3.connect(
-            self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-        )
+        self._connection = self._open(_BUSY_TIMEOUT_S)
         self._connection.execute("PRAGMA journal_mode=WAL")
-        self._connection.execute("PRAGMA synchronous=NORMAL")
         self._create_schema()
         self._pending: list[_PendingWrite] = []
         self._pending_lock = threading.Lock()
@@ -591,20 +639,28 @@ class SQLiteStore:
         self._commits_since_checkpoint = 0
         self._checkpoint_queued = False
         if self.path != ":memory:" and not self.path.startswith("file:"):
-            self._loop_writer = sqlite3.connect(self.path, timeout=0, isolation_level=None, check_same_thread=False)
-            self._loop_writer.execute("PRAGMA synchronous=NORMAL")
-            self._loop_writer.execute("PRAGMA wal_autocheckpoint=0")
+            self._loop_writer = self._open(0, checkpoints=False)
             self._loop_writer_lock = threading.Lock()
         # Reads of one session by primary key happen on every trigger call. With a file in WAL mode a
         # second, read-only connection serves them on the event loop itself (tens of microseconds,
         # never blocked by the writer), instead of queueing behind group commits on the worker thread.
         self._reader: sqlite3.Connection | None = None
         if self.path != ":memory:" and not self.path.startswith("file:"):
-            self._reader = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
-            )
-            self._reader.execute("PRAGMA query_only=ON")
+            self._reader = self._open(_BUSY_TIMEOUT_S, read_only=True)
         self._reader_lock = threading.Lock()
+
+    def _open(self, timeout: float, *, checkpoints: bool = True, read_only: bool = False) -> sqlite3.Connection:
+        """A connection as this store uses them. ``journal_size_limit`` makes SQLite cut the WAL file back
+        after a checkpoint, so the disk space it holds stays near ``_WAL_LIMIT_BYTES``."""
+        db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None, check_same_thread=False)
+        if read_only:
+            db.execute("PRAGMA query_only=ON")
+            return db
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute(f"PRAGMA journal_size_limit={_WAL_LIMIT_BYTES}")
+        if not checkpoints:
+            db.execute("PRAGMA wal_autocheckpoint=0")
+        return db
 
     def _create_schema(self) -> None:
         db = self._connection
@@ -619,6 +675,9 @@ class SQLiteStore:
                 if old:
                     for statement in _MIGRATE_FROM_1.strip().split(";\n"):
                         db.execute(statement)
+                logs = {c[1] for c in db.execute("PRAGMA table_info(call_logs)").fetchall()}
+                if logs and "state" not in logs:
+                    db.execute(_MIGRATE_TO_5)
                 for statement in _SCHEMA.strip().split(";\n"):
                     db.execute(statement)
                 if old:
@@ -753,7 +812,51 @@ class SQLiteStore:
 
     async def _run(self, function: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._executor, lambda: function(*args, **kwargs))
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
+
+    def _on_loop(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """A read on the event loop's own read-only connection (tens of microseconds, never behind a write)."""
+        assert self._reader is not None
+        try:
+            with self._reader_lock:
+                return read(self._reader)
+        except sqlite3.OperationalError as error:
+            raise self._unavailable(error) from error
+
+    def _unavailable(self, error: sqlite3.OperationalError) -> StoreUnavailable:
+        """The outage an operational error is (disk full, read-only file, I/O error, a lock held too long).
+        A read-only refusal also reopens the connections: SQLite opens a file it cannot write read-only
+        and keeps it so, and the permission may have come back."""
+        if _error_code(error) == sqlite3.SQLITE_READONLY and not self._reopen_queued:
+            self._reopen_queued = True
+            self._executor.submit(self._reopen)
+        return StoreUnavailable(f"the SQLite database {self.path} cannot be used now: {error}")
+
+    def _reopen(self) -> None:
+        """Worker thread: open every connection again (after a read-only refusal), each under its lock."""
+        try:
+            with self._lock:
+                if self._loop_writer is self._connection:
+                    with self._loop_writer_lock:
+                        self._connection.close()
+                        self._connection = self._loop_writer = self._open(_BUSY_TIMEOUT_S)
+                else:
+                    self._connection.close()
+                    self._connection = self._open(_BUSY_TIMEOUT_S)
+                    with self._loop_writer_lock:
+                        self._loop_writer.close()
+                        self._loop_writer = self._open(0, checkpoints=False)
+            if self._reader is not None:
+                with self._reader_lock:
+                    self._reader.close()
+                    self._reader = self._open(_BUSY_TIMEOUT_S, read_only=True)
+        except sqlite3.Error as error:
+            log.warning("reopening the SQLite database %s failed: %s", self.path, error)
+        finally:
+            self._reopen_queued = False
 
     def _write(self, work: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         """Queue a write; it commits with every other write queued in this turn of the loop (group commit).
@@ -785,8 +888,16 @@ class SQLiteStore:
             self._executor.submit(self._flush_in_worker, batch)
             return
         for (_work, future, _loop), (ok, value) in zip(batch, outcomes, strict=True):
-            _settle(future, ok, value)
+            _settle(future, ok, self._translated(value))
         self._after_loop_commit()
+
+    def _translated(self, value: Any) -> Any:
+        """A write's outcome, an operational error turned into the outage it is (see ``_unavailable``)."""
+        if isinstance(value, sqlite3.OperationalError):
+            error = self._unavailable(value)
+            error.__cause__ = value
+            return error
+        return value
 
     def _after_loop_commit(self) -> None:
         """Checkpoint the WAL on the worker thread every so often (the loop's writer never does)."""
@@ -827,7 +938,7 @@ class SQLiteStore:
             outcomes = _commit_batch(self._connection, batch, wait=True)
         assert outcomes is not None
         for (_work, future, loop), (ok, value) in zip(batch, outcomes, strict=True):
-            loop.call_soon_threadsafe(_settle, future, ok, value)
+            loop.call_soon_threadsafe(_settle, future, ok, self._translated(value))
 
     async def put_session(
         self,
@@ -843,8 +954,7 @@ class SQLiteStore:
     async def get_session(self, session_id: str, *, company_id: str | None = None) -> Session:
         if self._reader is None:
             return await self._run(self.get_session_sync, session_id, company_id=company_id)
-        with self._reader_lock:
-            return _find(self._reader, session_id, company_id)
+        return self._on_loop(lambda db: _find(db, session_id, company_id))
 
     async def merge_client_data(
         self, session_id: str, data: Mapping[str, Any], *, company_id: str | None = None
@@ -855,6 +965,9 @@ class SQLiteStore:
     async def append_log(self, session_id: str, record: Mapping[str, Any], *, company_id: str | None = None) -> int:
         return await self._write(lambda db: _append_log(db, session_id, record, company_id))
 
+    async def begin_call(self, session_id: str, intent: Mapping[str, Any], *, company_id: str) -> int:
+        return await self._write(lambda db: _append_log(db, session_id, intent, company_id, _STARTED))
+
     async def finish_call(
         self,
         session_id: str,
@@ -862,19 +975,26 @@ class SQLiteStore:
         record: Mapping[str, Any],
         *,
         company_id: str | None = None,
+        call_seq: int | None = None,
     ) -> int:
         limit = self.max_client_data_bytes
 
         def work(db: sqlite3.Connection) -> LogSeq:
+            if call_seq is not None and not _begun(db, call_seq):
+                return LogSeq(call_seq)  # completed already: a completion is applied once
             company = company_id
+            kept, warning = record, None
             try:
                 merged = company is not None and _merge_in_place(db, session_id, client_data_update, company, limit)
                 if client_data_update and not merged:
                     company = _merge(db, session_id, client_data_update, company_id, limit).company_id
             except ClientDataTooLarge as error:  # nothing was merged; the call is logged, saying so
                 warning = merge_refused_warning(error)
-                return LogSeq(_append_log(db, session_id, _refused(record, warning), error.company_id), warning)
-            return LogSeq(_append_log(db, session_id, record, company))
+                kept, company = _refused(record, warning), error.company_id
+            if call_seq is None:
+                return LogSeq(_append_log(db, session_id, kept, company), warning)
+            _complete(db, call_seq, kept)
+            return LogSeq(call_seq, warning)
 
         return await self._write(work)
 
@@ -902,8 +1022,7 @@ class SQLiteStore:
     async def dashboard_session(self, token_hash: str) -> DashboardSession | None:
         if self._reader is None:
             return await self._run(lambda: self._read(lambda db: _dashboard_session(db, token_hash)))
-        with self._reader_lock:
-            return _dashboard_session(self._reader, token_hash)
+        return self._on_loop(lambda db: _dashboard_session(db, token_hash))
 
     async def delete_dashboard_session(self, token_hash: str) -> None:
         await self._write(lambda db: db.execute("DELETE FROM dashboard_sessions WHERE token_hash = ?", (token_hash,)))
@@ -922,11 +1041,15 @@ class SQLiteStore:
         # On every call of a trigger that uses $secrets: read on the loop, as get_session does.
         if self._reader is None:
             return await self._run(self.company_secrets_sync, company_id)
-        with self._reader_lock:
-            return _company_secrets(self._reader, company_id)
+        return self._on_loop(lambda db: _company_secrets(db, company_id))
 
     async def ping(self) -> None:
         await self._run(lambda: self._read(lambda db: db.execute("SELECT 1").fetchone()))
+
+    async def probe_write(self) -> None:
+        await self._write(
+            lambda db: db.execute("INSERT OR REPLACE INTO write_probe (id, at) VALUES (1, ?)", (time.time(),))
+        )
 
     async def close(self) -> None:
         await self._run(lambda: None)
@@ -993,16 +1116,24 @@ def _dumps_sized(value: Any) -> tuple[str, int]:
 
 #: The loop's writer leaves checkpoints to the worker thread: one every this many group commits.
 _CHECKPOINT_EVERY = 200
-#: Past this many WAL frames (16 MiB of 4 KiB pages) a checkpoint also truncates the WAL file.
-_WAL_TRUNCATE_FRAMES = 4096
+#: Past this many WAL frames (4 MiB of 4 KiB pages) a checkpoint also truncates the WAL file.
+_WAL_TRUNCATE_FRAMES = 1024
+#: The WAL file is cut back to this size after each checkpoint (``PRAGMA journal_size_limit``).
+_WAL_LIMIT_BYTES = 4 * 1024 * 1024
 _TRUNCATE_WAIT_MS = 200
 _BUSY_TIMEOUT_S = 30.0  # how long the worker's connection waits for another process's lock
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
+def _error_code(error: sqlite3.Error) -> int | None:
+    """SQLite's primary result code of an error (SQLITE_FULL, SQLITE_READONLY...), or None if unknown."""
     code = getattr(error, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    code = _error_code(error)
     if code is not None:
-        return code & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+        return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(error) or "busy" in str(error)
 
 
@@ -1037,7 +1168,8 @@ def _run_batch(
                 try:
                     outcomes.append((True, work(db)))
                 except Exception as error:
-                    db.execute("ROLLBACK")  # and the caller runs the batch again, with savepoints
+                    if db.in_transaction:  # SQLite rolls back by itself on a full disk or an I/O error
+                        db.execute("ROLLBACK")  # and the caller runs the batch again, with savepoints
                     return [(False, error)]
                 continue
             db.execute("SAVEPOINT one_write")
@@ -1045,6 +1177,8 @@ def _run_batch(
                 outcomes.append((True, work(db)))
                 db.execute("RELEASE one_write")
             except Exception as error:  # handed to that caller; the others go on
+                if not db.in_transaction:  # SQLite rolled the whole transaction back (a full disk, an I/O error)
+                    return [(False, error)] * len(batch)
                 db.execute("ROLLBACK TO one_write")
                 db.execute("RELEASE one_write")
                 outcomes.append((False, error))
@@ -1260,26 +1394,43 @@ def _dashboard_session(db: sqlite3.Connection, token_hash: str) -> DashboardSess
     return None if row is None else DashboardSession(*row)
 
 
-def _append_log(db: sqlite3.Connection, session_id: str, record: Mapping[str, Any], company_id: str | None) -> int:
+def _append_log(
+    db: sqlite3.Connection,
+    session_id: str,
+    record: Mapping[str, Any],
+    company_id: str | None,
+    state: str = _DONE,
+) -> int:
     if company_id is None:
         session = _lookup(db, session_id, None)
         company_id = session.company_id if session is not None else ""
     cursor = db.execute(
-        "INSERT INTO call_logs (company_id, session_id, at, record) VALUES (?, ?, ?, ?)",
-        (company_id, session_id, float(record.get("at", time.time())), _dumps(record)),
+        "INSERT INTO call_logs (company_id, session_id, at, record, state) VALUES (?, ?, ?, ?, ?)",
+        (company_id, session_id, float(record.get("at", time.time())), _dumps(record), state),
     )
     return int(cursor.lastrowid or 0)
+
+
+def _begun(db: sqlite3.Connection, seq: int) -> bool:
+    """Whether the call ``seq`` was begun and not yet completed."""
+    row = db.execute("SELECT state FROM call_logs WHERE seq = ?", (seq,)).fetchone()
+    return row is not None and row[0] == _STARTED
+
+
+def _complete(db: sqlite3.Connection, seq: int, record: Mapping[str, Any]) -> None:
+    db.execute("UPDATE call_logs SET record = ?, state = ? WHERE seq = ?", (_dumps(record), _DONE, seq))
 
 
 def _logs(db: sqlite3.Connection, session_id: str, limit: int, company_id: str | None) -> list[dict[str, Any]]:
     where = "company_id = ? AND session_id = ?" if company_id is not None else "session_id = ?"
     params: tuple[str, ...] = (company_id, session_id) if company_id is not None else (session_id,)
     rows = db.execute(
-        f"SELECT seq, record FROM (SELECT seq, record FROM call_logs WHERE {where} "
+        f"SELECT seq, record, state FROM (SELECT seq, record, state FROM call_logs WHERE {where} "
         "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
         (*params, limit),
     ).fetchall()
-    return [{"seq": seq, **read_json(record)} for seq, record in rows]
+    now = time.time()
+    return [log_view(seq, read_json(record), state, now) for seq, record, state in rows]
 
 
 def _list_sessions(db: sqlite3.Connection, company_id: str, limit: int, offset: int) -> list[SessionSummary]:
