@@ -442,3 +442,24 @@ def test_a_version_4_database_gains_call_states_and_keeps_its_records(tmp_path: 
         assert store.logs_sync("S1", company_id="c") == [{"seq": 1, "trigger": "t", "state": "recorded"}]
     finally:
         store.close_sync()
+
+
+def test_the_wal_stays_within_a_few_mib_under_steady_writes(tmp_path: Path) -> None:
+    """The WAL is truncated once past 4 MiB and cut back after checkpoints, so the disk headroom it needs is
+    small and stated (specs/durability.md): 24 MiB of log records never make it pass 8 MiB."""
+    path = tmp_path / "s.db"
+
+    async def main() -> int:
+        store = SQLiteStore(path)
+        await store.put_session("S1", company_id="c", client_data={})
+        largest = 0
+        for n in range(3000):
+            await store.append_log("S1", {"at": 1.0, "trigger": "t", "body": f"{n}" + "x" * 8000}, company_id="c")
+            if n % 50 == 0:
+                await asyncio.sleep(0.01)  # the worker thread checkpoints meanwhile
+                largest = max(largest, (tmp_path / "s.db-wal").stat().st_size)
+        await store.close()
+        return largest
+
+    largest = asyncio.run(main())
+    assert 0 < largest < 8 * 1024 * 1024, largest

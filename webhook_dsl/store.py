@@ -1115,7 +1115,7 @@ def _dumps_sized(value: Any) -> tuple[str, int]:
 
 
 #: The loop's writer leaves checkpoints to the worker thread: one every this many group commits.
-_CHECKPOINT_EVERY = 200
+_CHECKPOINT_EVERY = 50
 #: Past this many WAL frames (4 MiB of 4 KiB pages) a checkpoint also truncates the WAL file.
 _WAL_TRUNCATE_FRAMES = 1024
 #: The WAL file is cut back to this size after each checkpoint (``PRAGMA journal_size_limit``).
