@@ -65,13 +65,13 @@ sys.path.insert(0, str(HERE))
 
 import hostile_tenants  # noqa: E402
 
-from webhook_dsl.service import open_store  # noqa: E402
-from webhook_dsl.store import hash_api_key, new_api_key  # noqa: E402
+from webhook_dsl.storage.base import hash_api_key, new_api_key  # noqa: E402
+from webhook_dsl.storage.database_url import open_store  # noqa: E402
 
 _STAND_IN = (
     "import http.server, sys\n"
     "http.server.ThreadingHTTPServer.request_queue_size = 1024\n"
-    "from webhook_dsl.standin import serve\n"
+    "from webhook_dsl.demo import serve\n"
     "serve('127.0.0.1', int(sys.argv[1])).serve_forever()\n"
 )
 

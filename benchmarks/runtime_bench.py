@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from webhook_dsl import Runtime, SQLiteStore, compile_trigger, compile_webhook  # noqa: E402
-from webhook_dsl.runtime import run  # noqa: E402
+from webhook_dsl.runtime.calls import run  # noqa: E402
 
 LOOPS = ("uvloop", "asyncio")
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from webhook_dsl.runtime import run
-from webhook_dsl.standin import start_in_thread
+from webhook_dsl.demo import start_in_thread
+from webhook_dsl.runtime.calls import run
 
 
 @pytest.fixture(scope="module")

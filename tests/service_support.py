@@ -22,7 +22,8 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 
-from webhook_dsl.store import SQLiteStore, Store, hash_api_key, new_api_key
+from webhook_dsl.storage.base import Store, hash_api_key, new_api_key
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_TRIGGERS = ROOT / "examples" / "triggers"
@@ -52,7 +53,7 @@ class StoreFactory:
     def __call__(self) -> Store:
         if self.kind == "sqlite":
             return SQLiteStore(self.path)
-        from webhook_dsl.pgstore import PostgresStore
+        from webhook_dsl.storage.postgres import PostgresStore
 
         assert POSTGRES is not None
         return PostgresStore(POSTGRES, schema=self.schema, min_size=1, max_size=8)
@@ -243,7 +244,7 @@ def services(triggers: Path, database: str, count: int, *extra: str) -> Iterator
             service.stop()
 
 
-# -- the one rule for sessions (webhook_dsl.store): the service and the command line are tested with these ----
+# -- the one rule for sessions (webhook_dsl.storage.sqlite): the service and the command line are tested with these ----
 
 ACCEPTED_SESSION_IDS = ["S1", "7", "x" * 128, "ana@example.com", "a.b_c:d~e-f"]
 REFUSED_SESSION_IDS = ["a b", "-S1", ".S1", "_S1", "x" * 129, "é", "S1\n", "a%b", "a+b", "a#b"]

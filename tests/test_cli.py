@@ -21,7 +21,8 @@ from tests.service_support import (
     StoreFactory,
 )
 from webhook_dsl.cli import main
-from webhook_dsl.store import SQLiteStore, company_id_problem, session_id_problem
+from webhook_dsl.storage.base import company_id_problem, session_id_problem
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted(str(p) for p in (ROOT / "examples" / "webhooks").glob("*.json"))

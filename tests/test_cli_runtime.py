@@ -14,8 +14,8 @@ import pytest
 from tests.service_support import write_example_triggers
 from webhook_dsl import compile_trigger, compile_webhook
 from webhook_dsl.cli import main
-from webhook_dsl.runtime import event_loop_factory
-from webhook_dsl.runtime import run as run_coroutine
+from webhook_dsl.runtime.calls import event_loop_factory
+from webhook_dsl.runtime.calls import run as run_coroutine
 
 ROOT = Path(__file__).resolve().parent.parent
 TRIGGERS = ROOT / "examples" / "triggers"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from tests.test_cli import run
-from webhook_dsl.store import SQLiteStore
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 TOKEN = "erp-SECRET-2f9a-long"
 PIN = "1234"

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
-import webhook_dsl.client
+import webhook_dsl.runtime.client
 from tests.http_stub import StubServer, answer
 from webhook_dsl import Runtime, compile_webhook
-from webhook_dsl.client import PinnedClients
-from webhook_dsl.guard import BlockedError, OutboundGuard
+from webhook_dsl.runtime.client import PinnedClients
+from webhook_dsl.runtime.guard import BlockedError, OutboundGuard
 
 DIALLED: list[tuple[str, int]] = []
 
@@ -32,7 +32,7 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if address not in ("127.0.0.1", "::1"):
             raise AssertionError(f"test tried to connect to {address!r}")
 
-    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
+    monkeypatch.setattr(webhook_dsl.runtime.client, "dialling", dialling)
     DIALLED.clear()
     yield
 
@@ -87,7 +87,7 @@ def test_a_name_is_resolved_again_when_its_pin_expires(monkeypatch: pytest.Monke
             plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
             first = await runtime.execute(plan, {})
             again = await runtime.execute(plan, {})  # within the pin: no lookup
-            monkeypatch.setattr(webhook_dsl.client, "PIN_SECONDS", 0.0)
+            monkeypatch.setattr(webhook_dsl.runtime.client, "PIN_SECONDS", 0.0)
             runtime._clients._pins.clear()  # type: ignore[union-attr]
             third = await runtime.execute(plan, {})
         return first, again, third
@@ -109,7 +109,7 @@ def test_a_renewed_pin_keeps_its_connection_while_the_answer_holds(monkeypatch: 
         lookups.append(host)
         return ["127.0.0.1"]
 
-    monkeypatch.setattr(webhook_dsl.client, "PIN_SECONDS", 0.0)
+    monkeypatch.setattr(webhook_dsl.runtime.client, "PIN_SECONDS", 0.0)
 
     async def main() -> tuple[list[Any], StubServer]:
         async with (

@@ -19,9 +19,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhook_dsl import RenderError, WebhookPlan, compile_webhook
-from webhook_dsl.ast import Context
-from webhook_dsl.codegen import generate_render_function, generate_source
-from webhook_dsl.plan import JsonStringPlan, Slot
+from webhook_dsl.language.codegen import generate_render_function, generate_source
+from webhook_dsl.language.plan import JsonStringPlan, Slot
+from webhook_dsl.language.syntax import Context
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,8 +18,9 @@ from starlette.testclient import TestClient
 
 from tests.service_support import StoreFactory, make_key, put_secrets, services, write_triggers
 from tests.test_dashboard_session import browser
-from webhook_dsl.dashboard import COOKIE
-from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
+from webhook_dsl.service.app import TriggerCatalog, create_app
+from webhook_dsl.service.dashboard import COOKIE
+from webhook_dsl.service.middleware import ServiceSettings
 
 SECRET = "hd-SECRET-99ab77"
 ERP_SECRET = "erp-SECRET-t0k5e1"

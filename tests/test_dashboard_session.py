@@ -26,12 +26,13 @@ import httpx
 import pytest
 from starlette.testclient import TestClient
 
-import webhook_dsl.dashboard as dashboard
+import webhook_dsl.service.dashboard as dashboard
 from tests.service_support import BACKENDS, ServiceProcess, StoreFactory, make_key, write_triggers
 from webhook_dsl.cli import main
-from webhook_dsl.dashboard import COOKIE, LOGIN_COOKIE
-from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
-from webhook_dsl.store import hash_api_key
+from webhook_dsl.service.app import TriggerCatalog, create_app
+from webhook_dsl.service.dashboard import COOKIE, LOGIN_COOKIE
+from webhook_dsl.service.middleware import ServiceSettings
+from webhook_dsl.storage.base import hash_api_key
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ import pytest
 
 from tests.http_stub import Request, StubServer, response
 from webhook_dsl.errors import ConfigError
-from webhook_dsl.runtime import Runtime, TriggerResult
-from webhook_dsl.store import SQLiteStore
-from webhook_dsl.trigger import Trigger, compile_trigger
+from webhook_dsl.runtime.calls import Runtime, TriggerResult
+from webhook_dsl.runtime.trigger import Trigger, compile_trigger
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 PARAMETERS = {"type": "object", "properties": {"target": {"type": "string"}, "q": {"type": "string"}}}
 
@@ -112,7 +112,7 @@ def test_keys_other_triggers_protect_are_refused_too(tmp_path: Path) -> None:
 def test_the_service_protects_every_trigger_s_keys_for_its_company(tmp_path: Path) -> None:
     """The catalog gathers, per company, the keys any of its triggers protects: the service passes them to
     every call, so the billing trigger's host cannot be set by the answer of the lookup trigger."""
-    from webhook_dsl.service import TriggerCatalog
+    from webhook_dsl.service.app import TriggerCatalog
 
     def write(path: Path, name: str, webhook: dict[str, Any], **extra: Any) -> None:
         path.mkdir(parents=True, exist_ok=True)

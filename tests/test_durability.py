@@ -21,9 +21,9 @@ import pytest
 from tests.http_stub import Request, StubServer, answer
 from tests.service_support import BACKENDS, POSTGRES, StoreFactory
 from webhook_dsl import Runtime, SQLiteStore, compile_trigger
-from webhook_dsl import journal as journal_module
-from webhook_dsl.journal import CallJournal, journal_base
-from webhook_dsl.store import Store, StoreUnavailable
+from webhook_dsl.storage import journal as journal_module
+from webhook_dsl.storage.base import Store, StoreUnavailable
+from webhook_dsl.storage.journal import CallJournal, journal_base
 
 LOOPBACK = ["127.0.0.0/8"]
 
@@ -130,7 +130,7 @@ def test_a_completion_the_store_refuses_is_journaled_then_replayed_once(
 ) -> None:
     """The call happened: the caller gets its real result, flagged unrecorded; the record and the merge reach
     the store once it takes writes again, exactly once."""
-    monkeypatch.setattr("webhook_dsl.runtime._REPLAY_PAUSE_S", 0.05)
+    monkeypatch.setattr("webhook_dsl.runtime.calls._REPLAY_PAUSE_S", 0.05)
 
     async def test(store: Store) -> None:
         await store.put_session("S1", company_id="c", client_data={"n": 1})
@@ -338,7 +338,7 @@ def test_postgres_stopped_mid_call_loses_no_delivered_call(
     without being reopened."""
     if backend.kind != "postgresql":
         pytest.skip("PostgreSQL only")
-    monkeypatch.setattr("webhook_dsl.runtime._REPLAY_PAUSE_S", 0.1)
+    monkeypatch.setattr("webhook_dsl.runtime.calls._REPLAY_PAUSE_S", 0.1)
     assert PG_CTL is not None
     gate = asyncio.Event()
 
@@ -389,7 +389,7 @@ def test_postgres_stopped_mid_call_loses_no_delivered_call(
 def test_a_journaled_record_is_masked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A journaled record is the masked one: no declared secret reaches the journal file."""
     secret = "s3cr3t-token-value"
-    monkeypatch.setattr("webhook_dsl.runtime._REPLAY_PAUSE_S", 60)
+    monkeypatch.setattr("webhook_dsl.runtime.calls._REPLAY_PAUSE_S", 60)
 
     async def main() -> None:
         store = SQLiteStore(tmp_path / "s.db")

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from webhook_dsl.encode import (
+from webhook_dsl.language.encode import (
     ValueProblem,
     check_header_name,
     check_header_value,

@@ -18,11 +18,11 @@ from typing import Any
 import httpx
 import pytest
 
-import webhook_dsl.client
+import webhook_dsl.runtime.client
 from webhook_dsl import Runtime, compile_trigger, compile_webhook
-from webhook_dsl.client import InFlight
-from webhook_dsl.masking import Masker
-from webhook_dsl.runtime import message_for_llm
+from webhook_dsl.runtime.calls import message_for_llm
+from webhook_dsl.runtime.client import InFlight
+from webhook_dsl.runtime.masking import Masker
 
 LOOPBACK = ["127.0.0.0/8"]
 HANGING = 300
@@ -37,7 +37,7 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if ipaddress.ip_address(address) not in ipaddress.ip_network("127.0.0.0/8"):
             raise AssertionError(f"test tried to connect to {address!r}")
 
-    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
+    monkeypatch.setattr(webhook_dsl.runtime.client, "dialling", dialling)
     yield
 
 

@@ -17,8 +17,8 @@ from hypothesis import strategies as st
 
 from tests.test_properties import JSON_DATA, SOUP, config_text, mutated_config
 from webhook_dsl import ConfigSyntaxError
-from webhook_dsl.fastparse import parse_fast
-from webhook_dsl.parse import MAX_NESTING, SourceText, _parse_with_lark
+from webhook_dsl.language.fastparse import parse_fast
+from webhook_dsl.language.parse import MAX_NESTING, SourceText, _parse_with_lark
 
 BUDGET = settings(max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200")), deadline=None)
 

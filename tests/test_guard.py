@@ -1,6 +1,6 @@
 """The outbound guard: SSRF vectors refused before any connection; resolution stubbed, never real DNS.
 
-An autouse fixture watches every place a connection can start: ``webhook_dsl.client.dialling`` (the
+An autouse fixture watches every place a connection can start: ``webhook_dsl.runtime.client.dialling`` (the
 one point every request of the default pyreqwest client passes, with the checked address it will
 connect to, since the connect itself happens in Rust) and the event loop's sock_connect and
 create_connection (the httpx transport path, the stand-in). A connection to anything but loopback
@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-import webhook_dsl.client
+import webhook_dsl.runtime.client
 from tests.http_stub import StubServer, answer
 from webhook_dsl import Runtime, compile_webhook
-from webhook_dsl.guard import BlockedError, OutboundGuard, parse_numeric_host, why_blocked
+from webhook_dsl.runtime.guard import BlockedError, OutboundGuard, parse_numeric_host, why_blocked
 
 DIALLED: list[str] = []
 
@@ -49,7 +49,7 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     def dialling(address: str, port: int) -> None:
         check(address)
 
-    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
+    monkeypatch.setattr(webhook_dsl.runtime.client, "dialling", dialling)
     monkeypatch.setattr(asyncio.selector_events.BaseSelectorEventLoop, "sock_connect", sock_connect)
     monkeypatch.setattr(asyncio.BaseEventLoop, "create_connection", create_connection)
     DIALLED.clear()

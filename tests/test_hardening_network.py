@@ -17,10 +17,10 @@ from typing import Any
 import httpx
 import pytest
 
-import webhook_dsl.client
+import webhook_dsl.runtime.client
 from tests.http_stub import Request, StubServer, answer, response
 from webhook_dsl import Runtime, SQLiteStore, compile_trigger, compile_webhook
-from webhook_dsl.guard import BlockedError, NetworkSpecError, OutboundGuard, parse_network
+from webhook_dsl.runtime.guard import BlockedError, NetworkSpecError, OutboundGuard, parse_network
 
 DIALLED: list[str] = []
 LOOPBACK = ["127.0.0.0/8"]
@@ -33,7 +33,7 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if address not in ("127.0.0.1", "::1"):
             raise AssertionError(f"test tried to connect to {address!r}")
 
-    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
+    monkeypatch.setattr(webhook_dsl.runtime.client, "dialling", dialling)
     DIALLED.clear()
     yield
 
@@ -317,7 +317,7 @@ def test_a_refused_name_never_tells_the_llm_or_the_caller_where_it_points(
         await store.close()
         return [results, logs]
 
-    with caplog.at_level(logging.INFO, logger="webhook_dsl.guard"):
+    with caplog.at_level(logging.INFO, logger="webhook_dsl.runtime.guard"):
         results, logs = asyncio.run(main())
     addresses = ["10.20.30.40", "169.254.169.254", "192.168.7.7", "8.8.8.8"]
     shown = [r.message_for_llm for r in results] + [str(r.to_dict()) for r in results] + [str(logs)]

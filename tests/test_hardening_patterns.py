@@ -26,8 +26,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook_dsl import ConfigError, compile_trigger
-from webhook_dsl.patterns import PatternError, linear_pattern, pattern_matches
-from webhook_dsl.trigger import Trigger
+from webhook_dsl.language.patterns import PatternError, linear_pattern, pattern_matches
+from webhook_dsl.runtime.trigger import Trigger
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 SETTINGS = settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

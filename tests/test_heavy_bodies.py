@@ -24,10 +24,13 @@ from starlette.applications import Starlette
 
 from tests.service_support import StoreFactory, make_key
 from tests.test_service import check as documented
-from webhook_dsl import service
-from webhook_dsl.service import MAX_URLENCODED_BYTES, ServiceSettings, TriggerCatalog, create_app
-from webhook_dsl.store import DEFAULT_MAX_CLIENT_DATA_BYTES
-from webhook_dsl.trigger import compile_trigger
+from webhook_dsl.runtime.trigger import compile_trigger
+from webhook_dsl.service import app as service
+from webhook_dsl.service import errors as service_errors
+from webhook_dsl.service import middleware as service_middleware
+from webhook_dsl.service.app import TriggerCatalog, create_app
+from webhook_dsl.service.middleware import MAX_URLENCODED_BYTES, ServiceSettings
+from webhook_dsl.storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES
 
 WIDE = {f"k{i}": i for i in range(60_000)}
 JSON = {"content-type": "application/json"}
@@ -349,7 +352,7 @@ def test_a_company_past_its_share_of_large_bodies_gets_429_while_others_are_serv
 ) -> None:
     """Large bodies are charged to their company's share of the loop; small ones, and other companies', pass."""
     wide = json.dumps({"client_data": WIDE}).encode()
-    assert len(wide) > service.LARGE_BODY_BYTES
+    assert len(wide) > service_middleware.LARGE_BODY_BYTES
 
     async def test(app: Served) -> None:
         async with app.client("cmp_a") as a, app.client("cmp_b") as b:
@@ -381,19 +384,19 @@ def test_the_large_body_share_drains_with_time(monkeypatch: pytest.MonkeyPatch) 
     """A leaky bucket: the debt drains at ``share`` seconds per second, and the refusal says how long to wait."""
     now = [100.0]
     monkeypatch.setattr(service.time, "monotonic", lambda: now[0])
-    limit = service._CompanyLimit(None, share=0.1)
+    limit = service_middleware._CompanyLimit(None, share=0.1)
     limit.admit_large("c")
     limit.charge("c", 0.25)  # 0.2 s past the 0.05 s burst: 2 s at a tenth
-    with pytest.raises(service.ApiError) as refused:
+    with pytest.raises(service_errors.ApiError) as refused:
         limit.admit_large("c")
     assert refused.value.headers == {"Retry-After": "2"}
     limit.admit_large("other")
     now[0] += 1.0
-    with pytest.raises(service.ApiError):
+    with pytest.raises(service_errors.ApiError):
         limit.admit_large("c")
     now[0] += 1.0
     limit.admit_large("c")  # 0.05 s left: within the burst
-    unlimited = service._CompanyLimit(None, share=None)
+    unlimited = service_middleware._CompanyLimit(None, share=None)
     unlimited.charge("c", 100.0)
     unlimited.admit_large("c")
     with pytest.raises(ValueError, match="large_body_share"):

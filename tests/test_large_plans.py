@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from webhook_dsl import WebhookDslError, compile_webhook
-from webhook_dsl.codegen import generate_render_function
+from webhook_dsl.language.codegen import generate_render_function
 
 MAX_EXAMPLES = max(8, int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200")) // 30)  # each example is large
 

@@ -15,10 +15,10 @@ from hypothesis import strategies as st
 
 from tests.http_stub import Request, StubServer, response
 from tests.test_masking import _recoverable
-from webhook_dsl.masking import MASK, Masker
-from webhook_dsl.runtime import CallResult, Runtime, TriggerResult, message_for_llm
-from webhook_dsl.store import SQLiteStore
-from webhook_dsl.trigger import Trigger, compile_trigger
+from webhook_dsl.runtime.calls import CallResult, Runtime, TriggerResult, message_for_llm
+from webhook_dsl.runtime.masking import MASK, Masker
+from webhook_dsl.runtime.trigger import Trigger, compile_trigger
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 LOOPBACK = ["127.0.0.0/8"]
 SECRET = "tok-UNIQUE-7f3a9/x"
@@ -268,8 +268,8 @@ def test_the_message_carries_the_response_exactly(
 
 def test_reprs_show_no_secret_values(tmp_path: Path) -> None:
     """Reprs end up in tracebacks and logs: a session, a rendered request and every result show shapes only."""
-    from webhook_dsl.plan import RenderedRequest
-    from webhook_dsl.store import Session
+    from webhook_dsl.language.plan import RenderedRequest
+    from webhook_dsl.storage.base import Session
 
     session = Session("s1", "cmp_1", "asst", {"erp_token": SECRET})
     request = RenderedRequest("POST", f"https://x.example/?k={SECRET}", [("Authorization", SECRET)], SECRET.encode())

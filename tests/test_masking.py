@@ -20,7 +20,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, note, settings
 from hypothesis import strategies as st
 
-from webhook_dsl.masking import (
+from webhook_dsl.runtime.masking import (
     MASK,
     MIN_SECRET_LENGTH,
     Masker,

@@ -11,10 +11,9 @@ import pytest
 
 from tests.test_fastparse import agree
 from webhook_dsl import ConfigError, ConfigSyntaxError, PlanFormatError, RenderError, compile_webhook, load_plans
-from webhook_dsl.ast import JsonObject, StringTemplate, VarRef
-from webhook_dsl.codegen import Fallback, generate_render_function, generate_source
-from webhook_dsl.parse import parse_config
-from webhook_dsl.plan import (
+from webhook_dsl.language.codegen import Fallback, generate_render_function, generate_source
+from webhook_dsl.language.parse import parse_config
+from webhook_dsl.language.plan import (
     PLAN_VERSION,
     WebhookPlan,
     defined_name,
@@ -22,6 +21,7 @@ from webhook_dsl.plan import (
     resolve_reference,
     top_level_names,
 )
+from webhook_dsl.language.syntax import JsonObject, StringTemplate, VarRef
 
 
 def _parts(template: str) -> tuple[Any, ...]:

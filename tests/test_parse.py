@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from webhook_dsl import ConfigSyntaxError, compile_webhook
-from webhook_dsl.ast import BareVar, JsonNumber, JsonObject, StringTemplate, Text, VarRef
-from webhook_dsl.parse import MAX_CONFIG_BYTES, MAX_NESTING, parse_config
+from webhook_dsl.language.parse import MAX_CONFIG_BYTES, MAX_NESTING, parse_config
+from webhook_dsl.language.syntax import BareVar, JsonNumber, JsonObject, StringTemplate, Text, VarRef
 
 
 def _string(node: object) -> StringTemplate:

@@ -10,7 +10,7 @@ import pytest
 
 import webhook_dsl
 from webhook_dsl import PlanFormatError, RenderError, compile_webhook, dump_plans, load_plans
-from webhook_dsl.codegen import generate_source
+from webhook_dsl.language.codegen import generate_source
 
 ROOT = Path(__file__).resolve().parent.parent
 TICKET = (ROOT / "examples" / "webhooks" / "create_ticket.json").read_text(encoding="utf-8")
@@ -142,7 +142,7 @@ def test_render_errors_never_quote_values() -> None:
 
 
 def test_rendered_size_limits() -> None:
-    from webhook_dsl.plan import MAX_BODY_BYTES, MAX_URL_LENGTH
+    from webhook_dsl.language.plan import MAX_BODY_BYTES, MAX_URL_LENGTH
 
     plan = compile_webhook(
         {

@@ -15,9 +15,9 @@ import pytest
 
 from tests.http_stub import Request, StubServer, answer, response
 from webhook_dsl import compile_webhook
-from webhook_dsl.runtime import Runtime, TriggerResult
-from webhook_dsl.store import SQLiteStore
-from webhook_dsl.trigger import Trigger, compile_trigger
+from webhook_dsl.runtime.calls import Runtime, TriggerResult
+from webhook_dsl.runtime.trigger import Trigger, compile_trigger
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 LOOPBACK = ["127.0.0.0/8"]
 
@@ -397,7 +397,7 @@ def test_concurrent_merges_from_two_processes_lose_nothing(tmp_path: Path) -> No
     store = SQLiteStore(tmp_path / "shared.db")
     store.put_session_sync("s", company_id="c", assistant_id="a")
     script = (
-        "import sys; from webhook_dsl.store import SQLiteStore\n"
+        "import sys; from webhook_dsl.storage.sqlite import SQLiteStore\n"
         "s = SQLiteStore(sys.argv[1])\n"
         "for i in range(100): s.merge_client_data_sync('s', {f'{sys.argv[2]}{i}': i})\n"
     )
@@ -430,7 +430,7 @@ def test_response_integers_beyond_64_bits_stay_exact(tmp_path: Path) -> None:
 
 
 def test_variables_follow_precedence_and_say_where_they_came_from() -> None:
-    from webhook_dsl.runtime import build_variables, variable_origins
+    from webhook_dsl.runtime.calls import build_variables, variable_origins
 
     trigger = trigger_for("https://erp.example.test/o/$order_number")
     client_data = {"order_number": "from-session", "erp_token": "t", "session.id": "forged", "images": "x"}

@@ -1,4 +1,4 @@
-"""Company secrets and the one rule for what a session may hold: the functions in webhook_dsl.store that the
+"""Company secrets and the one rule for what a session may hold: the functions in webhook_dsl.storage.sqlite that the
 command line, the service and the stores all ask, and the OpenAPI patterns that must say the same."""
 
 from __future__ import annotations
@@ -17,19 +17,19 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from tests.service_support import BACKENDS, StoreFactory, make_key, write_triggers
-from webhook_dsl.masking import MIN_SECRET_LENGTH
-from webhook_dsl.openapi import openapi_document
-from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
-from webhook_dsl.store import (
+from webhook_dsl.language.names import MIN_SECRET_LENGTH, SECRET_NAME_PATTERN
+from webhook_dsl.service.app import TriggerCatalog, create_app
+from webhook_dsl.service.middleware import ServiceSettings
+from webhook_dsl.service.openapi import openapi_document
+from webhook_dsl.storage.base import (
     ID_PATTERN,
-    SECRET_NAME_PATTERN,
     SECRET_VALUE_PATTERN,
     SecretValues,
-    SQLiteStore,
     client_data_problems,
     secret_problem,
     session_id_problem,
 )
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 VALUE = "erp-SECRET-7f3a9c"

@@ -42,9 +42,10 @@ from tests.service_support import (
     write_triggers,
 )
 from webhook_dsl.cli import main
-from webhook_dsl.openapi import openapi_document
-from webhook_dsl.service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
-from webhook_dsl.store import secret_problem, session_id_problem
+from webhook_dsl.service.app import TriggerCatalog, TriggerLoadError, create_app
+from webhook_dsl.service.middleware import ServiceSettings
+from webhook_dsl.service.openapi import openapi_document
+from webhook_dsl.storage.base import secret_problem, session_id_problem
 
 _MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 
@@ -395,7 +396,7 @@ def test_unknown_things_are_json_errors(service: Service) -> None:
 
 
 def test_responses_survive_a_lone_surrogate_from_a_remote() -> None:
-    from webhook_dsl.service import JSONResponse
+    from webhook_dsl.service.errors import JSONResponse
 
     assert JSONResponse({"x": "\ud800", "y": "é"}).body == b'{"x": "\\ud800", "y": "\\u00e9"}'.replace(b" ", b"")
     assert JSONResponse({"y": "é"}).body == '{"y":"é"}'.encode()
@@ -865,7 +866,7 @@ def _same(a: Any, b: Any) -> bool:
 def _reference_parse(data: bytes) -> Any:
     """The stdlib's reading, with the service's rules: no NaN/Infinity, depth 33 (client_data's 32 and the body
     around it), no lone surrogates."""
-    from webhook_dsl.service import _depth
+    from webhook_dsl.service.app import _depth
 
     def refuse(name: str) -> Any:
         raise ValueError(name)
@@ -890,7 +891,8 @@ _json_values = st.recursive(
 @settings(max_examples=_MAX_EXAMPLES, deadline=None)
 @given(_json_values, st.booleans(), st.sampled_from(["", "truncate", "NaN", "1e400", "surrogate", "nest"]))
 def test_request_json_is_read_as_the_stdlib_reads_it(value: Any, ascii_only: bool, damage: str) -> None:
-    from webhook_dsl.service import ApiError, _parse_json
+    from webhook_dsl.service.app import _parse_json
+    from webhook_dsl.service.errors import ApiError
 
     text = json.dumps(value, ensure_ascii=ascii_only)
     if damage == "truncate":

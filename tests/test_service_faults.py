@@ -34,11 +34,13 @@ from starlette.applications import Starlette
 
 from tests.service_support import StoreFactory, free_port, make_key
 from tests.test_service import check as documented
-from webhook_dsl import service
 from webhook_dsl.cli import main
-from webhook_dsl.openapi import openapi_document
-from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app
-from webhook_dsl.store import SQLiteStore, Store, StoreUnavailable
+from webhook_dsl.service import views as service_views
+from webhook_dsl.service.app import TriggerCatalog, create_app
+from webhook_dsl.service.middleware import ServiceSettings
+from webhook_dsl.service.openapi import openapi_document
+from webhook_dsl.storage.base import Store, StoreUnavailable
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 WRITES = frozenset(
     {"put_session", "merge_client_data", "append_log", "begin_call", "finish_call", "set_secret", "delete_secret"}
@@ -245,7 +247,7 @@ def test_every_error_answer_keeps_the_connection_alive(
                     "/session/S1",
                     None,
                     {},
-                    lambda: monkeypatch.setattr(service, "masked_session", unexpected),
+                    lambda: monkeypatch.setattr(service_views, "masked_session", unexpected),
                 ),
                 (503, "GET", "/session/S1", None, {}, store_down),
             ]
@@ -366,7 +368,7 @@ def test_an_unexpected_exception_is_still_a_500_internal_logged_with_its_traceba
     def unexpected(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(service, "masked_session", unexpected)
+    monkeypatch.setattr(service_views, "masked_session", unexpected)
 
     async def ask(client: httpx.AsyncClient) -> httpx.Response:
         return await client.get("/session/S1", headers=served.headers)

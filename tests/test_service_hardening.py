@@ -35,16 +35,10 @@ from starlette.testclient import TestClient
 from tests.service_support import BACKENDS, ServiceProcess, StoreFactory, make_key, start_echo, write_triggers
 from tests.test_service import check as documented
 from webhook_dsl.cli import main
-from webhook_dsl.service import ServiceSettings, TriggerCatalog, create_app, names_loopback
-from webhook_dsl.store import (
-    _SCHEMA_VERSION,
-    DEFAULT_MAX_CLIENT_DATA_BYTES,
-    ClientDataTooLarge,
-    LogSeq,
-    SQLiteStore,
-    Store,
-    compact_json_size,
-)
+from webhook_dsl.service.app import TriggerCatalog, create_app
+from webhook_dsl.service.middleware import ServiceSettings, names_loopback
+from webhook_dsl.storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES, ClientDataTooLarge, LogSeq, Store, compact_json_size
+from webhook_dsl.storage.sqlite import _SCHEMA_VERSION, SQLiteStore
 
 SECRET = "erp-SECRET-41d2c9"
 

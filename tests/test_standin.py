@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import socket
 
-from webhook_dsl.standin import _Handler
+from webhook_dsl.demo import _Handler
 
 
 class _CountingSocket(socket.socket):

@@ -16,16 +16,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.service_support import BACKENDS, StoreFactory
-from webhook_dsl.store import (
+from webhook_dsl.storage.base import (
     AmbiguousSession,
     SecretInfo,
     SessionNotFound,
-    SQLiteStore,
     Store,
     hash_api_key,
     new_api_key,
     secret_problem,
 )
+from webhook_dsl.storage.sqlite import SQLiteStore
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 
@@ -251,7 +251,7 @@ def test_sqlite_database_of_the_first_version_is_migrated(tmp_path: Path) -> Non
 
 def test_sqlite_keeps_integers_beyond_64_bits_exact(tmp_path: Path) -> None:
     """Regression: orjson reads integers beyond 64 bits as floats; stored client_data must stay exact."""
-    from webhook_dsl.store import SQLiteStore
+    from webhook_dsl.storage.sqlite import SQLiteStore
 
     store = SQLiteStore(tmp_path / "big.db")
     big = 123456789012345678901234567890
@@ -294,7 +294,7 @@ def test_sqlite_wal_is_checkpointed_off_the_loop(tmp_path: Path, monkeypatch: py
     worker thread does, so the WAL is kept short without the event loop waiting on the disk."""
     import threading
 
-    import webhook_dsl.store as store_module
+    import webhook_dsl.storage.sqlite as store_module
 
     monkeypatch.setattr(store_module, "_CHECKPOINT_EVERY", 10)
     ran_on: list[str] = []
@@ -414,7 +414,7 @@ def test_sqlite_wal_is_truncated_once_long(tmp_path: Path, monkeypatch: pytest.M
     """A passive checkpoint leaves the WAL file as long as it was (under steady load it grew without
     end); past the threshold the checkpoint truncates it, unless a reader is in the way, and then it
     gives up quickly, leaves the connection's lock timeout as it was, and the next one tries again."""
-    import webhook_dsl.store as store_module
+    import webhook_dsl.storage.sqlite as store_module
 
     path = tmp_path / "long.db"
     wal = Path(f"{path}-wal")

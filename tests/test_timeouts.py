@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-import webhook_dsl.client
+import webhook_dsl.runtime.client
 from tests.http_stub import Request, StubServer, response
 from webhook_dsl import Runtime, SQLiteStore, compile_trigger, compile_webhook
-from webhook_dsl.masking import Masker
-from webhook_dsl.runtime import CallResult, message_for_llm
+from webhook_dsl.runtime.calls import CallResult, message_for_llm
+from webhook_dsl.runtime.masking import Masker
 
 LOOPBACK = ["127.0.0.0/8"]
 METHODS = ["GET", "POST", "PUT", "DELETE"]
@@ -41,7 +41,7 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         if not address.startswith("127."):
             raise AssertionError(f"test tried to connect to {address!r}")
 
-    monkeypatch.setattr(webhook_dsl.client, "dialling", dialling)
+    monkeypatch.setattr(webhook_dsl.runtime.client, "dialling", dialling)
     yield
 
 

@@ -48,7 +48,7 @@ def test_wheel_installs_in_a_fresh_environment_and_compiles_an_example(tmp_path:
     (fresh_site / "zz_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     example = ROOT / "examples" / "webhooks" / "analyze_image.json"
     script = (
-        "import json, webhook_dsl, webhook_dsl.grammar as g\n"
+        "import json, webhook_dsl, webhook_dsl.language.grammar as g\n"
         f"plan = webhook_dsl.compile_file({str(example)!r})\n"
         "r = plan.render({'session.id': 's', 'vision_api_key': 'k', 'images': ['u']})\n"
         "print(json.dumps([webhook_dsl.__file__, str(g.GRAMMAR_FILE), json.loads(r.body)['all_images']]))\n"
@@ -58,5 +58,5 @@ def test_wheel_installs_in_a_fresh_environment_and_compiles_an_example(tmp_path:
     assert result.returncode == 0, result.stderr
     module_file, grammar_file, images = __import__("json").loads(result.stdout)
     assert module_file.startswith(str(fresh_site))
-    assert grammar_file == str(fresh_site / "webhook_dsl" / "_grammar" / "webhook.lark")
+    assert grammar_file == str(fresh_site / "webhook_dsl" / "language" / "webhook.lark")
     assert images == ["u"]

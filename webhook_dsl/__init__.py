@@ -12,7 +12,6 @@
 """
 
 from ._version import __version__
-from .compiler import compile_file, compile_webhook
 from .errors import (
     ConfigError,
     ConfigSyntaxError,
@@ -22,10 +21,12 @@ from .errors import (
     RenderError,
     WebhookDslError,
 )
-from .plan import RenderedRequest, WebhookPlan, dump_plans, load_plans
-from .runtime import CallResult, Runtime, RuntimeSettings, TriggerResult, call_trigger_sync
-from .store import Session, SessionNotFound, SQLiteStore, Store
-from .trigger import Trigger, compile_trigger, load_trigger
+from .language.compiler import compile_file, compile_webhook
+from .language.plan import RenderedRequest, WebhookPlan, dump_plans, load_plans
+from .runtime.calls import CallResult, Runtime, RuntimeSettings, TriggerResult, call_trigger_sync
+from .runtime.trigger import Trigger, compile_trigger, load_trigger
+from .storage.base import Session, SessionNotFound, Store
+from .storage.sqlite import SQLiteStore
 
 __all__ = [
     "CallResult",

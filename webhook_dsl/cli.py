@@ -17,17 +17,18 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .compiler import compile_webhook
 from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
-from .masking import MIN_SECRET_LENGTH, Masker, shown_request
-from .plan import WebhookPlan, dump_plans, load_plans
-from .runtime import EVENT_LOOPS, run
-from .store import DEFAULT_MAX_CLIENT_DATA_BYTES
-from .trigger import Trigger, compile_trigger, is_trigger_document
+from .language.compiler import compile_webhook
+from .language.names import MIN_SECRET_LENGTH
+from .language.plan import WebhookPlan, dump_plans, load_plans
+from .runtime.calls import EVENT_LOOPS, run
+from .runtime.masking import Masker, shown_request
+from .runtime.trigger import Trigger, compile_trigger, is_trigger_document
+from .storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES
 
 if TYPE_CHECKING:
     from .service import TriggerCatalog
-    from .store import Session, Store
+    from .storage.base import Session, Store
 
 __all__ = ["main"]
 
@@ -107,10 +108,10 @@ def _plans_from(path: str) -> list[WebhookPlan]:
 def _credential_warnings(trigger: Trigger) -> list[str]:
     """clientData keys named like credentials that the trigger does not declare secret: a hint, since only a
     declaration masks a value (a name is never a reason to mask)."""
-    from .masking import looks_like_credential
+    from .runtime.masking import looks_like_credential
 
     return [
-        f"clientData key {key!r} looks like a credential; declare it in \"secrets\" "
+        f'clientData key {key!r} looks like a credential; declare it in "secrets" '
         f"(or use a company secret, $secrets.{key}) so it is masked in logs and LLM messages"
         for key in trigger.client_data_keys
         if looks_like_credential(key) and key not in trigger.secret_names
@@ -227,7 +228,8 @@ def _reject_constant(name: str) -> Any:
 
 
 def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import ClientDataTooLarge, SQLiteStore, client_data_problems, company_id_problem
+    from .storage.base import ClientDataTooLarge, client_data_problems, company_id_problem
+    from .storage.sqlite import SQLiteStore
 
     _check_session_id(args.session_id)
     if args.company_id is not None and (problem := company_id_problem(args.company_id)) is not None:
@@ -261,7 +263,7 @@ def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _check_session_id(session_id: str) -> None:
-    from .store import session_id_problem
+    from .storage.base import session_id_problem
 
     problem = session_id_problem(session_id)
     if problem is not None:
@@ -284,19 +286,17 @@ def _session_triggers(args: argparse.Namespace) -> TriggerCatalog | None:
 def _masked_session(
     session: Session, catalog: TriggerCatalog | None, company_secrets: Mapping[str, str] | None = None
 ) -> dict[str, Any]:
-    """The session as the service shows it: the values of the keys its company's triggers declare secret
-    replaced by ***; with no triggers, as stored (these are values the operator typed)."""
-    from .masking import mask_client_data
+    """The session as the service shows it (``masked_session``); with no triggers, as stored apart from the
+    company's secrets (the rest are values the operator typed)."""
+    from .runtime.masking import masked_session
 
-    shown = session.to_dict()
-    if catalog is not None:
-        secrets = company_secrets.values() if company_secrets else ()
-        shown["client_data"] = mask_client_data(session.client_data, catalog.secret_names(session.company_id), secrets)
-    return shown
+    names = catalog.secret_names(session.company_id) if catalog is not None else ()
+    return masked_session(session, names, company_secrets.values() if company_secrets else ())
 
 
 def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import SessionNotFound, SQLiteStore
+    from .storage.base import SessionNotFound
+    from .storage.sqlite import SQLiteStore
 
     _check_session_id(args.session_id)
     catalog = _session_triggers(args)
@@ -313,8 +313,8 @@ def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .runtime import call_trigger_sync
-    from .store import SessionNotFound
+    from .runtime.calls import call_trigger_sync
+    from .storage.base import SessionNotFound
 
     text = _read(args.trigger)
     try:
@@ -358,7 +358,7 @@ def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import SQLiteStore
+    from .storage.sqlite import SQLiteStore
 
     store = SQLiteStore(_database(args))
     try:
@@ -398,7 +398,7 @@ def _tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .standin import serve
+    from .demo import serve
 
     server = serve(args.host, args.port)
     print(f"stand-in API for the examples on http://{args.host}:{server.server_address[1]} (Ctrl-C stops)", file=err)
@@ -416,8 +416,9 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     import uvicorn
 
-    from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app, open_store, sqlite_path
-    from .store import company_id_problem
+    from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
+    from .storage.base import company_id_problem
+    from .storage.database_url import open_store, sqlite_path
 
     try:
         catalog = TriggerCatalog.load(args.triggers)
@@ -524,7 +525,7 @@ def _is_loopback_address(host: str) -> bool:
 
 
 def _check_company(company_id: str) -> None:
-    from .store import company_id_problem
+    from .storage.base import company_id_problem
 
     if (problem := company_id_problem(company_id)) is not None:
         raise _InputError(f"--company-id {company_id!r}: {problem}")
@@ -532,7 +533,7 @@ def _check_company(company_id: str) -> None:
 
 def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]) -> int:
     """Open the store ``--database`` names (SQLite or PostgreSQL), run ``work`` on it, close it."""
-    from .service import open_store
+    from .storage.database_url import open_store
 
     try:
         store = open_store(_database(args))
@@ -549,7 +550,7 @@ def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]
 
 
 def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import API_KEY_PREFIX, hash_api_key, new_api_key
+    from .storage.base import API_KEY_PREFIX, hash_api_key, new_api_key
 
     _check_company(args.company_id)
 
@@ -598,7 +599,7 @@ def _secret_value(name: str) -> str:
 
 
 def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .store import secret_problem
+    from .storage.base import secret_problem
 
     _check_company(args.company_id)
     value = ""
@@ -664,7 +665,7 @@ def _non_negative(text: str) -> int:
 
 def _network(text: str) -> str:
     """An --allow-network value, checked strictly here so that a typo is one line, not a traceback."""
-    from .guard import NetworkSpecError, parse_network
+    from .runtime.guard import NetworkSpecError, parse_network
 
     try:
         parse_network(text)
@@ -725,7 +726,7 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument(
         "--show-secrets",
         action="store_true",
-        help="print declared secrets ($secrets.NAME and the webhook's \"secrets\") as they would be sent; "
+        help='print declared secrets ($secrets.NAME and the webhook\'s "secrets") as they would be sent; '
         "by default they read ***",
     )
     render.set_defaults(handler=_render)
@@ -760,7 +761,7 @@ def build_parser() -> argparse.ArgumentParser:
         "Ids and client_data follow the service's rules: an id is 1-128 letters, digits and\n"
         ". _ : @ ~ -, starting with a letter or digit; client_data is a JSON object without\n"
         "the system variables (session.id, company.id, assistant.id) as keys.",
-        epilog="example:\n  webhook-dsl session put S1 --company-id cmp_42 --client-data '{\"user_id\":\"usr_999\"}' "
+        epilog='example:\n  webhook-dsl session put S1 --company-id cmp_42 --client-data \'{"user_id":"usr_999"}\' '
         "--triggers examples/triggers",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -24,8 +24,8 @@ import jsonschema
 import jsonschema_rs
 import re2  # type: ignore[import-untyped]  # google-re2 ships no type information
 
-from . import ast
-from .errors import Diagnostic
+from ..errors import Diagnostic
+from . import syntax
 from .parse import SourceText
 
 __all__ = [
@@ -440,8 +440,12 @@ def _unevaluated_properties(validator: Any, unevaluated: Any, instance: Any, sch
     if not validator.is_type(instance, "object"):
         return
     evaluated = set(_evaluated_keys(validator, instance, schema))
-    bad = [key for key in instance if key not in evaluated and next(
-        validator.descend(instance[key], unevaluated, path=key, schema_path=key), None) is not None]
+    bad = [
+        key
+        for key in instance
+        if key not in evaluated
+        and next(validator.descend(instance[key], unevaluated, path=key, schema_path=key), None) is not None
+    ]
     if bad:
         verb = "was" if len(bad) == 1 else "were"
         if unevaluated is False:
@@ -496,33 +500,33 @@ def linear_schema(node: Any) -> Any:
     return result
 
 
-def _pattern_places(node: ast.JsonNode) -> Iterator[tuple[ast.Span, str]]:
+def _pattern_places(node: syntax.JsonNode) -> Iterator[tuple[syntax.Span, str]]:
     """Every pattern in a schema (``pattern`` values, ``patternProperties`` keys) and where it is written;
     the same walk as ``linear_schema``."""
-    if isinstance(node, ast.JsonArray):
+    if isinstance(node, syntax.JsonArray):
         for item in node.items:
             yield from _pattern_places(item)
-    if not isinstance(node, ast.JsonObject):
+    if not isinstance(node, syntax.JsonObject):
         return
     for member in node.members:
         key, value = member.key.literal, member.value
         if key == "pattern":
-            if isinstance(value, ast.StringTemplate):
+            if isinstance(value, syntax.StringTemplate):
                 yield value.span, value.literal
         elif key in NOT_SCHEMAS:
             continue
-        elif key == "patternProperties" and isinstance(value, ast.JsonObject):
+        elif key == "patternProperties" and isinstance(value, syntax.JsonObject):
             for inner in value.members:
                 yield inner.key.span, inner.key.literal
                 yield from _pattern_places(inner.value)
-        elif key in _SCHEMA_MAPS and isinstance(value, ast.JsonObject):
+        elif key in _SCHEMA_MAPS and isinstance(value, syntax.JsonObject):
             for inner in value.members:
                 yield from _pattern_places(inner.value)
         else:
             yield from _pattern_places(value)
 
 
-def pattern_problems(parameters: ast.JsonMember | None, src: SourceText) -> list[Diagnostic]:
+def pattern_problems(parameters: syntax.JsonMember | None, src: SourceText) -> list[Diagnostic]:
     """A diagnostic for each schema pattern that cannot run in linear time, at the pattern."""
     problems = []
     for span, pattern in _pattern_places(parameters.value) if parameters is not None else ():

@@ -14,16 +14,16 @@ from typing import Any
 
 import orjson
 
-from . import ast
-from .ast import Context, UrlPartKind
-from .config import validate_webhook
+from . import syntax
 from .parse import SourceText, parse_config, parse_mapping
 from .plan import BodyPiece, HeaderPlan, JsonStringPlan, MemberNames, Piece, Slot, UrlGroup, WebhookPlan
+from .syntax import Context, UrlPartKind
+from .template import validate_webhook
 
 __all__ = ["candidates_for", "compile_template", "compile_webhook", "compile_file"]
 
 
-def candidates_for(ref: ast.VarRef, context: Context) -> tuple[str, ...]:
+def candidates_for(ref: syntax.VarRef, context: Context) -> tuple[str, ...]:
     """Names a reference may mean, longest first.
 
     ``$session_id.x`` may mean ``session_id.x``, ``session_id``... down to ``s``:
@@ -37,7 +37,7 @@ def candidates_for(ref: ast.VarRef, context: Context) -> tuple[str, ...]:
     return tuple(name[:end] for end in range(len(name), 0, -1) if name[end - 1] != ".")
 
 
-def _slot(variable: ast.Variable, field: str | None = None) -> Slot:
+def _slot(variable: syntax.Variable, field: str | None = None) -> Slot:
     ref = variable.ref
     return Slot(
         name=ref.name,
@@ -51,7 +51,7 @@ def _slot(variable: ast.Variable, field: str | None = None) -> Slot:
     )
 
 
-def _pieces(items: tuple[str | ast.Variable, ...]) -> tuple[Piece, ...]:
+def _pieces(items: tuple[str | syntax.Variable, ...]) -> tuple[Piece, ...]:
     out: list[Piece] = []
     for item in items:
         if isinstance(item, str):
@@ -77,23 +77,23 @@ class _BodyCompiler:
         else:
             self.out.append(text)
 
-    def string(self, node: ast.StringTemplate, field: str) -> None:
+    def string(self, node: syntax.StringTemplate, field: str) -> None:
         if not node.has_variables:
             self.literal(orjson.dumps(node.literal).decode("utf-8"))
             return
         pieces: list[Piece] = []
         for part in node.parts:
-            if isinstance(part, ast.Text):
+            if isinstance(part, syntax.Text):
                 if pieces and isinstance(pieces[-1], str):
                     pieces[-1] += part.value
                 else:
                     pieces.append(part.value)
-            elif isinstance(part, ast.VarRef):
-                pieces.append(_slot(ast.Variable(part, Context.JSON_STRING, field)))
+            elif isinstance(part, syntax.VarRef):
+                pieces.append(_slot(syntax.Variable(part, Context.JSON_STRING, field)))
         self.out.append(JsonStringPlan(tuple(pieces)))
 
-    def value(self, node: ast.JsonNode, field: str) -> None:
-        if isinstance(node, ast.JsonObject):
+    def value(self, node: syntax.JsonNode, field: str) -> None:
+        if isinstance(node, syntax.JsonObject):
             self.literal("{")
             literal: list[str] = []
             at: list[tuple[int, int]] = []
@@ -113,26 +113,26 @@ class _BodyCompiler:
             self.literal("}")
             if keys:
                 self.objects.append(MemberNames(tuple(literal), tuple(at), tuple(keys)))
-        elif isinstance(node, ast.JsonArray):
+        elif isinstance(node, syntax.JsonArray):
             self.literal("[")
             for i, item in enumerate(node.items):
                 if i:
                     self.literal(",")
                 self.value(item, f"{field}[{i}]")
             self.literal("]")
-        elif isinstance(node, ast.StringTemplate):
+        elif isinstance(node, syntax.StringTemplate):
             self.string(node, field)
-        elif isinstance(node, ast.JsonNumber):
+        elif isinstance(node, syntax.JsonNumber):
             self.literal(node.text)
-        elif isinstance(node, ast.JsonBool):
+        elif isinstance(node, syntax.JsonBool):
             self.literal("true" if node.value else "false")
-        elif isinstance(node, ast.JsonNull):
+        elif isinstance(node, syntax.JsonNull):
             self.literal("null")
         else:
-            self.out.append(_slot(ast.Variable(node.ref, Context.JSON_VALUE, field)))
+            self.out.append(_slot(syntax.Variable(node.ref, Context.JSON_VALUE, field)))
 
 
-def compile_template(template: ast.WebhookTemplate) -> WebhookPlan:
+def compile_template(template: syntax.WebhookTemplate) -> WebhookPlan:
     """Build the plan for a validated template."""
     url: list[str | UrlGroup] = []
     for part in template.url.parts:

@@ -32,19 +32,18 @@ import referencing.exceptions
 import referencing.jsonschema
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import ast
-from .compiler import compile_template
-from .config import skeleton, validate_webhook
-from .errors import ConfigError, Diagnostic
-from .masking import CREDENTIAL_HEADERS, SECRET_NAME, SECRETS_PREFIX
-from .parse import SourceText, parse_config, parse_mapping
-from .patterns import NOT_SCHEMAS, RUST_REGEX, LinearValidator, linear_schema, pattern_problems
-from .plan import Slot, WebhookPlan, top_level_names
+from ..errors import ConfigError, Diagnostic
+from ..language import syntax
+from ..language.compiler import compile_template
+from ..language.names import SECRET_NAME, SECRETS_PREFIX, SYSTEM_VARIABLES
+from ..language.parse import SourceText, parse_config, parse_mapping
+from ..language.patterns import NOT_SCHEMAS, RUST_REGEX, LinearValidator, linear_schema, pattern_problems
+from ..language.plan import Slot, WebhookPlan, top_level_names
+from ..language.template import skeleton, validate_webhook
+from .masking import CREDENTIAL_HEADERS
 
 __all__ = ["SYSTEM_VARIABLES", "Trigger", "compile_trigger", "load_trigger"]
 
-#: Variables the platform sets for every call; nothing else may define or overwrite them.
-SYSTEM_VARIABLES = ("session.id", "company.id", "assistant.id")
 _TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}\Z")
 
 
@@ -178,7 +177,7 @@ def _at_slot(slot: Slot, source: str, message: str) -> Diagnostic:
     )
 
 
-_DESTINATION = frozenset({ast.Context.URL_WHOLE, ast.Context.URL_HOST, ast.Context.URL_PORT})
+_DESTINATION = frozenset({syntax.Context.URL_WHOLE, syntax.Context.URL_HOST, syntax.Context.URL_PORT})
 
 
 def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -> list[Diagnostic]:
@@ -193,11 +192,9 @@ def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -
     declared = set(trigger.secret_names)
     problems = []
     for slot in trigger.plan.slots():
-        reads_secret = any(
-            name in declared or _company_secret_name(name) for name in top_level_names(slot.candidates)
-        )
+        reads_secret = any(name in declared or _company_secret_name(name) for name in top_level_names(slot.candidates))
         credential_header = False
-        if slot.context is ast.Context.HEADER_VALUE and slot.field.startswith("headers["):
+        if slot.context is syntax.Context.HEADER_VALUE and slot.field.startswith("headers["):
             position = int(slot.field[len("headers[") : slot.field.index("]")])
             credential_header = position < len(header_names) and header_names[position].lower() in CREDENTIAL_HEADERS
         if reads_secret or credential_header:
@@ -228,25 +225,27 @@ def _never_retrieve(uri: str) -> referencing.Resource[Any]:
 _OFFLINE: referencing.Registry[Any] = referencing.Registry(retrieve=_never_retrieve)  # type: ignore[call-arg]
 
 
-def _references(node: ast.JsonNode, inside_id: bool = False, root: bool = True) -> list[tuple[ast.Span, str, bool]]:
+def _references(
+    node: syntax.JsonNode, inside_id: bool = False, root: bool = True
+) -> list[tuple[syntax.Span, str, bool]]:
     """Every ``$ref``/``$dynamicRef`` in a schema: its place, its text, and whether a nested ``$id``
     changes its base (then only a full resolver knows what it means)."""
-    found: list[tuple[ast.Span, str, bool]] = []
-    if isinstance(node, ast.JsonObject):
+    found: list[tuple[syntax.Span, str, bool]] = []
+    if isinstance(node, syntax.JsonObject):
         nested = inside_id or (not root and any(m.key.literal == "$id" for m in node.members))
         for member in node.members:
             key, value = member.key.literal, member.value
-            if key in ("$ref", "$dynamicRef") and isinstance(value, ast.StringTemplate):
+            if key in ("$ref", "$dynamicRef") and isinstance(value, syntax.StringTemplate):
                 found.append((value.span, value.literal, nested))
             elif key not in NOT_SCHEMAS:
                 found.extend(_references(value, nested, root=False))
-    elif isinstance(node, ast.JsonArray):
+    elif isinstance(node, syntax.JsonArray):
         for item in node.items:
             found.extend(_references(item, inside_id, root=False))
     return found
 
 
-def _reference_problems(node: ast.JsonNode, schema: Mapping[str, Any]) -> list[tuple[ast.Span, str]]:
+def _reference_problems(node: syntax.JsonNode, schema: Mapping[str, Any]) -> list[tuple[syntax.Span, str]]:
     """References that would fail at call time: remote ones (never fetched) and local ones to nowhere."""
     problems = []
     root_id = schema.get("$id")
@@ -255,8 +254,13 @@ def _reference_problems(node: ast.JsonNode, schema: Mapping[str, Any]) -> list[t
     resolver = _OFFLINE.with_resource(base, resource).resolver(base)
     for span, reference, nested in _references(node):
         if not reference.startswith("#"):
-            problems.append((span, f"parameters refers to {reference!r}: remote schemas are never fetched; put the "
-                                   'schema under "$defs" and refer to it as "#/$defs/<name>"'))
+            problems.append(
+                (
+                    span,
+                    f"parameters refers to {reference!r}: remote schemas are never fetched; put the "
+                    'schema under "$defs" and refer to it as "#/$defs/<name>"',
+                )
+            )
         elif not nested:
             try:
                 resolver.lookup(reference)
@@ -309,7 +313,7 @@ def _validators(trigger: Trigger) -> _Validators:
     return cached[1]
 
 
-def _member(node: ast.JsonObject, key: str) -> ast.JsonMember | None:
+def _member(node: syntax.JsonObject, key: str) -> syntax.JsonMember | None:
     return next((m for m in node.members if m.key.literal == key), None)
 
 
@@ -325,7 +329,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         root = parse_config(text, name)
     src = SourceText(text, name)
     problems: list[Diagnostic] = []
-    if not isinstance(root, ast.JsonObject):
+    if not isinstance(root, syntax.JsonObject):
         raise ConfigError([src.at(root.span, "a trigger must be a JSON object with name, description and webhook")])
     data = {m.key.literal: skeleton(m.value) for m in root.members}
     try:
@@ -337,7 +341,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
             span = (
                 (member.key.span if item["type"] == "extra_forbidden" else member.value.span)
                 if member
-                else ast.Span(root.span.line, root.span.column, root.span.start, root.span.start + 1)
+                else syntax.Span(root.span.line, root.span.column, root.span.start, root.span.start + 1)
             )
             field = ".".join(map(str, loc))
             message = {

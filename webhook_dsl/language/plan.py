@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .ast import Context, UrlPartKind
+from ..errors import Diagnostic, PlanFormatError, RenderError
 from .encode import (
     ValueProblem,
     check_header_name,
@@ -39,8 +39,8 @@ from .encode import (
     percent_encode,
     to_text,
 )
-from .errors import Diagnostic, PlanFormatError, RenderError
 from .grammar import grammar_hash
+from .syntax import Context, UrlPartKind
 
 __all__ = [
     "PLAN_FORMAT",

@@ -26,7 +26,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-log = logging.getLogger("webhook_dsl.journal")
+log = logging.getLogger("webhook_dsl.storage")
 
 _MAGIC = b"WDSLJRN1"
 _HEADER = struct.Struct("<8sQ")  # magic, generation

@@ -28,7 +28,6 @@ from typing import Any
 
 import orjson
 
-from .ast import Context, UrlPartKind
 from .encode import (
     check_header_name,
     check_header_value,
@@ -53,6 +52,7 @@ from .plan import (
     WebhookPlan,
     _descend,
 )
+from .syntax import Context, UrlPartKind
 
 __all__ = ["generate_render_function", "generate_source"]
 

@@ -1,8 +1,7 @@
-"""Loads the Lark grammar in ``grammar/`` and builds its parser once per process.
+"""Loads the Lark grammar, ``webhook.lark`` beside this module, and builds its parser once per process.
 
-The grammar file is the language's single source of truth. In a source checkout
-it is read from ``grammar/`` at the top of the repository; in an installed wheel
-it ships as ``webhook_dsl/_grammar/webhook.lark`` (see ``pyproject.toml``).
+The grammar file is the language's single source of truth: the parser is built from it, and a plan
+records its hash (``grammar_hash``), so a plan made by another grammar is refused when loaded.
 """
 
 from __future__ import annotations
@@ -15,21 +14,7 @@ from lark import Lark
 
 __all__ = ["GRAMMAR_FILE", "grammar_hash", "grammar_text", "parser"]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
-_CANDIDATES = (
-    _PACKAGE_DIR / "_grammar" / "webhook.lark",  # installed wheel
-    _PACKAGE_DIR.parent / "grammar" / "webhook.lark",  # source checkout / editable install
-)
-
-
-def _find_grammar() -> Path:
-    for path in _CANDIDATES:
-        if path.is_file():
-            return path
-    raise FileNotFoundError(f"webhook.lark not found in any of: {', '.join(map(str, _CANDIDATES))}")
-
-
-GRAMMAR_FILE = _find_grammar()
+GRAMMAR_FILE = Path(__file__).resolve().parent / "webhook.lark"
 
 
 @functools.lru_cache(maxsize=1)

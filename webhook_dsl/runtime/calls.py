@@ -36,12 +36,16 @@ import httpx
 import orjson
 import pyreqwest.exceptions as reqwest_errors
 
-from ._version import __version__ as _version
+from .._version import __version__ as _version
+from ..errors import RenderError
+from ..language.encode import read_json
+from ..language.names import SYSTEM_VARIABLES
+from ..language.plan import RenderedRequest, WebhookPlan, defined_name, resolve_reference
+from ..storage.base import Session, Store, StoreUnavailable
+from ..storage.journal import CallJournal, journal_base
+from ..storage.sqlite import SQLiteStore
 from .client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PINS, PinnedClients, describe_error, never_connected
-from .encode import read_json
-from .errors import RenderError
 from .guard import BlockedError, OutboundGuard, Resolver
-from .journal import CallJournal, journal_base
 from .masking import (
     CREDENTIAL_HEADERS,
     SECRETS_PREFIX,
@@ -50,9 +54,7 @@ from .masking import (
     shown_request,
     whole_secrets,
 )
-from .plan import RenderedRequest, WebhookPlan, defined_name, resolve_reference
-from .store import Session, SQLiteStore, Store, StoreUnavailable
-from .trigger import SYSTEM_VARIABLES, Trigger
+from .trigger import Trigger
 
 __all__ = [
     "CATEGORIES",
@@ -168,7 +170,7 @@ class TriggerResult:
     #: The request as a person may see it: each secret masked where it was put (see ``shown_request``).
     request_shown: dict[str, Any] | None = field(default=None, repr=False)
     #: False when the call was made but its log record and merge could not be stored yet: they are in the
-    #: local journal (``webhook_dsl.journal``) and are stored once the database takes writes again.
+    #: local journal (``webhook_dsl.storage.journal``) and are stored once the database takes writes again.
     recorded: bool = True
 
     def to_dict(self) -> dict[str, Any]:

@@ -39,9 +39,11 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from ._version import __version__
-from .service import ApiError, request_key, session_view
-from .store import SessionNotFound, Store, hash_api_key, session_id_problem
+from .._version import __version__
+from ..storage.base import SessionNotFound, Store, hash_api_key, session_id_problem
+from .auth import request_key
+from .errors import ApiError
+from .views import session_view
 
 __all__ = ["COOKIE", "LOGIN_COOKIE", "SIGN_IN_SECONDS", "routes"]
 
@@ -330,7 +332,11 @@ def _login_page(
     if not _TOKEN.match(token):
         token = secrets.token_urlsafe(32)
     response = _page(
-        "login.html", status, next=target or _safe_next(request.url.path), error=error, company=None,
+        "login.html",
+        status,
+        next=target or _safe_next(request.url.path),
+        error=error,
+        company=None,
         login_csrf=token,
     )
     _set_cookie(response, request, LOGIN_COOKIE, token, _LOGIN_FORM_SECONDS)
@@ -391,9 +397,7 @@ async def _signed_in(request: Request) -> tuple[_Viewer | None, Response | None]
     if request.cookies.get(COOKIE):
         viewer = await _sign_in_of(request)
         if viewer is None:
-            return None, _login_page(
-                request, 401, "Your sign-in has expired or its key was revoked.", signed_out=True
-            )
+            return None, _login_page(request, 401, "Your sign-in has expired or its key was revoked.", signed_out=True)
         return viewer, None
     try:
         key = request_key(request)
@@ -421,7 +425,11 @@ async def sessions_page(request: Request) -> Response:
     store: Store = request.app.state.store
     rows = await store.list_sessions(company, _PAGE_SIZE + 1, (page - 1) * _PAGE_SIZE)
     return _page(
-        "sessions.html", company=company, csrf=viewer.csrf, sessions=rows[:_PAGE_SIZE], page=page,
+        "sessions.html",
+        company=company,
+        csrf=viewer.csrf,
+        sessions=rows[:_PAGE_SIZE],
+        page=page,
         more=len(rows) > _PAGE_SIZE,
     )
 
@@ -486,7 +494,11 @@ async def logout(request: Request) -> Response:
     if viewer is not None:
         if not _same(form.get("csrf"), viewer.csrf):
             return _page(
-                "message.html", 403, company=viewer.company, csrf=viewer.csrf, heading="Not signed out",
+                "message.html",
+                403,
+                company=viewer.company,
+                csrf=viewer.csrf,
+                heading="Not signed out",
                 message="That sign-out did not come from this dashboard's own page; use its Sign out button.",
             )
         assert viewer.token_hash is not None

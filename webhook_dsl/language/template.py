@@ -16,11 +16,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from . import ast
-from .ast import Context, UrlPartKind
+from ..errors import ConfigError, Diagnostic
+from . import syntax
 from .encode import FORBIDDEN_HEADER_NAMES, ValueProblem, check_header_value, check_host, check_port
-from .errors import ConfigError, Diagnostic
 from .parse import SourceText
+from .syntax import Context, UrlPartKind
 
 __all__ = ["METHODS", "skeleton", "validate_webhook"]
 
@@ -57,24 +57,24 @@ _FIELDS = tuple(_WebhookModel.model_fields)
 _TYPE_NAMES = {"string_type": "a string", "list_type": "a list", "model_type": "an object", "dict_type": "an object"}
 
 
-def skeleton(node: ast.JsonNode) -> Any:
+def skeleton(node: syntax.JsonNode) -> Any:
     """The node as plain data: templates as their text, bare variables as markers (for validation)."""
-    if isinstance(node, ast.JsonObject):
+    if isinstance(node, syntax.JsonObject):
         return {m.key.literal: skeleton(m.value) for m in node.members}
-    if isinstance(node, ast.JsonArray):
+    if isinstance(node, syntax.JsonArray):
         return [skeleton(item) for item in node.items]
-    if isinstance(node, ast.StringTemplate):
+    if isinstance(node, syntax.StringTemplate):
         return node.literal
-    if isinstance(node, ast.JsonNumber):
+    if isinstance(node, syntax.JsonNumber):
         return json.loads(node.text)
-    if isinstance(node, ast.JsonBool):
+    if isinstance(node, syntax.JsonBool):
         return node.value
-    if isinstance(node, ast.JsonNull):
+    if isinstance(node, syntax.JsonNull):
         return None
     return _BareVariable(node.ref.written)
 
 
-def _member(node: ast.JsonObject, key: str) -> ast.JsonMember | None:
+def _member(node: syntax.JsonObject, key: str) -> syntax.JsonMember | None:
     for member in node.members:
         if member.key.literal == key:
             return member
@@ -89,33 +89,33 @@ def _field_name(loc: tuple[int | str, ...]) -> str:
 
 
 class _Validator:
-    def __init__(self, root: ast.JsonNode, source: SourceText) -> None:
+    def __init__(self, root: syntax.JsonNode, source: SourceText) -> None:
         self.root = root
         self.source = source
         self.problems: list[Diagnostic] = []
 
-    def error(self, span: ast.Span, message: str, field: str | None = None, variable: str | None = None) -> None:
+    def error(self, span: syntax.Span, message: str, field: str | None = None, variable: str | None = None) -> None:
         self.problems.append(self.source.at(span, message, field=field, variable=variable))
 
     # -- structure ---------------------------------------------------------------
 
-    def locate(self, loc: tuple[int | str, ...]) -> tuple[ast.JsonNode | None, ast.JsonMember | None]:
-        node: ast.JsonNode | None = self.root
+    def locate(self, loc: tuple[int | str, ...]) -> tuple[syntax.JsonNode | None, syntax.JsonMember | None]:
+        node: syntax.JsonNode | None = self.root
         member = None
         for step in loc:
-            if isinstance(node, ast.JsonObject) and isinstance(step, str):
+            if isinstance(node, syntax.JsonObject) and isinstance(step, str):
                 member = _member(node, step)
                 if member is None:
                     return node, None
                 node = member.value
-            elif isinstance(node, ast.JsonArray) and isinstance(step, int) and step < len(node.items):
+            elif isinstance(node, syntax.JsonArray) and isinstance(step, int) and step < len(node.items):
                 node, member = node.items[step], None
             else:
                 return node, member
         return node, member
 
     def check_fields(self) -> bool:
-        if not isinstance(self.root, ast.JsonObject):
+        if not isinstance(self.root, syntax.JsonObject):
             self.error(self.root.span, "a webhook config must be a JSON object with at least 'url' and 'method'")
             return False
         try:
@@ -130,7 +130,7 @@ class _Validator:
         if kind == "missing":
             parent, _ = self.locate(loc[:-1])
             assert parent is not None
-            brace = ast.Span(parent.span.line, parent.span.column, parent.span.start, parent.span.start + 1)
+            brace = syntax.Span(parent.span.line, parent.span.column, parent.span.start, parent.span.start + 1)
             self.error(brace, f"missing required field '{loc[-1]}'", field=name)
             return
         node, member = self.locate(loc)
@@ -147,16 +147,16 @@ class _Validator:
         elif kind in _TYPE_NAMES:
             written = (
                 " (a bare variable; put it in quotes to make a string template)"
-                if isinstance(node, ast.BareVar)
+                if isinstance(node, syntax.BareVar)
                 else ""
             )
             self.error(node.span, f"'{name}' must be {_TYPE_NAMES[kind]}{written}", field=name)
         else:
             self.error(node.span, f"'{name}' is invalid ({kind}: {ctx})", field=name)
 
-    def check_duplicates(self, node: ast.JsonNode, path: str) -> None:
-        if isinstance(node, ast.JsonObject):
-            seen: dict[str, ast.Span] = {}
+    def check_duplicates(self, node: syntax.JsonNode, path: str) -> None:
+        if isinstance(node, syntax.JsonObject):
+            seen: dict[str, syntax.Span] = {}
             for member in node.members:
                 key = member.key
                 if not key.has_variables:
@@ -171,44 +171,46 @@ class _Validator:
                     else:
                         seen[key.literal] = key.span
                 self.check_duplicates(member.value, f"{path}.{key.literal}" if path else key.literal)
-        elif isinstance(node, ast.JsonArray):
+        elif isinstance(node, syntax.JsonArray):
             for i, item in enumerate(node.items):
                 self.check_duplicates(item, f"{path}[{i}]")
 
-    def check_dollars(self, node: ast.JsonNode, field: str) -> None:
-        if isinstance(node, ast.StringTemplate):
+    def check_dollars(self, node: syntax.JsonNode, field: str) -> None:
+        if isinstance(node, syntax.StringTemplate):
             for part in node.parts:
-                if isinstance(part, ast.BadDollar):
+                if isinstance(part, syntax.BadDollar):
                     problem = "names nothing" if part.written == "${}" else "has no closing '}' in this string"
                     self.error(
                         part.span,
                         f"'${{' {problem}: write ${{name}} (any key without '}}'), or $${{ for a literal '${{'",
                         field=field,
                     )
-        elif isinstance(node, ast.JsonObject):
+        elif isinstance(node, syntax.JsonObject):
             for member in node.members:
                 self.check_dollars(member.key, field)
                 self.check_dollars(member.value, field)
-        elif isinstance(node, ast.JsonArray):
+        elif isinstance(node, syntax.JsonArray):
             for item in node.items:
                 self.check_dollars(item, field)
 
     # -- pieces ------------------------------------------------------------------
 
-    def pieces(self, template: ast.StringTemplate, context: Context, field: str) -> tuple[str | ast.Variable, ...]:
-        out: list[str | ast.Variable] = []
+    def pieces(
+        self, template: syntax.StringTemplate, context: Context, field: str
+    ) -> tuple[str | syntax.Variable, ...]:
+        out: list[str | syntax.Variable] = []
         for part in template.parts:
-            if isinstance(part, ast.Text):
+            if isinstance(part, syntax.Text):
                 out.append(part.value)
-            elif isinstance(part, ast.VarRef):
-                out.append(ast.Variable(part, context, field))
+            elif isinstance(part, syntax.VarRef):
+                out.append(syntax.Variable(part, context, field))
         return tuple(out)
 
-    def header(self, index: int, node: ast.JsonObject) -> ast.HeaderTemplate:
+    def header(self, index: int, node: syntax.JsonObject) -> syntax.HeaderTemplate:
         key_member, value_member = _member(node, "key"), _member(node, "value")
         assert key_member is not None and value_member is not None
         key, value = key_member.value, value_member.value
-        assert isinstance(key, ast.StringTemplate) and isinstance(value, ast.StringTemplate)
+        assert isinstance(key, syntax.StringTemplate) and isinstance(value, syntax.StringTemplate)
         field = f"headers[{index}]"
         self.check_dollars(key, f"{field}.key")
         self.check_dollars(value, f"{field}.value")
@@ -228,18 +230,18 @@ class _Validator:
                     field=f"{field}.key",
                 )
         for part in value.parts:
-            if isinstance(part, ast.Text):
+            if isinstance(part, syntax.Text):
                 try:
                     check_header_value(part.value)
                 except ValueProblem as problem:
                     self.error(part.span, f"header value {problem}", field=f"{field}.value")
-        return ast.HeaderTemplate(
+        return syntax.HeaderTemplate(
             self.pieces(key, Context.HEADER_NAME, f"{field}.key"),
             self.pieces(value, Context.HEADER_VALUE, f"{field}.value"),
             node.span,
         )
 
-    def url(self, template: ast.StringTemplate) -> ast.UrlTemplate:
+    def url(self, template: syntax.StringTemplate) -> syntax.UrlTemplate:
         return _UrlSplitter(self, template).split()
 
 
@@ -252,34 +254,34 @@ _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 class _UrlSplitter:
     """Cuts a URL template into components so each variable gets its URL context."""
 
-    def __init__(self, validator: _Validator, template: ast.StringTemplate) -> None:
+    def __init__(self, validator: _Validator, template: syntax.StringTemplate) -> None:
         self.v = validator
         self.template = template
-        self.parts: list[ast.UrlPart] = []
+        self.parts: list[syntax.UrlPart] = []
 
-    def emit(self, kind: UrlPartKind, pieces: list[str | ast.Variable]) -> None:
+    def emit(self, kind: UrlPartKind, pieces: list[str | syntax.Variable]) -> None:
         if not pieces:
             return
         if all(isinstance(p, str) for p in pieces):
             kind = UrlPartKind.LITERAL
         if kind is UrlPartKind.LITERAL and self.parts and self.parts[-1].kind is UrlPartKind.LITERAL:
             merged = str(self.parts[-1].pieces[0]) + "".join(map(str, pieces))
-            self.parts[-1] = ast.UrlPart(UrlPartKind.LITERAL, (merged,))
+            self.parts[-1] = syntax.UrlPart(UrlPartKind.LITERAL, (merged,))
         elif kind is UrlPartKind.LITERAL:
-            self.parts.append(ast.UrlPart(kind, ("".join(map(str, pieces)),)))
+            self.parts.append(syntax.UrlPart(kind, ("".join(map(str, pieces)),)))
         else:
-            self.parts.append(ast.UrlPart(kind, tuple(pieces)))
+            self.parts.append(syntax.UrlPart(kind, tuple(pieces)))
 
-    def split(self) -> ast.UrlTemplate:
+    def split(self) -> syntax.UrlTemplate:
         t = self.template
-        refs = [p for p in t.parts if not isinstance(p, ast.Text)]
-        if len(t.parts) == 1 and isinstance(t.parts[0], ast.VarRef):
-            var = ast.Variable(t.parts[0], Context.URL_WHOLE, "url")
-            return ast.UrlTemplate((ast.UrlPart(UrlPartKind.WHOLE, (var,)),), t.span)
+        refs = [p for p in t.parts if not isinstance(p, syntax.Text)]
+        if len(t.parts) == 1 and isinstance(t.parts[0], syntax.VarRef):
+            var = syntax.Variable(t.parts[0], Context.URL_WHOLE, "url")
+            return syntax.UrlTemplate((syntax.UrlPart(UrlPartKind.WHOLE, (var,)),), t.span)
         first = t.parts[0] if t.parts else None
-        scheme = _SCHEME.match(first.value) if isinstance(first, ast.Text) else None
+        scheme = _SCHEME.match(first.value) if isinstance(first, syntax.Text) else None
         if scheme is None:
-            if refs and not isinstance(first, ast.Text):
+            if refs and not isinstance(first, syntax.Text):
                 message = (
                     "the URL must start with http:// or https:// written out, "
                     "or be exactly one variable holding a whole URL"
@@ -287,16 +289,16 @@ class _UrlSplitter:
             else:
                 message = "the URL must be absolute and start with http:// or https://"
             self.v.error(t.span, message, field="url")
-            return ast.UrlTemplate((), t.span)
+            return syntax.UrlTemplate((), t.span)
         # Tag every character run with its component: authority, path, query, fragment.
         component = "authority"
-        tagged: list[tuple[str, ast.Text | ast.VarRef]] = []
-        rest_of_first = _sub_text(first, scheme.end(), len(first.value)) if isinstance(first, ast.Text) else None
-        self.emit(UrlPartKind.LITERAL, [first.value[: scheme.end()]] if isinstance(first, ast.Text) else [])
+        tagged: list[tuple[str, syntax.Text | syntax.VarRef]] = []
+        rest_of_first = _sub_text(first, scheme.end(), len(first.value)) if isinstance(first, syntax.Text) else None
+        self.emit(UrlPartKind.LITERAL, [first.value[: scheme.end()]] if isinstance(first, syntax.Text) else [])
         for part in ([rest_of_first] if rest_of_first else []) + list(t.parts[1:]):
-            if isinstance(part, ast.BadDollar):
+            if isinstance(part, syntax.BadDollar):
                 continue
-            if isinstance(part, ast.VarRef):
+            if isinstance(part, syntax.VarRef):
                 tagged.append((component, part))
                 continue
             run_start = 0
@@ -320,15 +322,15 @@ class _UrlSplitter:
             runs = [p for c, p in tagged if c == name]
             self.check_literals(runs, name)
             for p in runs:
-                if isinstance(p, ast.Text):
+                if isinstance(p, syntax.Text):
                     self.emit(UrlPartKind.LITERAL, [p.value])
                 else:
-                    self.emit(kind, [ast.Variable(p, _CONTEXT[kind], "url")])
-        return ast.UrlTemplate(tuple(self.parts), t.span)
+                    self.emit(kind, [syntax.Variable(p, _CONTEXT[kind], "url")])
+        return syntax.UrlTemplate(tuple(self.parts), t.span)
 
-    def check_literals(self, runs: list[ast.Text | ast.VarRef], component: str) -> None:
+    def check_literals(self, runs: list[syntax.Text | syntax.VarRef], component: str) -> None:
         for p in runs:
-            if not isinstance(p, ast.Text):
+            if not isinstance(p, syntax.Text):
                 continue
             text = p.value[1:] if component == "fragment" and p.value.startswith("#") else p.value
             if not _URL_LITERAL.match(text) or _BAD_PERCENT.search(text):
@@ -347,15 +349,15 @@ class _UrlSplitter:
                     field="url",
                 )
 
-    def authority(self, runs: list[ast.Text | ast.VarRef]) -> None:
-        host: list[str | ast.Variable] = []
-        port: list[str | ast.Variable] = []
+    def authority(self, runs: list[syntax.Text | syntax.VarRef]) -> None:
+        host: list[str | syntax.Variable] = []
+        port: list[str | syntax.Variable] = []
         target = host
         bracket = False
         for p in runs:
-            if isinstance(p, ast.VarRef):
+            if isinstance(p, syntax.VarRef):
                 context = Context.URL_PORT if target is port else Context.URL_HOST
-                target.append(ast.Variable(p, context, "url"))
+                target.append(syntax.Variable(p, context, "url"))
                 continue
             for char in p.value:
                 if char == "@":
@@ -392,12 +394,12 @@ class _UrlSplitter:
                     self.v.error(self.template.span, "the URL port must be a number from 1 to 65535", field="url")
             self.emit(UrlPartKind.PORT, _join_chars(port))
 
-    def path(self, runs: list[ast.Text | ast.VarRef]) -> None:
+    def path(self, runs: list[syntax.Text | syntax.VarRef]) -> None:
         self.check_literals(runs, "path")
-        segment: list[str | ast.Variable] = []
+        segment: list[str | syntax.Variable] = []
         for p in runs:
-            if isinstance(p, ast.VarRef):
-                segment.append(ast.Variable(p, Context.URL_PATH, "url"))
+            if isinstance(p, syntax.VarRef):
+                segment.append(syntax.Variable(p, Context.URL_PATH, "url"))
                 continue
             pieces = p.value.split("/")
             for i, piece in enumerate(pieces):
@@ -410,19 +412,19 @@ class _UrlSplitter:
         self.emit(UrlPartKind.PATH_SEGMENT, segment)
 
 
-def _sub_text(text: ast.Text, start: int, end: int) -> ast.Text:
+def _sub_text(text: syntax.Text, start: int, end: int) -> syntax.Text:
     """Characters ``start:end`` of a text, with their own span when the source had no escapes there."""
     span = text.span
     if span.end - span.start == len(text.value) and "\n" not in text.value:
-        span = ast.Span(span.line, span.column + start, span.start + start, span.start + end)
-    return ast.Text(text.value[start:end], span)
+        span = syntax.Span(span.line, span.column + start, span.start + start, span.start + end)
+    return syntax.Text(text.value[start:end], span)
 
 
 _CONTEXT = {UrlPartKind.QUERY: Context.URL_QUERY, UrlPartKind.FRAGMENT: Context.URL_FRAGMENT}
 
 
-def _join_chars(items: list[str | ast.Variable]) -> list[str | ast.Variable]:
-    out: list[str | ast.Variable] = []
+def _join_chars(items: list[str | syntax.Variable]) -> list[str | syntax.Variable]:
+    out: list[str | syntax.Variable] = []
     for item in items:
         if isinstance(item, str) and out and isinstance(out[-1], str):
             out[-1] += item
@@ -431,7 +433,7 @@ def _join_chars(items: list[str | ast.Variable]) -> list[str | ast.Variable]:
     return out
 
 
-def validate_webhook(root: ast.JsonNode, source: SourceText) -> ast.WebhookTemplate:
+def validate_webhook(root: syntax.JsonNode, source: SourceText) -> syntax.WebhookTemplate:
     """Check a parsed config and place its variables; raise ``ConfigError`` listing every problem.
 
     Field-type errors do not stop the other checks: every field whose shape is
@@ -440,34 +442,34 @@ def validate_webhook(root: ast.JsonNode, source: SourceText) -> ast.WebhookTempl
     v = _Validator(root, source)
     v.check_duplicates(root, "")
     v.check_fields()
-    if not isinstance(root, ast.JsonObject):
+    if not isinstance(root, syntax.JsonObject):
         raise ConfigError(v.problems)
 
-    def get(key: str) -> ast.JsonNode | None:
+    def get(key: str) -> syntax.JsonNode | None:
         member = _member(root, key)
         return member.value if member else None
 
     method_node, url_node = get("method"), get("url")
-    method = method_node.literal if isinstance(method_node, ast.StringTemplate) else ""
-    url = ast.UrlTemplate((), root.span)
-    if isinstance(url_node, ast.StringTemplate):
+    method = method_node.literal if isinstance(method_node, syntax.StringTemplate) else ""
+    url = syntax.UrlTemplate((), root.span)
+    if isinstance(url_node, syntax.StringTemplate):
         v.check_dollars(url_node, "url")
         url = v.url(url_node)
     headers_node = get("headers")
     headers = []
-    if isinstance(headers_node, ast.JsonArray):
+    if isinstance(headers_node, syntax.JsonArray):
         for i, item in enumerate(headers_node.items):
-            key, value = (_member(item, k) if isinstance(item, ast.JsonObject) else None for k in ("key", "value"))
+            key, value = (_member(item, k) if isinstance(item, syntax.JsonObject) else None for k in ("key", "value"))
             if (
                 key
                 and value
-                and isinstance(key.value, ast.StringTemplate)
-                and isinstance(value.value, ast.StringTemplate)
+                and isinstance(key.value, syntax.StringTemplate)
+                and isinstance(value.value, syntax.StringTemplate)
             ):
-                assert isinstance(item, ast.JsonObject)
+                assert isinstance(item, syntax.JsonObject)
                 headers.append(v.header(i, item))
     body = get("body")
-    if isinstance(body, ast.JsonNull):
+    if isinstance(body, syntax.JsonNull):
         body = None
     if body is not None:
         v.check_dollars(body, "body")
@@ -476,18 +478,18 @@ def validate_webhook(root: ast.JsonNode, source: SourceText) -> ast.WebhookTempl
     directive = get("responseDirective")
     secrets_node = get("secrets")
     secrets = (
-        tuple(s.literal for s in secrets_node.items if isinstance(s, ast.StringTemplate))
-        if isinstance(secrets_node, ast.JsonArray)
+        tuple(s.literal for s in secrets_node.items if isinstance(s, syntax.StringTemplate))
+        if isinstance(secrets_node, syntax.JsonArray)
         else ()
     )
     if v.problems:
         raise ConfigError(sorted(v.problems, key=lambda d: (d.line, d.column)))
-    return ast.WebhookTemplate(
+    return syntax.WebhookTemplate(
         method=method,
         url=url,
         headers=tuple(headers),
         body=body,
-        response_directive=directive.literal if isinstance(directive, ast.StringTemplate) else None,
+        response_directive=directive.literal if isinstance(directive, syntax.StringTemplate) else None,
         secrets=secrets,
         source=source.name,
     )

@@ -1,6 +1,6 @@
-"""Turns config text into the JSON template tree (``ast.JsonNode``), or positioned syntax errors.
+"""Turns config text into the JSON template tree (``syntax.JsonNode``), or positioned syntax errors.
 
-Lark does the lexing and LALR parsing (grammar in ``grammar/webhook.lark``); this
+Lark does the lexing and LALR parsing (grammar in ``webhook.lark`` beside this module); this
 module converts Lark's tree into our frozen AST so Lark types stop here. String
 escapes are decoded token by token, so an escaped ``\\u0024`` is text, never a
 ``$``, and every variable keeps its own line and column in the file.
@@ -16,8 +16,8 @@ from typing import Any
 from lark import Token, Tree
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from . import ast
-from .errors import ConfigSyntaxError, Diagnostic
+from ..errors import ConfigSyntaxError, Diagnostic
+from . import syntax
 from .fastparse import parse_fast
 from .grammar import parser
 
@@ -94,27 +94,27 @@ class SourceText:
             variable=variable,
         )
 
-    def at(self, span: ast.Span, message: str, **extra: Any) -> Diagnostic:
+    def at(self, span: syntax.Span, message: str, **extra: Any) -> Diagnostic:
         return self.diagnostic(message, span.line, span.column, max(1, span.end - span.start), **extra)
 
 
-def _span(token: Token) -> ast.Span:
-    return ast.Span(token.line or 0, token.column or 0, token.start_pos or 0, token.end_pos or 0)
+def _span(token: Token) -> syntax.Span:
+    return syntax.Span(token.line or 0, token.column or 0, token.start_pos or 0, token.end_pos or 0)
 
 
-def _tree_span(tree: Tree[Token]) -> ast.Span:
+def _tree_span(tree: Tree[Token]) -> syntax.Span:
     meta = tree.meta
-    return ast.Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
+    return syntax.Span(meta.line, meta.column, meta.start_pos, meta.end_pos)
 
 
-def _offset_span(token: Token, offset: int, width: int = 1) -> ast.Span:
+def _offset_span(token: Token, offset: int, width: int = 1) -> syntax.Span:
     """Position of character ``offset`` inside a token that may span lines."""
     before = token[:offset]
     newlines = before.count("\n")
     line = (token.line or 0) + newlines
     column = (offset - before.rfind("\n")) if newlines else (token.column or 0) + offset
     start = (token.start_pos or 0) + offset
-    return ast.Span(line, column, start, start + width)
+    return syntax.Span(line, column, start, start + width)
 
 
 def _describe(token_type: str) -> str:
@@ -137,7 +137,7 @@ class _Converter:
         self.source = source
         self.problems: list[Diagnostic] = []
 
-    def value(self, node: Tree[Token] | Token, depth: int) -> ast.JsonNode:
+    def value(self, node: Tree[Token] | Token, depth: int) -> syntax.JsonNode:
         if isinstance(node, Token):  # a bare VAR / BRACED_VAR never arrives without a rule
             raise AssertionError(f"unexpected token {node.type}")
         kind = node.data
@@ -151,18 +151,18 @@ class _Converter:
         assert isinstance(token, Token)
         span = _span(token)
         if kind == "number":
-            return ast.JsonNumber(str(token), span)
+            return syntax.JsonNumber(str(token), span)
         if kind == "true":
-            return ast.JsonBool(True, span)
+            return syntax.JsonBool(True, span)
         if kind == "false":
-            return ast.JsonBool(False, span)
+            return syntax.JsonBool(False, span)
         if kind == "null":
-            return ast.JsonNull(span)
+            return syntax.JsonNull(span)
         if kind == "bare_var":
             ref = self.var_ref(token)
             if ref is None:
-                return ast.JsonNull(span)  # its problem is recorded; the parse fails
-            return ast.BareVar(ref, span)
+                return syntax.JsonNull(span)  # its problem is recorded; the parse fails
+            return syntax.BareVar(ref, span)
         raise AssertionError(f"unknown rule {kind}")
 
     def _too_deep(self, node: Tree[Token], depth: int) -> bool:
@@ -173,38 +173,38 @@ class _Converter:
             return True
         return False
 
-    def object(self, node: Tree[Token], depth: int) -> ast.JsonObject:
+    def object(self, node: Tree[Token], depth: int) -> syntax.JsonObject:
         span = _tree_span(node)
         if self._too_deep(node, depth):
-            return ast.JsonObject((), span)
+            return syntax.JsonObject((), span)
         members = []
         for pair in node.children:
             if isinstance(pair, Tree) and pair.data == "pair":
                 key_tree, _colon, value_tree = pair.children
                 assert isinstance(key_tree, Tree)
-                members.append(ast.JsonMember(self.string(key_tree), self.value(value_tree, depth + 1)))
-        return ast.JsonObject(tuple(members), span)
+                members.append(syntax.JsonMember(self.string(key_tree), self.value(value_tree, depth + 1)))
+        return syntax.JsonObject(tuple(members), span)
 
-    def array(self, node: Tree[Token], depth: int) -> ast.JsonArray:
+    def array(self, node: Tree[Token], depth: int) -> syntax.JsonArray:
         span = _tree_span(node)
         if self._too_deep(node, depth):
-            return ast.JsonArray((), span)
+            return syntax.JsonArray((), span)
         items = tuple(
             self.value(child, depth + 1)
             for child in node.children
             if not (isinstance(child, Token) and child.type in ("LSQB", "RSQB", "COMMA"))
         )
-        return ast.JsonArray(items, span)
+        return syntax.JsonArray(items, span)
 
-    def var_ref(self, token: Token) -> ast.VarRef | None:
+    def var_ref(self, token: Token) -> syntax.VarRef | None:
         """The reference a VAR or BRACED_VAR token writes, or None (the problem reported here): braces
         holding what a JSON string may not, or a bare value where the name is followed by more text."""
         written = str(token)
         if token.type == "BRACED_VAR":
-            return ast.VarRef.from_written(written, _span(token)) if self.braced_name_ok(token) else None
-        end = ast.read_run(written)[0]
+            return syntax.VarRef.from_written(written, _span(token)) if self.braced_name_ok(token) else None
+        end = syntax.read_run(written)[0]
         if end == len(written):
-            return ast.VarRef.from_written(written, _span(token))
+            return syntax.VarRef.from_written(written, _span(token))
         rest = json.loads(f'"{written[end:]}"')
         message = f"{rest!r} cannot follow {written[:end]}: a bare value is one name; put the text in a string"
         if not end:
@@ -250,17 +250,17 @@ class _Converter:
             )
         )
 
-    def string(self, node: Tree[Token]) -> ast.StringTemplate:
-        parts: list[ast.Text | ast.VarRef | ast.BadDollar] = []
+    def string(self, node: Tree[Token]) -> syntax.StringTemplate:
+        parts: list[syntax.Text | syntax.VarRef | syntax.BadDollar] = []
         text: list[str] = []
-        text_span: ast.Span | None = None
+        text_span: syntax.Span | None = None
         pending_high: str | None = None  # first half of a \uD8xx\uDCxx pair
         pending_token: Token | None = None
 
         def flush() -> None:
             nonlocal text_span
             if text and text_span is not None:
-                parts.append(ast.Text("".join(text), text_span))
+                parts.append(syntax.Text("".join(text), text_span))
             text.clear()
             text_span = None
 
@@ -270,7 +270,7 @@ class _Converter:
             if text_span is None:
                 text_span = _offset_span(token, offset, len(token) - offset) if offset else _span(token)
             else:
-                text_span = ast.Span(text_span.line, text_span.column, text_span.start, token.end_pos or 0)
+                text_span = syntax.Span(text_span.line, text_span.column, text_span.start, token.end_pos or 0)
             text.append(value)
 
         def lone_surrogate(token: Token) -> None:
@@ -282,9 +282,9 @@ class _Converter:
         if isinstance(first, Token) and first.type == "SIMPLE_STRING":
             span = _span(first)
             if len(first) == 2:
-                return ast.StringTemplate((), span)
-            inner = ast.Span(span.line, span.column + 1, span.start + 1, span.end - 1)
-            return ast.StringTemplate((ast.Text(first[1:-1], inner),), span)
+                return syntax.StringTemplate((), span)
+            inner = syntax.Span(span.line, span.column + 1, span.start + 1, span.end - 1)
+            return syntax.StringTemplate((syntax.Text(first[1:-1], inner),), span)
         for token in node.children[1:-1]:
             assert isinstance(token, Token)
             kind = token.type
@@ -335,10 +335,10 @@ class _Converter:
             elif kind in ("DOLLAR_DOLLAR", "LONE_DOLLAR"):  # `$$`, or a `$` that starts no reference
                 add_text("$", token)
             elif kind == "VAR":  # the name it spells is the reference; the rest of the token is text
-                end, name, index = ast.read_run(token)
+                end, name, index = syntax.read_run(token)
                 if end:
                     flush()
-                    parts.append(ast.VarRef(name, index, False, str(token[:end]), _offset_span(token, 0, end)))
+                    parts.append(syntax.VarRef(name, index, False, str(token[:end]), _offset_span(token, 0, end)))
                 if end < len(token):
                     add_text(json.loads(f'"{token[end:]}"'), token, end)
             elif kind == "BRACED_VAR":
@@ -348,14 +348,14 @@ class _Converter:
                     parts.append(ref)
             elif kind == "BAD_BRACE":
                 flush()
-                parts.append(ast.BadDollar(str(token), _span(token)))
+                parts.append(syntax.BadDollar(str(token), _span(token)))
             else:
                 raise AssertionError(f"unexpected string token {kind}")
         if pending_high is not None:
             assert pending_token is not None
             lone_surrogate(pending_token)
         flush()
-        return ast.StringTemplate(tuple(parts), _tree_span(node))
+        return syntax.StringTemplate(tuple(parts), _tree_span(node))
 
 
 def _code(token: Token) -> int:
@@ -413,7 +413,7 @@ def _syntax_diagnostic(source: SourceText, error: UnexpectedInput) -> Diagnostic
     return source.diagnostic(message, max(line, 1), max(column, 1))
 
 
-def parse_config(text: str, source: str = "<config>") -> ast.JsonNode:
+def parse_config(text: str, source: str = "<config>") -> syntax.JsonNode:
     """Parse config *text* into a JSON template tree.
 
     Raises ``ConfigSyntaxError`` listing every syntax problem found, each with
@@ -428,7 +428,7 @@ def parse_config(text: str, source: str = "<config>") -> ast.JsonNode:
     return _parse_with_lark(src)
 
 
-def _parse_with_lark(src: SourceText) -> ast.JsonNode:
+def _parse_with_lark(src: SourceText) -> syntax.JsonNode:
     """The grammar's own parser: the definition of the language, and every syntax error's source."""
     text = src.text
     syntax: list[Diagnostic] = []
@@ -519,7 +519,7 @@ def _try_feed(interactive: Any, insertion: tuple[str, ...], token: Token | None)
     return True
 
 
-def parse_mapping(config: Mapping[str, Any], source: str = "<mapping>") -> ast.JsonNode:
+def parse_mapping(config: Mapping[str, Any], source: str = "<mapping>") -> syntax.JsonNode:
     """Parse an already-decoded config: its strings are templates like those in a file.
 
     The mapping is written out as indented JSON and parsed, so errors still carry a

@@ -37,7 +37,7 @@ from typing import Any
 
 import asyncpg
 
-from .store import (
+from .base import (
     DEFAULT_MAX_CLIENT_DATA_BYTES,
     AmbiguousSession,
     ApiKey,
@@ -59,7 +59,7 @@ from .store import (
 
 __all__ = ["PostgresStore"]
 
-log = logging.getLogger("webhook_dsl.store")
+log = logging.getLogger("webhook_dsl.storage")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (

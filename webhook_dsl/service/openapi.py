@@ -8,14 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._version import __version__
-from .masking import MIN_SECRET_LENGTH
-from .runtime import CATEGORIES
-from .store import ID_PATTERN, SECRET_NAME_PATTERN, SECRET_VALUE_PATTERN
+from .._version import __version__
+from ..language.names import MIN_SECRET_LENGTH, SECRET_NAME_PATTERN
+from ..runtime.calls import CATEGORIES
+from ..storage.base import ID_PATTERN, SECRET_VALUE_PATTERN
 
 __all__ = ["ID_PATTERN", "TRIGGER_NAME_PATTERN", "openapi_document"]
 
-#: Trigger names: what LLM tool-calling APIs accept (see ``webhook_dsl.trigger``).
+#: Trigger names: what LLM tool-calling APIs accept (see ``webhook_dsl.runtime.trigger``).
 TRIGGER_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 MAX_IMAGES = 100
 MAX_IMAGE_URL = 4096

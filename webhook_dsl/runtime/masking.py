@@ -20,8 +20,10 @@ from urllib.parse import unquote, unquote_plus
 
 import orjson
 
-from .errors import RenderError
-from .plan import RenderedRequest, WebhookPlan
+from ..errors import RenderError
+from ..language.names import MIN_SECRET_LENGTH, SECRET_NAME, SECRET_NAME_PATTERN, SECRETS_PREFIX
+from ..language.plan import RenderedRequest, WebhookPlan
+from ..storage.base import Session
 
 __all__ = [
     "CREDENTIAL_HEADERS",
@@ -33,6 +35,7 @@ __all__ = [
     "Masker",
     "looks_like_credential",
     "mask_client_data",
+    "masked_session",
     "masked_variables",
     "secret_strings",
     "shown_request",
@@ -41,15 +44,6 @@ __all__ = [
 ]
 
 MASK = "***"
-#: Secrets this long or longer are masked wherever any form of them appears, inside any text. A shorter
-#: one is masked where it stands as a whole token (not next to a letter or digit): four characters such
-#: as "1500" occur by chance in ordinary data, and masking them inside it would change what the LLM reads.
-MIN_SECRET_LENGTH = 8
-#: Company secrets reach a template as ``$secrets.NAME``: the variable ``secrets.NAME``.
-SECRETS_PREFIX = "secrets."
-#: A company secret's name, what ``$secrets.NAME`` can write (JSON Schema dialect: ``$`` ends the string).
-SECRET_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
-SECRET_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 #: Headers whose value is a credential by definition (RFC 9110 section 11.6, RFC 6265): shown masked whole.
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
 
@@ -217,6 +211,7 @@ class Masker:
         self._plus = any(" " in value for value in self.values)
         #: Whether a search may miss one of these secrets in text, so a request is better masked by position.
         self.has_short_secrets = bool(short)
+
     @classmethod
     def for_call(cls, variables: Mapping[str, Any], secret_names: Iterable[str] = ()) -> Masker:
         """The masker for one call: every declared secret among the variables, and every company secret."""
@@ -411,3 +406,14 @@ def shown_request(
         "headers": masker.headers(request.headers),
         "body": None if request.body is None else masker.text(request.body.decode("utf-8")),
     }
+
+
+def masked_session(
+    session: Session, secret_names: Iterable[str], secret_values: Iterable[str] = ()
+) -> dict[str, Any]:
+    """A session as a person sees it (the API, the dashboard, ``webhook-dsl session get``): the values of
+    the keys declared secret replaced by ***, and those values and the company's secrets masked wherever
+    else they appear."""
+    data = session.to_dict()
+    data["client_data"] = mask_client_data(session.client_data, secret_names, secret_values)
+    return data

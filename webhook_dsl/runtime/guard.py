@@ -13,7 +13,7 @@ the checked addresses only (see ``runtime``), leaving no DNS-rebinding window.
 A refusal's message reaches the LLM and the API caller, so for a name it never says
 what the name resolved to, nor whether it resolved at all (that would map a private
 DNS zone for whoever steers the LLM); ``BlockedError.detail``, logged for the
-operator on ``webhook_dsl.guard``, does.
+operator on ``webhook_dsl.runtime.guard``, does.
 """
 
 from __future__ import annotations
@@ -97,7 +97,7 @@ BLOCKED_NAMES = (
 BLOCKED_SUFFIXES = (".localhost", ".local", ".internal", ".home.arpa")
 
 
-_log = logging.getLogger("webhook_dsl.guard")
+_log = logging.getLogger("webhook_dsl.runtime.guard")
 
 
 class BlockedError(Exception):
@@ -126,7 +126,7 @@ def parse_network(text: str) -> IPNetwork:
     >>> parse_network("127.0.0.1/0")
     Traceback (most recent call last):
     ...
-    webhook_dsl.guard.NetworkSpecError: 127.0.0.1/0 has host bits set; did you mean 127.0.0.1/32 or 0.0.0.0/0?
+    webhook_dsl.runtime.guard.NetworkSpecError: 127.0.0.1/0 has host bits set; did you mean 127.0.0.1/32 or 0.0.0.0/0?
     """
     written = text.strip()
     try:

@@ -15,17 +15,17 @@ from __future__ import annotations
 import json
 import re
 
-from . import ast
+from . import syntax
 
 __all__ = ["parse_fast"]
 
 # A name character written as an escape: any \u escape but a lone surrogate.
 _ESC = r"\\u(?![dD][89a-fA-F])[0-9a-fA-F]{4}|\\u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
-# `${...}` holding anything but `"`, a raw `}` and invalid escapes; a `$` run (see ast.read_run).
+# `${...}` holding anything but `"`, a raw `}` and invalid escapes; a `$` run (see syntax.read_run).
 _BRACED = r'\$\{(?:[^"\\}]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))+\}'
 _RUN = rf"\$(?:[^\W\d]|{_ESC})(?:[\w.-]|{_ESC})*(?:\[[0-9]+\])?"
 
-# One token at a time, outside strings. Mirrors the terminals of grammar/webhook.lark.
+# One token at a time, outside strings. Mirrors the terminals of webhook.lark.
 _TOKEN = re.compile(
     r"(?P<ws>[ \t\n\r]+)"
     r"|(?P<punct>[{}\[\],:])"
@@ -64,8 +64,8 @@ class _Reader:
         self.line_start = 0  # offset where the current line begins
         self.depth_limit = depth_limit
 
-    def span(self, start: int, end: int) -> ast.Span:
-        return ast.Span(self.line, start - self.line_start + 1, start, end)
+    def span(self, start: int, end: int) -> syntax.Span:
+        return syntax.Span(self.line, start - self.line_start + 1, start, end)
 
     def skip_ws(self) -> None:
         text = self.text
@@ -77,7 +77,7 @@ class _Reader:
             pos += 1
         self.pos = pos
 
-    def value(self, depth: int) -> ast.JsonNode:
+    def value(self, depth: int) -> syntax.JsonNode:
         self.skip_ws()
         match = _TOKEN.match(self.text, self.pos)
         if match is None:
@@ -95,9 +95,9 @@ class _Reader:
             self.pos = end
             span = self.span(start, end)
             if end - start == 2:
-                return ast.StringTemplate((), span)
-            inner = ast.Span(span.line, span.column + 1, start + 1, end - 1)
-            return ast.StringTemplate((ast.Text(self.text[start + 1 : end - 1], inner),), span)
+                return syntax.StringTemplate((), span)
+            inner = syntax.Span(span.line, span.column + 1, start + 1, end - 1)
+            return syntax.StringTemplate((syntax.Text(self.text[start + 1 : end - 1], inner),), span)
         if kind == "dquote":
             return self.string(start)
         if not _AFTER_SCALAR.match(self.text, end):
@@ -106,41 +106,41 @@ class _Reader:
         span = self.span(start, end)
         written = match.group()
         if kind == "number":
-            return ast.JsonNumber(written, span)
+            return syntax.JsonNumber(written, span)
         if kind == "word":
             if written == "null":
-                return ast.JsonNull(span)
-            return ast.JsonBool(written == "true", span)
-        return ast.BareVar(_var_ref(written, span), span)
+                return syntax.JsonNull(span)
+            return syntax.JsonBool(written == "true", span)
+        return syntax.BareVar(_var_ref(written, span), span)
 
-    def object(self, depth: int) -> ast.JsonObject:
+    def object(self, depth: int) -> syntax.JsonObject:
         if depth > self.depth_limit:
             raise _GiveUp
         start = self.pos
         line, line_start = self.line, self.line_start
         self.pos += 1
-        members: list[ast.JsonMember] = []
+        members: list[syntax.JsonMember] = []
         self.skip_ws()
         if self.text.startswith("}", self.pos):
             self.pos += 1
         else:
             while True:
                 key = self.value(depth + 1)
-                if not isinstance(key, ast.StringTemplate):
+                if not isinstance(key, syntax.StringTemplate):
                     raise _GiveUp
                 self.expect(":")
-                members.append(ast.JsonMember(key, self.value(depth + 1)))
+                members.append(syntax.JsonMember(key, self.value(depth + 1)))
                 if self.expect(",}") == "}":
                     break
-        return ast.JsonObject(tuple(members), ast.Span(line, start - line_start + 1, start, self.pos))
+        return syntax.JsonObject(tuple(members), syntax.Span(line, start - line_start + 1, start, self.pos))
 
-    def array(self, depth: int) -> ast.JsonArray:
+    def array(self, depth: int) -> syntax.JsonArray:
         if depth > self.depth_limit:
             raise _GiveUp
         start = self.pos
         line, line_start = self.line, self.line_start
         self.pos += 1
-        items: list[ast.JsonNode] = []
+        items: list[syntax.JsonNode] = []
         self.skip_ws()
         if self.text.startswith("]", self.pos):
             self.pos += 1
@@ -149,7 +149,7 @@ class _Reader:
                 items.append(self.value(depth + 1))
                 if self.expect(",]") == "]":
                     break
-        return ast.JsonArray(tuple(items), ast.Span(line, start - line_start + 1, start, self.pos))
+        return syntax.JsonArray(tuple(items), syntax.Span(line, start - line_start + 1, start, self.pos))
 
     def expect(self, chars: str) -> str:
         self.skip_ws()
@@ -158,10 +158,10 @@ class _Reader:
             return self.text[self.pos - 1]
         raise _GiveUp
 
-    def string(self, start: int) -> ast.StringTemplate:
+    def string(self, start: int) -> syntax.StringTemplate:
         text = self.text
         pos = start + 1
-        parts: list[ast.Text | ast.VarRef | ast.BadDollar] = []
+        parts: list[syntax.Text | syntax.VarRef | syntax.BadDollar] = []
         run: list[str] = []
         run_start = -1
         high: str | None = None  # first half of an escaped surrogate pair
@@ -177,19 +177,19 @@ class _Reader:
                 break
             if kind == "braced" or kind == "run":
                 written = match.group()
-                ref: ast.VarRef | None
+                ref: syntax.VarRef | None
                 if kind == "braced":
                     end, ref = len(written), _var_ref(written, self.span(token_start, pos))
                 else:  # the name the run spells is the reference; the rest of it is text
-                    end, name, index = ast.read_run(written)
+                    end, name, index = syntax.read_run(written)
                     span = self.span(token_start, token_start + end)
-                    ref = ast.VarRef(name, index, False, written[:end], span) if end else None
+                    ref = syntax.VarRef(name, index, False, written[:end], span) if end else None
                 if ref is not None:
                     if run:
                         parts.append(
-                            ast.Text(
+                            syntax.Text(
                                 "".join(run),
-                                ast.Span(self.line, run_start - self.line_start + 1, run_start, token_start),
+                                syntax.Span(self.line, run_start - self.line_start + 1, run_start, token_start),
                             )
                         )
                         run = []
@@ -229,20 +229,22 @@ class _Reader:
             run.append(value)
         if run:
             parts.append(
-                ast.Text("".join(run), ast.Span(self.line, run_start - self.line_start + 1, run_start, token_start))
+                syntax.Text(
+                    "".join(run), syntax.Span(self.line, run_start - self.line_start + 1, run_start, token_start)
+                )
             )
         self.pos = pos
-        return ast.StringTemplate(tuple(parts), self.span(start, pos))
+        return syntax.StringTemplate(tuple(parts), self.span(start, pos))
 
 
-def _var_ref(written: str, span: ast.Span) -> ast.VarRef:
+def _var_ref(written: str, span: syntax.Span) -> syntax.VarRef:
     try:
-        return ast.VarRef.from_written(written, span)
+        return syntax.VarRef.from_written(written, span)
     except ValueError:  # braces holding a control character or a lone surrogate: Lark reports it
         raise _GiveUp from None
 
 
-def parse_fast(text: str, depth_limit: int) -> ast.JsonNode | None:
+def parse_fast(text: str, depth_limit: int) -> syntax.JsonNode | None:
     """The AST of well-formed *text*, or None when the Lark grammar must read it."""
     reader = _Reader(text, depth_limit)
     try:
