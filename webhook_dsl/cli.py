@@ -27,7 +27,7 @@ from .runtime.trigger import Trigger, compile_trigger, is_trigger_document
 from .storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES
 
 if TYPE_CHECKING:
-    from .service import TriggerCatalog
+    from .runtime.catalog import TriggerCatalog
     from .storage.base import Session, Store
 
 __all__ = ["main"]
@@ -272,7 +272,7 @@ def _check_session_id(session_id: str) -> None:
 
 def _session_triggers(args: argparse.Namespace) -> TriggerCatalog | None:
     """The triggers whose declared secrets a session view masks (``--triggers``, else $WEBHOOK_DSL_TRIGGERS)."""
-    from .service import TriggerCatalog, TriggerLoadError
+    from .runtime.catalog import TriggerCatalog, TriggerLoadError
 
     path = args.triggers or os.environ.get("WEBHOOK_DSL_TRIGGERS")
     if not path:
@@ -414,9 +414,16 @@ def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     import logging
 
-    import uvicorn
+    try:
+        import uvicorn
 
-    from .service import ServiceSettings, TriggerCatalog, TriggerLoadError, create_app
+        from .service import ServiceSettings, create_app
+    except ImportError as error:
+        raise _InputError(
+            f"webhook-dsl serve needs the service extra ({error.name} is not installed): "
+            "pip install 'webhook-dsl[service]'"
+        ) from None
+    from .runtime.catalog import TriggerCatalog, TriggerLoadError
     from .storage.base import company_id_problem
     from .storage.database_url import open_store, sqlite_path
 

@@ -36,7 +36,13 @@ def sqlite_path(url: str) -> str | None:
 def open_store(url: str) -> Store:
     """``sqlite:///relative.db``, ``sqlite:////absolute.db``, a plain path, or ``postgresql://...``."""
     if _is_postgresql(url):
-        from .postgres import PostgresStore
+        try:
+            from .postgres import PostgresStore
+        except ImportError as error:
+            raise ValueError(
+                f"PostgreSQL needs the postgres extra ({error.name} is not installed): "
+                "pip install 'webhook-dsl[postgres]'"
+            ) from None
 
         return PostgresStore(url)
     from .sqlite import SQLiteStore
