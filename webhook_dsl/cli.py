@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
 from .language.compiler import compile_webhook
 from .language.names import MIN_SECRET_LENGTH
-from .language.plan import WebhookPlan, dump_plans, load_plans
+from .language.plan import PLAN_FORMAT, WebhookPlan, dump_plans, load_plans
 from .runtime.calls import EVENT_LOOPS, run
 from .runtime.masking import Masker, shown_request
 from .runtime.trigger import Trigger, compile_trigger, is_trigger_document
@@ -98,11 +98,20 @@ def _load_variables(args: argparse.Namespace) -> dict[str, Any]:
 def _plans_from(path: str) -> list[WebhookPlan]:
     """A config file compiles to one plan; a file written by ``compile`` holds several."""
     text = _read(path)
-    if text.lstrip().startswith("{") and '"format": "webhook-dsl/plan"' in text[:2000]:
+    if _is_plan_file(text):
         return load_plans(text)
-    if is_trigger_document(text):
+    if is_trigger_document(text, path):
         return [compile_trigger(text, source=path).plan]
     return [compile_webhook(text, source=path)]
+
+
+def _is_plan_file(text: str) -> bool:
+    """Whether a file is what ``compile`` writes: plain JSON whose ``format`` is the plan format."""
+    try:
+        document = json.loads(text)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and document.get("format") == PLAN_FORMAT
 
 
 def _credential_warnings(trigger: Trigger) -> list[str]:
@@ -125,7 +134,7 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for path in args.files:
         try:
             text = _read(path)
-            if is_trigger_document(text):
+            if is_trigger_document(text, path):
                 trigger = compile_trigger(text, source=path)
                 undefined = trigger.undefined_references()
                 if undefined:

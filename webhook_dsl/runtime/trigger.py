@@ -420,6 +420,14 @@ def load_trigger(path: str | Path) -> Trigger:
     return compile_trigger(Path(path).read_text(encoding="utf-8"), source=str(path))
 
 
-def is_trigger_document(text: str) -> bool:
-    """Cheap sniff used by the CLI: a trigger has a top-level "webhook" member."""
-    return bool(re.search(r'^\s*"webhook"\s*:', text, re.MULTILINE))
+def is_trigger_document(text: str, source: str = "<config>") -> bool:
+    """Whether a config is a trigger: a JSON object with a top-level ``webhook`` member. Read from the
+    parsed structure, so a webhook whose body has a ``webhook`` key is still a webhook. Text that does not
+    parse is not a trigger (compiling it as a webhook reports its syntax errors)."""
+    try:
+        document = parse_config(text, source)
+    except ConfigError:
+        return False
+    return isinstance(document, syntax.JsonObject) and any(
+        member.key.literal == "webhook" for member in document.members
+    )
