@@ -1,4 +1,4 @@
-"""A stand-in for the seed's three APIs (ERP orders, helpdesk tickets, vision), on loopback.
+"""A demo stand-in for the example triggers' three APIs (ERP orders, helpdesk tickets, vision), on loopback.
 
 It lets the examples run end to end with no outside network:
 ``webhook-dsl stand-in --port 8765`` then ``webhook-dsl call examples/triggers/...``.

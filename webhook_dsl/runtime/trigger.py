@@ -8,11 +8,10 @@ A trigger file is a JSON template (its ``webhook`` may hold bare ``$images``)::
      "clientData": ["erp_token"],
      "webhook": {"url": "https://erp.example.com/orders/$order_number", "method": "GET", ...}}
 
-``parameters`` is a JSON Schema (checked against its metaschema at compile time,
-arguments validated at call time: ``jsonschema_rs`` answers "valid?" in well under a
-microsecond, and ``jsonschema`` words the errors when the answer is no). ``clientData`` declares
-the session keys the webhook expects, so ``check`` can tell a typo from a
-client_data key before deploy.
+``parameters`` is a JSON Schema, checked against its metaschema at compile time; at call time
+``jsonschema_rs`` answers "valid?" and ``jsonschema`` words the errors when the answer is no
+(benchmarks/validation_bench.py has the figure behind keeping both). ``clientData`` declares the
+session keys the webhook expects, so ``check`` tells a typo from a client_data key before deploy.
 """
 
 from __future__ import annotations
@@ -52,7 +51,7 @@ class _TriggerModel(BaseModel):
     name: str
     description: str
     parameters: dict[str, Any] = {"type": "object", "properties": {}}
-    interpretResponse: bool = True  # noqa: N815 - the seed's field name
+    interpretResponse: bool = True  # noqa: N815 - the platform's field name, as configs write it
     clientData: list[str] = []  # noqa: N815
     retryPost: bool = False  # noqa: N815
     mergeOnError: bool = False  # noqa: N815

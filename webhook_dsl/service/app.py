@@ -1,36 +1,10 @@
-"""The HTTP service: sessions, trigger calls, call logs and the logs dashboard, for many companies.
+"""The HTTP service: sessions, trigger calls, call logs and secrets, for many companies.
 
-``create_app(store, catalog)`` builds the ASGI app (Starlette); ``webhook-dsl serve`` runs it
-on uvicorn. Every request but the probes (``/livez``, ``/readyz``, ``/health``) and ``/openapi.json`` carries
-an API key
-(``Authorization: Bearer KEY`` or ``X-Api-Key: KEY``); the key's company is the only
-company the request can see: its sessions, their logs, its triggers. The company of a
-session always comes from the key, never from the request body.
-
-Triggers are compiled once, when the app is built: ``TriggerCatalog.load(directory)``
-reads ``DIR/*.json`` (triggers every company has) and ``DIR/<company_id>/*.json``
-(that company's own, which win over a shared trigger of the same name).
-
-A company's secrets are written (``PUT /secrets/NAME``), listed by name and deleted, never read
-back: only the runtime reads them, to fill ``$secrets.NAME``. A session's client_data is shown
-with the values of the keys the company's triggers declare secret (their ``secrets``) masked:
-by declaration, never by guessing from a key's name.
-
-The runtime (one connection pool for the whole process) addresses sessions by id;
-here it is handed a store that scopes every id to the company of the request being
-served, so a trigger call can only read and merge into the caller's own session.
-
-**Requests from browsers.** A key is a header, which no web page can make a browser attach
-to a request to this service, but two things a page can do are refused here (``_Guard``): a
-state-changing request (PUT, POST, PATCH, DELETE) from another site (an ``Origin`` that is not
-this service's own, or ``Sec-Fetch-Site: cross-site``/``same-site``) is a 403 in every mode;
-and with ``anonymous_company``, where no key is needed at all, only requests addressed to this
-machine by name (``Host: localhost``, ``127.0.0.1``, ``[::1]``...) are answered, so that a
-page cannot reach the service through a DNS name it controls that resolves to 127.0.0.1 (DNS
-rebinding), and a POST must be JSON, which a page on another site cannot send without asking.
-A request that carries credentials must carry valid ones, in every mode: a wrong key, an
-``Authorization`` that is not ``Bearer KEY`` (``Basic``, which a browser may replay by itself),
-two different keys: all 401, never the anonymous company.
+``create_app(store, catalog)`` builds the Starlette app; ``webhook-dsl serve`` runs it on uvicorn. Every
+request but the probes and ``/openapi.json`` carries an API key bound to one company, and sees that
+company's sessions, logs, triggers and secrets only (``auth``). What a request may cost and who may send
+it is decided before it reaches an endpoint (``middleware``); errors share one shape (``errors``).
+Secrets are written, listed by name and deleted, never read back: only the runtime reads them.
 """
 
 from __future__ import annotations

@@ -1,25 +1,9 @@
-"""The logs dashboard: plain server-rendered HTML pages of a company's sessions and their calls.
+"""The call-log dashboard: a company's sessions and each call's request, answer and outcome, as HTML pages.
 
-Pages (all under ``/dashboard/``): the company's sessions, most recent first; one session,
-with its client_data and its calls (time, trigger, status, duration, the request with
-secrets masked, the response body). ``Authorization: Bearer KEY`` works too, for scripts.
-
-**Signing in.** The company's API key is typed into the form at ``/dashboard/`` and checked;
-the browser then holds a random sign-in token (256 bits) in an HttpOnly, SameSite=Strict cookie
-scoped to ``/dashboard`` (``Secure`` when the request came over HTTPS, as uvicorn sees it, so
-behind a proxy with ``serve --proxy-headers``), never the key. The store keeps the token's
-SHA-256 with the company, the key's hash and an expiry (8 hours), so every replica knows the
-sign-in and a restart ends none; each page view checks the key through the key cache, so a
-revoked key's sign-ins end within that cache's 10 s (and ``keys revoke`` deletes them at once).
-Sign-in and sign-out are POSTs carrying a CSRF token: for the sign-in form a random value that is
-also in a cookie (double submit: a page of another site can set neither), for sign-out one derived
-from the sign-in's token. A key in an address (``?key=``) is never accepted: addresses end up in
-history, logs and Referer headers; such a request gets a page that says so, with the form.
-
-Everything shown is escaped by Jinja2's autoescape, and the pages carry a Content-Security-Policy
-that allows no script at all, so a response body full of markup is shown as text, never run.
-Log records were masked when they were written; session data is masked as the API masks it: the
-values of the client_data keys the company's triggers declare secret.
+A browser signs in with its API key once; the cookie then holds a random server-side token (never the
+key), ``HttpOnly``, ``SameSite=Strict`` and ``Secure`` behind HTTPS. Sign-in and sign-out are POSTs with
+a CSRF token, and a key in an address (``?key=``) is refused. Everything shown is masked as the API
+shows it.
 """
 
 from __future__ import annotations

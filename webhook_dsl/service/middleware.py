@@ -33,7 +33,7 @@ class ServiceSettings:
     key_cache_seconds: float = 10.0  # a key's company is remembered this long (so a revoked key works this long)
     access_log: bool = True  # one line per request: method, path (never the query string), status, ms
     dashboard: bool = True
-    #: Requests with no key at all are served as this company (local trials: the seed's bare curl).
+    #: Requests with no key at all are served as this company (local trials with a bare curl).
     #: Off by default; a request with a wrong key is still refused, and only requests addressed to
     #: localhost, 127.0.0.1 or [::1] are answered at all (see the module's docstring).
     anonymous_company: str | None = None
@@ -62,7 +62,7 @@ class ServiceSettings:
 
 #: An urlencoded body (``curl -d``) is at most this many bytes, whatever ``max_body_bytes`` is. Its
 #: percent-escapes are decoded in Python, at several times the cost per byte of parsing JSON, all on the
-#: one event loop; 64 KiB of them costs a few milliseconds. A form that large is a mistake or an attack:
+#: one event loop. A form that large is a mistake or an attack:
 #: JSON, or a multipart field (``curl -F``), carries client_data as it is, up to ``max_body_bytes``.
 MAX_URLENCODED_BYTES = 64 * 1024
 _URLENCODED = "application/x-www-form-urlencoded"

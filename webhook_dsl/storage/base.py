@@ -1,20 +1,11 @@
 """What every store is: the ``Store`` protocol, the records it keeps, and the rules it enforces.
 
-**Tenancy.** A session is identified by its company and its id: two companies may
-both have a session ``S1`` and never see each other's. Every method takes
-``company_id``; ``None`` means "whichever company has a session with this id"
-(the single-tenant command line and a bare ``Runtime`` work that way), which is
-an error when several companies do. The service always passes the company of the
-request's API key. API keys are stored as SHA-256 hashes (see ``hash_api_key``).
-
-**What may be stored** is decided here, once, for every way in: ``session_id_problem``,
-``client_data_problems`` and ``secret_problem`` word what is wrong, and the command line and
-the service both ask them, so they accept the same input and refuse the rest in the same words.
-
-**Bounded sessions.** A session's client_data is read whole on every trigger call, on the event loop,
-so its size is bounded: at most ``max_client_data_bytes`` of compact JSON (default
-``DEFAULT_MAX_CLIENT_DATA_BYTES``), checked inside the write that makes it. ``StoreUnavailable`` is an
-outage (a database down, full or read-only), which the service answers with 503.
+A session is identified by its company and its id; ``company_id=None`` means "the one company with
+this id" (the single-tenant command line), an error when there are several. What may be stored is
+decided here once (``session_id_problem``, ``client_data_problems``, ``secret_problem``), so every way in
+accepts and refuses the same input in the same words. A session's client_data is bounded
+(``max_client_data_bytes`` of compact JSON), checked inside the write. ``StoreUnavailable`` is an outage
+(a database down, full or read-only), which the service answers with 503.
 """
 
 from __future__ import annotations

@@ -1,27 +1,11 @@
-"""The PostgreSQL backend: the same ``Store`` as ``SQLiteStore``, for several service replicas.
+"""The PostgreSQL backend (extra ``[postgres]``): the same ``Store`` as SQLite, for several service replicas.
 
-``PostgresStore("postgresql://user@host/db")`` keeps sessions, call logs, API keys and
-company secrets in four tables, created on first use (under an advisory lock, so replicas starting
-together do not race). Nothing is cached in the process: every replica reads and
-writes the database, so they can share sessions freely.
-
-Concurrent client_data merges lose nothing: each merge is one statement,
-``UPDATE sessions SET client_data = client_data || $1::jsonb`` (``||`` merges the
-top-level keys, as ``dict.update`` does), which PostgreSQL runs under the row's
-lock. A call's merge and its log record are one statement too (a data-modifying
-``WITH``), so they commit together or not at all, in one round trip.
-
-The client_data limit is in the same statements: ``WHERE octet_length((client_data ||
-$1)::text) <= limit``. PostgreSQL re-checks an UPDATE's WHERE on the newest version of a row a
-concurrent transaction changed, so concurrent merges cannot pass the limit together. jsonb's text
-has a space after every ``:`` and ``,``, so it is never shorter than compact JSON: a merge it
-admits is within the limit. One it refuses is measured again, exactly as the SQLite store measures
-(compact JSON), under the row's lock, and made if it fits after all.
-
-client_data is ``jsonb``, which cannot hold the character U+0000 or a lone UTF-16
-surrogate; such a character in a client_data string is stored as U+FFFD (the
-replacement character). Log records
-are kept as JSON text, exactly as written.
+Nothing is cached in the process, so replicas share sessions freely; tables are created on first use
+under an advisory lock. A client_data merge is one statement (``client_data || $1::jsonb``, under the
+row's lock), and a call's merge and log record commit together, so concurrent merges lose nothing. The
+size limit is part of the same statements (``octet_length`` of the merged text), re-checked by
+PostgreSQL on the newest row version; a merge jsonb's longer text refuses is measured again exactly.
+``jsonb`` cannot hold U+0000 or a lone surrogate: such a character is stored as U+FFFD.
 """
 
 from __future__ import annotations
