@@ -422,10 +422,10 @@ class SQLiteStore:
         """Copy the WAL into the database, and truncate it once it is long.
 
         A passive checkpoint never finishes while writes keep coming, and SQLite only starts the WAL
-        over after one that did: under steady load the file grew without end. So past ``_WAL_TRUNCATE_FRAMES`` a TRUNCATE checkpoint follows. It holds the
-        write lock while it waits for readers, so it waits at most ``_TRUNCATE_WAIT_MS`` (writes
-        meanwhile queue on this thread; the loop never waits) and is simply tried again next time
-        if a long reader is in the way.
+        over after one that did: under steady load the file grew without end. So past
+        ``_WAL_TRUNCATE_FRAMES`` a TRUNCATE checkpoint follows. It holds the write lock while it waits
+        for readers, so it waits at most ``_TRUNCATE_WAIT_MS`` (writes meanwhile queue on this thread;
+        the loop never waits) and is simply tried again next time if a long reader is in the way.
         """
         try:
             with self._lock, contextlib.suppress(sqlite3.Error):
