@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import io
 import json
 import re
+import shlex
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from tests.service_support import (
     REFUSED_SESSION_IDS,
     StoreFactory,
 )
-from webhook_dsl.cli import main
+from webhook_dsl.cli import build_parser, main
 from webhook_dsl.storage.base import company_id_problem, session_id_problem
 from webhook_dsl.storage.sqlite import SQLiteStore
 
@@ -128,10 +131,86 @@ def test_compile_writes_nothing_when_a_config_is_wrong(tmp_path: Path) -> None:
     assert not out_file.exists()
 
 
-def test_help_teaches_by_example() -> None:
+def _commands(parser: argparse.ArgumentParser, path: tuple[str, ...] = ()) -> Iterator[tuple[str, ...]]:
+    """The path of every command and subcommand (``()`` for webhook-dsl itself), walking argparse's tree."""
+    yield path
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _commands(sub, (*path, name))
+
+
+def _parser(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    parser = build_parser()
+    for name in path:
+        subparsers = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = subparsers.choices[name]
+    return parser
+
+
+COMMANDS = list(_commands(build_parser()))
+
+
+def _examples(text: str) -> list[list[str]]:
+    """The invocations of webhook-dsl after 'example:' or 'examples:' in a help text, as argument lists (what
+    follows 'webhook-dsl', to the end of its line or its shell command: '... | webhook-dsl ...',
+    'KEY=$(webhook-dsl ...)')."""
+    found = []
+    start = re.search(r"\bexamples?:", text)
+    for line in text[start.end() if start else len(text) :].splitlines():
+        for match in re.finditer(r"(?<![\w'-])webhook-dsl ([^|;`]*)", line):
+            command = match.group(1).strip()
+            if "$(" in line[: match.start()]:
+                command = command.removesuffix(")")
+            found.append(shlex.split(command))
+    return found
+
+
+def test_every_command_is_walked() -> None:
+    assert len(COMMANDS) >= 20
+    assert {(), ("check",), ("serve",), ("session", "put"), ("keys", "revoke"), ("secrets", "set")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda path: " ".join(("webhook-dsl", *path)))
+def test_help_teaches_by_example(
+    path: tuple[str, ...], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every command's --help ends with an example of that command, every option says what it is for, and
+    every example is one the command accepts."""
+    monkeypatch.setenv("COLUMNS", "100")
     with pytest.raises(SystemExit) as exit_info:
-        run("--help")
+        run(*path, "--help")
     assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    prog = " ".join(("webhook-dsl", *path))
+    assert text.startswith(f"usage: {prog}")
+    problems = []
+
+    after_usage = " ".join(text.split("\n\n", 1)[1].split())  # wrapped lines joined
+    example = re.search(r"\bexamples?:", after_usage)
+    if not example:
+        problems.append("--help shows no example")
+    elif not re.search(rf"(?<![\w'-]){re.escape(prog)}(?=[ )]|$)", after_usage[example.end() :]):
+        problems.append(f"--help has no example of '{prog}'")
+
+    parser = _parser(path)
+    problems += [
+        f"option {'/'.join(action.option_strings)} has no help text"
+        for action in parser._actions
+        if action.option_strings and action.help != argparse.SUPPRESS and not (action.help or "").strip()
+    ]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            described = {choice.dest for choice in action._choices_actions if (choice.help or "").strip()}
+            problems += [f"subcommand {name} has no help text" for name in action.choices if name not in described]
+
+    examples = _examples(f"{parser.description}\n{parser.epilog}")
+    for argv in (argv for argv in examples if tuple(argv[: len(path)]) == path):
+        try:
+            build_parser().parse_args(argv)
+        except SystemExit:
+            problems.append(f"the example 'webhook-dsl {shlex.join(argv)}' is refused: {capsys.readouterr().err}")
+    assert problems == [], f"{prog}: " + "; ".join(problems)
 
 
 def test_installed_command_runs_as_a_process() -> None:

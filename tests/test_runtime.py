@@ -393,25 +393,6 @@ def test_concurrent_merges_on_one_session_lose_nothing(tmp_path: Path) -> None:
     assert {k for k in data if k.startswith("K-")} == {f"K-{i}" for i in range(60)}
 
 
-def test_concurrent_merges_from_two_processes_lose_nothing(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "shared.db")
-    store.put_session_sync("s", company_id="c", assistant_id="a")
-    script = (
-        "import sys; from webhook_dsl.storage.sqlite import SQLiteStore\n"
-        "s = SQLiteStore(sys.argv[1])\n"
-        "for i in range(100): s.merge_client_data_sync('s', {f'{sys.argv[2]}{i}': i})\n"
-    )
-    import subprocess
-    import sys
-
-    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "shared.db"), p]) for p in "ab"]
-    for i in range(100):
-        store.merge_client_data_sync("s", {f"c{i}": i})
-    assert all(p.wait(timeout=60) == 0 for p in procs)
-    assert len(store.get_session_sync("s").client_data) == 300
-    store.close_sync()
-
-
 def test_render_errors_become_results_not_exceptions() -> None:
     async def main() -> Any:
         async with Runtime() as runtime:

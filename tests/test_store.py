@@ -7,6 +7,8 @@ import json
 import math
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -189,6 +191,58 @@ def test_concurrent_merges_lose_nothing(backend: StoreFactory) -> None:
         data = (await store.get_session("S", company_id="c")).client_data
         assert len(data) == 60
         assert len(await store.logs("S", 1000, company_id="c")) == 20
+
+    run(backend, test)
+
+
+def test_concurrent_merges_from_three_processes_lose_nothing(backend: StoreFactory) -> None:
+    """Two other processes merge into the session while this one does: 300 keys, none lost (SQLite's file
+    lock, PostgreSQL's row lock). All three start merging together, once each has its store open."""
+    backend.create_schema()
+    script = (
+        "import asyncio, sys\n"
+        "from webhook_dsl.storage.database_url import open_store\n"
+        "async def main():\n"
+        "    store = open_store(sys.argv[1])\n"
+        "    try:\n"
+        "        await store.get_session('S', company_id='c')\n"
+        "        print('ready', flush=True)\n"
+        "        sys.stdin.readline()\n"
+        "        for i in range(100):\n"
+        "            await store.merge_client_data('S', {f'{sys.argv[2]}{i}': i}, company_id='c')\n"
+        "    finally:\n"
+        "        await store.close()\n"
+        "asyncio.run(main())\n"
+    )
+
+    async def test(store: Store) -> None:
+        await store.put_session("S", company_id="c", assistant_id="a")
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", script, backend.url, p], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+            )
+            for p in "ab"
+        ]
+        try:
+            for process in processes:
+                assert process.stdout and await asyncio.to_thread(process.stdout.readline) == "ready\n"
+            for process in processes:
+                assert process.stdin
+                process.stdin.write("go\n")
+                process.stdin.close()
+            for i in range(100):
+                await store.merge_client_data("S", {f"c{i}": i}, company_id="c")
+        finally:
+            for process in processes:
+                if process.stdin and not process.stdin.closed:
+                    process.stdin.close()
+            codes = [await asyncio.to_thread(process.wait, 60) for process in processes]
+            for process in processes:
+                if process.stdout:
+                    process.stdout.close()
+        assert codes == [0, 0]
+        data = (await store.get_session("S", company_id="c")).client_data
+        assert data == {f"{p}{i}": i for p in "abc" for i in range(100)}
 
     run(backend, test)
 

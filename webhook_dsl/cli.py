@@ -704,6 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="validate configs; print every error as FILE:LINE:COLUMN",
         description="Validate webhook configs. Every error in every file is printed, "
         "as FILE:LINE:COLUMN: message, with the line and a caret.",
+        epilog="example: webhook-dsl check examples/webhooks/*.json examples/triggers/*.json",
     )
     check.add_argument("files", nargs="+", metavar="FILE", help="webhook config files")
     check.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
@@ -752,6 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="compile configs into a plan file a runtime loads without parsing",
         description="Compile configs into one JSON plan file (deterministic, stamped with the format version "
         "and grammar hash). Nothing is written if any config has errors.",
+        epilog="example: webhook-dsl compile examples/webhooks/*.json -o plans.json",
     )
     compile_.add_argument("files", nargs="+", metavar="FILE", help="webhook config files")
     compile_.add_argument("-o", "--output", required=True, metavar="OUT", help="plan file to write ('-' for stdout)")
@@ -763,6 +765,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="create, update or show a session and its client_data",
         description="Sessions hold the system variables and the client_data a "
         "webhook can use. 'put' merges client_data (keys replace keys).",
+        epilog="example: webhook-dsl session put S1 --company-id cmp_42 --client-data '{\"plan\":\"pro\"}'",
     )
     session_commands = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
     session_triggers_help = (
@@ -820,7 +823,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--arg order_number=A-1001 --allow-network 127.0.0.0/8",
     )
     call.add_argument("trigger", metavar="TRIGGER_FILE")
-    call.add_argument("--session", required=True, metavar="SESSION_ID")
+    call.add_argument("--session", required=True, metavar="SESSION_ID", help="the session to call the trigger on")
     call.add_argument("--arg", action="append", metavar="NAME=VALUE", help="a string argument; repeatable")
     call.add_argument("--args-json", metavar="JSON", help="arguments as a JSON object (numbers, lists...)")
     call.add_argument("--image", action="append", metavar="URL", help="an image URL ($images); repeatable")
@@ -847,16 +850,28 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--database", help=database_help)
     call.set_defaults(handler=_call)
 
-    logs = commands.add_parser("logs", help="show a session's call log")
+    logs = commands.add_parser(
+        "logs",
+        help="show a session's call log",
+        description="Show a session's most recent calls, oldest first: time, trigger, status, outcome.",
+        epilog="example: webhook-dsl logs S1 --limit 20 --format json",
+    )
     logs.add_argument("session_id", metavar="SESSION_ID")
     logs.add_argument("--limit", type=int, default=100, help="most recent N calls (default 100)")
-    logs.add_argument("--format", choices=("text", "json"), default="text")
+    logs.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
     logs.add_argument("--database", help=database_help)
     logs.set_defaults(handler=_logs)
 
-    tools = commands.add_parser("tools", help="print triggers as LLM tool definitions (OpenAI or Anthropic)")
+    tools = commands.add_parser(
+        "tools",
+        help="print triggers as LLM tool definitions (OpenAI or Anthropic)",
+        description="Print the triggers as the tool definitions an LLM API takes, as one JSON array.",
+        epilog="example: webhook-dsl tools examples/triggers/*.json --style anthropic",
+    )
     tools.add_argument("files", nargs="+", metavar="TRIGGER_FILE")
-    tools.add_argument("--style", choices=("openai", "anthropic"), default="openai")
+    tools.add_argument(
+        "--style", choices=("openai", "anthropic"), default="openai", help="whose tool format (default openai)"
+    )
     tools.set_defaults(handler=_tools)
 
     stand_in = commands.add_parser(
@@ -864,9 +879,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve a local stand-in for the examples' APIs",
         description="Serve the ERP, helpdesk and vision endpoints the examples in "
         "examples/triggers/ call, on loopback, so they run end to end offline.",
+        epilog="example: webhook-dsl stand-in --port 8765",
     )
-    stand_in.add_argument("--host", default="127.0.0.1")
-    stand_in.add_argument("--port", type=int, default=8765)
+    stand_in.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    stand_in.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
     stand_in.set_defaults(handler=_stand_in)
 
     serve = commands.add_parser(
@@ -990,16 +1006,28 @@ def build_parser() -> argparse.ArgumentParser:
     keys_database_help = (
         "sqlite:///FILE, a plain FILE or postgresql://... (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
     )
-    keys_create = keys_commands.add_parser("create", help="make a key for a company and print it (once)")
+    keys_create = keys_commands.add_parser(
+        "create",
+        help="make a key for a company and print it (once)",
+        epilog="example: webhook-dsl keys create --company-id cmp_42 --label 'assistant backend'",
+    )
     keys_create.add_argument("--company-id", required=True, help="the company the key belongs to")
     keys_create.add_argument("--label", default="", help="a note to recognise the key by, e.g. who uses it")
     keys_create.add_argument("--database", metavar="URL", help=keys_database_help)
-    keys_list = keys_commands.add_parser("list", help="list a company's keys (their first characters only)")
-    keys_list.add_argument("--company-id", required=True)
+    keys_list = keys_commands.add_parser(
+        "list",
+        help="list a company's keys (their first characters only)",
+        epilog="example: webhook-dsl keys list --company-id cmp_42",
+    )
+    keys_list.add_argument("--company-id", required=True, help="the company whose keys to list")
     keys_list.add_argument("--database", metavar="URL", help=keys_database_help)
-    keys_revoke = keys_commands.add_parser("revoke", help="delete a company's keys that start with PREFIX")
+    keys_revoke = keys_commands.add_parser(
+        "revoke",
+        help="delete a company's keys that start with PREFIX",
+        epilog="example: webhook-dsl keys revoke wdsl_3f9a --company-id cmp_42",
+    )
     keys_revoke.add_argument("prefix", metavar="PREFIX", help="the start of the key, as 'keys list' shows it")
-    keys_revoke.add_argument("--company-id", required=True)
+    keys_revoke.add_argument("--company-id", required=True, help="the company whose keys to revoke")
     keys_revoke.add_argument("--database", metavar="URL", help=keys_database_help)
     keys.set_defaults(handler=_keys)
 

@@ -13,7 +13,7 @@ from ..storage.base import (
 )
 
 if TYPE_CHECKING:
-    from .app import TriggerCatalog
+    from ..runtime.catalog import TriggerCatalog
 
 
 async def session_view(request: Request, company: str, session: Session) -> dict[str, Any]:
