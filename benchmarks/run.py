@@ -6,9 +6,11 @@
 Sections (see benchmarks/README.md for what each baseline is):
 
 1. render  - the seed's three webhooks through a compiled plan vs four baselines
-             that produce the *same* request (checked before timing);
+             that produce the *same* request (checked before timing), and the
+             plan's careful renderer alone (what the generated one saves);
 2. compile - config text -> plan, + first render, vs Jinja2 compiling the
-             equivalent templates; plan loading; bulk compile throughput;
+             equivalent templates; plan loading; bulk compile throughput, with
+             and without the fast parser (what it saves at deploy time);
 3. scale   - render cost vs number of defined variables and vs template size;
 4. memory  - bytes per compiled plan (before/after first render), total resident;
 5. runtime - requests/s through Runtime against a loopback server (runtime_bench.py);
@@ -43,7 +45,10 @@ from urllib.parse import quote
 import orjson
 
 import webhook_dsl
-from webhook_dsl import RenderedRequest, compile_webhook, dump_plans, load_plans
+from webhook_dsl import RenderedRequest, WebhookPlan, compile_webhook, dump_plans, load_plans
+from webhook_dsl.language.compiler import compile_template
+from webhook_dsl.language.parse import SourceText, _parse_with_lark
+from webhook_dsl.language.template import validate_webhook
 
 try:  # optional baseline
     import jinja2
@@ -56,10 +61,11 @@ EXAMPLES = ROOT / "examples"
 WEBHOOKS = ("check_order", "create_ticket", "analyze_image")
 DEFAULT_JSON = HERE / "results" / "latest.json"
 
-IMPLS = ("plan", "plan_fn", "hand", "naive", "regex", "jinja2")
+IMPLS = ("plan", "plan_fn", "careful", "hand", "naive", "regex", "jinja2")
 IMPL_LABELS = {
     "plan": "plan.render",
     "plan_fn": "generated fn",
+    "careful": "careful only",
     "hand": "hand-written",
     "naive": "naive replace",
     "regex": "regex sub",
@@ -561,13 +567,9 @@ def same_request(label: str, got: Any, want: RenderedRequest) -> None:
 # =====================================================================================
 
 
-def _generated_function(plan: Any) -> Callable[[Any], Any] | None:
-    """The plan's generated fast-path function (private API: skipped if it is not there)."""
-    fast = getattr(plan, "_fast", None)
-    if fast:
-        return fast[0]  # type: ignore[no-any-return]
-    compile_fast = getattr(plan, "_compile_fast", None)
-    return compile_fast() if compile_fast is not None else None
+def _generated_function(plan: WebhookPlan) -> Callable[[Any], Any]:
+    """The plan's generated render function, called without the ``render()`` wrapper."""
+    return plan.generated_renderer()
 
 
 def bench_render(s: Settings, report: dict[str, Any]) -> None:
@@ -583,9 +585,8 @@ def bench_render(s: Settings, report: dict[str, Any]) -> None:
         want = plan.render(variables)
         spec = Spec(text)
         impls: dict[str, Callable[[Any], Any]] = {"plan": plan.render}
-        generated = _generated_function(plan)
-        if generated is not None:
-            impls["plan_fn"] = generated
+        impls["plan_fn"] = _generated_function(plan)
+        impls["careful"] = plan.render_careful
         impls.update({
             "hand": HAND_WRITTEN[name],
             "naive": NaiveRenderer(spec, variables).render,
@@ -606,8 +607,9 @@ def bench_render(s: Settings, report: dict[str, Any]) -> None:
             # The most any renderer could win over the naive baseline (hand-written is the limit):
             "naive/hand": results["naive"]["median_ns"] / results["hand"]["median_ns"],
         }
-        if "plan_fn" in results:
-            ratios["plan/plan_fn"] = plan_ns / results["plan_fn"]["median_ns"]
+        ratios["plan/plan_fn"] = plan_ns / results["plan_fn"]["median_ns"]
+        # What the generated renderer saves per call: the careful renderer alone against plan.render.
+        ratios["careful/plan"] = results["careful"]["median_ns"] / plan_ns
         if "jinja2" in results:
             ratios["jinja2/plan"] = results["jinja2"]["median_ns"] / plan_ns
             ratios["jinja2/hand"] = results["jinja2"]["median_ns"] / results["hand"]["median_ns"]
@@ -634,6 +636,16 @@ def _compile(arg: tuple[str, str]) -> Any:
     return compile_webhook(arg[0], source=arg[1])
 
 
+def compile_with_lark_only(text: str, source: str) -> WebhookPlan:
+    """``compile_webhook`` with the Lark grammar reading every config: the fast parser left out."""
+    src = SourceText(text, source)
+    return compile_template(validate_webhook(_parse_with_lark(src), src))
+
+
+def _compile_lark(arg: tuple[str, str]) -> Any:
+    return compile_with_lark_only(arg[0], arg[1])
+
+
 def _load_and_render(arg: tuple[str, dict[str, Any]]) -> Any:
     return load_plans(arg[0])[0].render(arg[1])
 
@@ -657,8 +669,11 @@ def bench_compile(s: Settings, report: dict[str, Any]) -> None:
         want = plan.render(variables)
         dumped = dump_plans([plan])
         same_request(f"{name}/load_plans", load_plans(dumped)[0].render(variables), want)
+        if compile_with_lark_only(text, source) != plan:
+            raise AssertionError(f"{name}: the plan compiled with Lark alone differs")
         cases: dict[str, tuple[Callable[[Any], Any], Any]] = {
             "compile": (_compile, (text, source)),
+            "compile_lark_only": (_compile_lark, (text, source)),
             "compile+first_render": (_compile_and_render, (text, source, variables)),
             "load_plans": (load_plans, dumped),
             "load+first_render": (_load_and_render, (dumped, variables)),
@@ -669,6 +684,7 @@ def bench_compile(s: Settings, report: dict[str, Any]) -> None:
         results = measure_group(cases, s.repeats, s.compile_loop_time)
         compile_ns = results["compile"]["median_ns"]
         ratios = {
+            "compile_lark_only/compile": results["compile_lark_only"]["median_ns"] / compile_ns,
             "compile/load_plans": compile_ns / results["load_plans"]["median_ns"],
             "first_render_overhead_ns": results["compile+first_render"]["median_ns"] - compile_ns,
         }
@@ -743,24 +759,44 @@ def generated_configs(count: int, seed: int = 20240601) -> list[str]:
 
 
 def bench_throughput(s: Settings) -> dict[str, Any]:
+    """Compiling every generated config, as a deploy does: with the fast parser (``compile_webhook``) and with
+    Lark reading every config; the passes alternate, so drift hits both alike."""
     count = s.throughput_configs
     texts = generated_configs(count)
     sources = [f"generated/{i}.json" for i in range(count)]
     pairs = list(zip(texts, sources, strict=True))
-    rates = []
+    for text, source in pairs[:50]:
+        if compile_with_lark_only(text, source) != compile_webhook(text, source=source):
+            raise AssertionError(f"{source}: the plan compiled with Lark alone differs")
+    compilers: dict[str, Callable[[str, str], Any]] = {
+        "with_fastparse": lambda text, source: compile_webhook(text, source=source),
+        "lark_only": compile_with_lark_only,
+    }
+    rates: dict[str, list[float]] = {name: [] for name in compilers}
     for _ in range(s.throughput_passes):
-        start = time.perf_counter()
-        for text, source in pairs:
-            compile_webhook(text, source=source)
-        rates.append(count / (time.perf_counter() - start))
-    median = statistics.median(rates)
-    _progress(f"compile throughput: {median:,.0f} configs/s")
+        for name, compile_one in compilers.items():
+            start = time.perf_counter()
+            for text, source in pairs:
+                compile_one(text, source)
+            rates[name].append(count / (time.perf_counter() - start))
+    median = statistics.median(rates["with_fastparse"])
+    lark_median = statistics.median(rates["lark_only"])
+    ratios = [fast / lark for fast, lark in zip(rates["with_fastparse"], rates["lark_only"], strict=True)]
+    _progress(f"compile throughput: {median:,.0f} configs/s, {lark_median:,.0f} with Lark only")
     return {
         "configs": count,
-        "passes": len(rates),
+        "passes": s.throughput_passes,
         "configs_per_s": median,
         "us_per_config": 1e6 / median,
-        "all_passes_configs_per_s": rates,
+        "all_passes_configs_per_s": rates["with_fastparse"],
+        "lark_only": {
+            "configs_per_s": lark_median,
+            "us_per_config": 1e6 / lark_median,
+            "all_passes_configs_per_s": rates["lark_only"],
+        },
+        # configs/s with the fast parser over Lark alone: the median of the per-pass ratios
+        "fastparse_speedup": statistics.median(ratios),
+        "seconds_for_all": {"with_fastparse": count / median, "lark_only": count / lark_median},
         "mean_config_bytes": sum(len(t) for t in texts) / count,
     }
 
@@ -959,6 +995,49 @@ def evaluate_targets(report: dict[str, Any]) -> list[dict[str, Any]]:
     return targets
 
 
+def second_mechanisms(report: dict[str, Any]) -> dict[str, Any]:
+    """The figures behind each second mechanism, taken in this run (benchmarks/README.md, "Second mechanisms").
+
+    The fast parser against Lark alone on the deploy-time workload (compiling every generated config); the
+    generated renderer against the careful one per render, next to what one ``Runtime.execute`` costs
+    against the loopback server (section 5): at concurrency 1 a call's latency, at 64 the time per call
+    at full throughput, when the CPU is what limits.
+    """
+    throughput = report["compile"]["throughput"]
+    fastparse = {
+        "workload": f"compile {throughput['configs']:,} generated configs",
+        "configs_per_s": throughput["configs_per_s"],
+        "lark_only_configs_per_s": throughput["lark_only"]["configs_per_s"],
+        "speedup": throughput["fastparse_speedup"],
+        "seconds_saved": throughput["seconds_for_all"]["lark_only"] - throughput["seconds_for_all"]["with_fastparse"],
+        "per_example_speedup": {
+            name: data["ratios"]["compile_lark_only/compile"] for name, data in report["compile"]["webhooks"].items()
+        },
+    }
+    execute_us: dict[str, float] = {}
+    if "runtime" in report:
+        loops = report["runtime"]["loops"]
+        loop = "uvloop" if "uvloop" in loops else next(iter(loops))
+        for concurrency, figures in loops[loop]["concurrency"].items():
+            execute_us[f"{loop} c={concurrency}"] = 1e6 / figures["Runtime.execute"]["requests_per_s"]
+    renders = {}
+    for name, data in report["render"]["webhooks"].items():
+        plan_ns = data["ns_per_op"]["plan"]["median_ns"]
+        careful_ns = data["ns_per_op"]["careful"]["median_ns"]
+        saved_us = (careful_ns - plan_ns) / 1000
+        renders[name] = {
+            "plan_ns": plan_ns,
+            "careful_ns": careful_ns,
+            "careful/plan": careful_ns / plan_ns,
+            "saved_us_per_call": saved_us,
+            "saved_share_of_execute": {where: saved_us / us for where, us in execute_us.items()},
+        }
+    return {
+        "fastparse": fastparse,
+        "generated_renderer": {"execute_us_per_call": execute_us, "webhooks": renders},
+    }
+
+
 def _fmt_ns(ns: float) -> str:
     if ns >= 1e7:
         return f"{ns / 1e6:,.1f} ms"
@@ -1037,7 +1116,8 @@ def print_report(report: dict[str, Any]) -> None:
         row = "".join(f"{_fmt_ns(data['ns_per_op'][c]['median_ns']):>15}" if c in data["ns_per_op"] else f"{'-':>15}"
                       for c in columns)
         print(f"  {name:<15}{row}")
-    keys = ("plan/hand", "plan/plan_fn", "naive/plan", "regex/plan", "jinja2/plan", "naive/hand", "jinja2/hand")
+    keys = ("plan/hand", "plan/plan_fn", "careful/plan", "naive/plan", "regex/plan", "jinja2/plan", "naive/hand",
+            "jinja2/hand")
     print(f"  {'ratios':<15}" + "".join(f"{k.replace('plan_fn', 'genfn'):>13}" for k in keys))
     rows = [*render["webhooks"].items(), ("geomean", {"ratios": render["geomean_ratios"]})]
     for name, data in rows:
@@ -1048,7 +1128,7 @@ def print_report(report: dict[str, Any]) -> None:
 
     comp = report["compile"]
     print("\n2. Compile (per config, median)")
-    print(f"  {'webhook':<15}{'compile':>12}{'+1st render':>13}{'load_plans':>12}{'load+render':>13}"
+    print(f"  {'webhook':<15}{'compile':>12}{'Lark only':>12}{'+1st render':>13}{'load_plans':>12}{'load+render':>13}"
           f"{'jinja2':>12}{'jinja2/comp':>13}{'comp/load':>11}")
     for name, data in comp["webhooks"].items():
         ns = data["ns_per_op"]
@@ -1056,12 +1136,14 @@ def print_report(report: dict[str, Any]) -> None:
         jinja_ns = _fmt_ns(ns["jinja2_compile"]["median_ns"]) if "jinja2_compile" in ns else "skipped"
         jinja_ratio = f"{r['jinja2_compile/compile']:.2f}x" if "jinja2_compile/compile" in r else "-"
         print(f"  {name:<15}{_fmt_ns(ns['compile']['median_ns']):>12}"
+              f"{_fmt_ns(ns['compile_lark_only']['median_ns']):>12}"
               f"{_fmt_ns(ns['compile+first_render']['median_ns']):>13}"
               f"{_fmt_ns(ns['load_plans']['median_ns']):>12}{_fmt_ns(ns['load+first_render']['median_ns']):>13}"
               f"{jinja_ns:>12}{jinja_ratio:>13}{r['compile/load_plans']:>10.1f}x")
     t = comp["throughput"]
     print(f"  throughput: {t['configs']:,} generated configs (mean {t['mean_config_bytes']:,.0f} B): "
-          f"{t['configs_per_s']:,.0f} configs/s ({t['us_per_config']:,.0f} us/config, median of {t['passes']} passes)")
+          f"{t['configs_per_s']:,.0f} configs/s ({t['us_per_config']:,.0f} us/config, median of {t['passes']} passes); "
+          f"Lark only {t['lark_only']['configs_per_s']:,.0f} configs/s: fast parser {t['fastparse_speedup']:.2f}x")
     for note in comp["notes"]:
         print(f"  note: {note}")
 
@@ -1100,6 +1182,20 @@ def print_report(report: dict[str, Any]) -> None:
         if "backtracking_reference_22_ns" in validation:
             print(f"  {'Python re: ^(a+)+$ vs a*22+! (once)':<34}"
                   f"{_fmt_ns(validation['backtracking_reference_22_ns']):>12}")
+
+    mechanisms = report["second_mechanisms"]
+    fast = mechanisms["fastparse"]
+    print("\nSecond mechanisms (kept only where these figures show a gain; see benchmarks/README.md)")
+    print(f"  fast parser, {fast['workload']}: {fast['configs_per_s']:,.0f} vs {fast['lark_only_configs_per_s']:,.0f} "
+          f"configs/s with Lark only: {fast['speedup']:.2f}x, {fast['seconds_saved']:,.1f} s saved; per example "
+          + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in fast["per_example_speedup"].items()))
+    generated = mechanisms["generated_renderer"]
+    execute = ", ".join(f"{where} {us:,.0f} us" for where, us in generated["execute_us_per_call"].items())
+    print(f"  generated renderer, per render (Runtime.execute per call: {execute or 'not measured'}):")
+    for name, row in generated["webhooks"].items():
+        shares = ", ".join(f"{share:.0%} of {where}" for where, share in row["saved_share_of_execute"].items())
+        print(f"    {name:<15}{_fmt_ns(row['plan_ns']):>10} vs careful {_fmt_ns(row['careful_ns']):>10}: "
+              f"{row['careful/plan']:.1f}x, {row['saved_us_per_call']:,.1f} us saved per call ({shares or '-'})")
 
     print("\nTargets")
     for target in report["targets"]:
@@ -1176,6 +1272,7 @@ def main(argv: list[str] | None = None) -> int:
         sections[name] = round(time.perf_counter() - section_start, 2)
     report["meta"]["elapsed_s"] = time.perf_counter() - started
     report["targets"] = evaluate_targets(report)
+    report["second_mechanisms"] = second_mechanisms(report)
     print_report(report)
 
     path: Path = args.json

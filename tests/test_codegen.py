@@ -1,13 +1,18 @@
-"""The generated fast path's strategies, each against the careful renderer on its edge cases.
+"""The generated renderer's strategies, each against the careful renderer on its edge cases.
 
-``plan.render`` runs the generated function and falls back to the careful renderer
-only when it raises, so every test here compares ``plan.render`` (and the
-generated function alone, where it returns) with ``plan.render_careful``.
+``plan.render`` runs the generated function and goes on to the careful renderer
+only on the misses it was built for (``Fallback``, ``ValueProblem``), so every
+test here compares ``plan.render`` (and the generated function alone, where it
+returns) with ``plan.render_careful``; any other exception is a failure.
 """
 
 from __future__ import annotations
 
+import ast
+import builtins
 import json
+import os
+import traceback
 import types
 from collections import defaultdict
 from collections.abc import Iterator, Mapping
@@ -19,7 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from webhook_dsl import RenderError, WebhookPlan, compile_webhook
-from webhook_dsl.language.codegen import generate_render_function, generate_source
+from webhook_dsl.language import codegen
+from webhook_dsl.language.codegen import Fallback, generate_render_function, generate_source
+from webhook_dsl.language.encode import ValueProblem
 from webhook_dsl.language.plan import JsonStringPlan, Slot
 from webhook_dsl.language.syntax import Context
 
@@ -74,8 +81,8 @@ def assert_fast_equals_careful(plan: WebhookPlan, variables: Any) -> None:
     function = generate_render_function(plan)
     try:
         fast = function(variables)
-    except Exception:
-        return  # the careful renderer decides, checked above
+    except (Fallback, ValueProblem):
+        return  # a miss: the careful renderer decides, checked above
     assert fast == plan.render_careful(variables)
 
 
@@ -86,7 +93,7 @@ def config(body: str, url: str = "https://x.example/") -> WebhookPlan:
 def uses_display(plan: WebhookPlan) -> bool:
     """Whether the body is one dumps of a dict/list display (else: dumps per hole, joined)."""
     source = generate_source(plan)
-    return "b = D({" in source or "b = D([" in source
+    return "body = json_dumps({" in source or "body = json_dumps([" in source
 
 
 # --- the body as one dumps of a display ------------------------------------------------
@@ -272,11 +279,118 @@ def test_one_value_in_every_context() -> None:
 
 
 def test_constant_url_length_is_not_checked_but_a_templated_one_is() -> None:
-    assert "len(u)" not in generate_source(compile_webhook({"url": "https://x.example/", "method": "GET"}))
+    assert "len(url)" not in generate_source(compile_webhook({"url": "https://x.example/", "method": "GET"}))
     plan = compile_webhook({"url": "https://x.example/$p", "method": "GET"})
-    assert "len(u) > 8000" in generate_source(plan)
+    assert "len(url) > 8000" in generate_source(plan)
     with pytest.raises(RenderError, match="rendered URL"):
         plan.render({"p": "a" * 8000})
+
+
+# --- what goes on to the careful renderer, and what does not ---------------------------
+
+
+def test_each_miss_is_signalled_as_a_miss() -> None:
+    """Missing names, values refused, lone surrogates in the body: each raises one of the two misses."""
+    plan = compile_webhook(
+        {"url": "https://${h}.example/$p", "method": "POST", "headers": [{"key": "X-A", "value": "$a"}],
+         "body": {"s": "$s", "b": "$b", "l": "$l[1]"}}
+    )
+    function = generate_render_function(plan)
+    good = {"h": "api", "p": "x", "a": "v", "s": "s", "b": "b", "l": ["p", "q"]}
+    assert function(good) == plan.render_careful(good)
+    for change, miss in [
+        ({"p": None, "h": "api"}, None),  # not a miss: None is '' in a path
+        ({"s": "\ud800"}, Fallback),  # orjson refuses a lone surrogate: no JSONEncodeError escapes
+        ({"l": ["p"]}, Fallback),  # past the end of the list
+        ({"l": "pq"}, Fallback),  # not a list
+        ({"h": "a b"}, ValueProblem),  # not a host name
+        ({"a": "x\r\ny"}, ValueProblem),  # a header split
+        ({"p": b"bytes"}, ValueProblem),  # no text form
+    ]:
+        variables = {**good, **change}
+        if miss is None:
+            assert function(variables) == plan.render_careful(variables)
+            continue
+        with pytest.raises(miss):
+            function(variables)
+        assert outcome(plan.render, variables) == outcome(plan.render_careful, variables)
+    missing = dict(good)
+    del missing["s"]
+    with pytest.raises(Fallback):  # a KeyError inside is turned into the miss, never leaked
+        function(missing)
+    with pytest.raises(Fallback):
+        function([("a", 1)])  # not a mapping: the careful renderer words the TypeError
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.mark.parametrize("error", [Boom, KeyError, TypeError, IndexError, AttributeError])
+def test_any_other_exception_from_the_generated_function_propagates(error: type[Exception]) -> None:
+    """A bug in generated code must fail loudly, not pass as a slow render by the careful renderer."""
+    plan = compile_webhook({"url": "https://x.example/$a", "method": "GET"})
+
+    def broken(variables: Any) -> Any:
+        raise error("a bug")
+
+    plan._generated[:] = [broken]
+    with pytest.raises(error, match="a bug"):
+        plan.render({"a": "1"})
+    assert plan.render({"a": "1"}, lenient=True).url == "https://x.example/1"  # lenient never runs it
+
+
+@pytest.mark.parametrize("miss", [Fallback, ValueProblem])
+def test_the_two_misses_go_on_to_the_careful_renderer(miss: type[Exception]) -> None:
+    plan = compile_webhook({"url": "https://x.example/$a", "method": "GET"})
+
+    def missing(variables: Any) -> Any:
+        raise miss("left to the careful renderer")
+
+    plan._generated[:] = [missing]
+    assert plan.render({"a": "1"}).url == "https://x.example/1"
+    with pytest.raises(RenderError, match=r"\$a is not defined"):
+        plan.render({})
+
+
+def _globals_read(source: str) -> set[str]:
+    """Names the generated module reads but never assigns: its helpers (builtins included)."""
+    tree = ast.parse(source)
+    assigned = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)}
+    assigned |= {arg.arg for node in ast.walk(tree) if isinstance(node, ast.FunctionDef) for arg in node.args.args}
+    read = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+    return read - assigned
+
+
+def test_generated_code_reads_only_named_helpers() -> None:
+    """Every helper the generated function calls has a name that says what it does, so a traceback
+    through it (and ``generate_source``, which its line numbers refer to) can be read."""
+    plan = compile_webhook(
+        '{"url": "https://a-$h.example:8$n/$p/${w.x}?q=$q#$f", "method": "POST",'
+        ' "headers": [{"key": "X-$k", "value": "v $v"}],'
+        ' "body": {"s": "$s", "bare": $b, "l": $l[0], "n": [1, {"k": 2}], "$m": 1, "o": "$l[1]"}}'
+    )
+    used = _globals_read(generate_source(plan)) - set(dir(builtins))
+    assert used <= set(codegen._NAMESPACE), used - set(codegen._NAMESPACE)
+    assert {"read_mapping", "descend_or_fall_back", "to_text", "percent_encode", "check_host", "check_port",
+            "check_header_name", "check_header_value", "Fallback", "tuple_new", "RenderedRequest"} <= used
+    assert all(len(name) >= 6 for name in codegen._NAMESPACE), sorted(codegen._NAMESPACE)
+    body_plan = config('{"a": "$a", "b": "$b", "c": "$c", "d": $d, "k": [1, {"x": 2}]}')
+    assert {"json_dumps", "bare_item", "Fragment", "JSONEncodeError"} <= _globals_read(generate_source(body_plan))
+
+
+def test_a_traceback_names_the_plan_and_the_helper() -> None:
+    plan = compile_webhook({"url": "https://x.example/$p", "method": "GET"}, source="hooks/w.json")
+    function = generate_render_function(plan)
+    with pytest.raises(ValueProblem) as caught:
+        function({"p": "\ud800"})
+    frames = traceback.extract_tb(caught.value.__traceback__)
+    assert [(frame.filename, frame.name) for frame in frames[-2:]] == [
+        ("<webhook-dsl plan hooks/w.json>", "render"),
+        (codegen.percent_encode.__code__.co_filename, "percent_encode"),
+    ]
+    line = frames[-2].lineno or 0  # a line of generate_source's text
+    assert "percent_encode(" in generate_source(plan).splitlines()[line - 1]
 
 
 # --- random bodies of holes and literals -----------------------------------------------
@@ -309,7 +423,7 @@ _VALUE = st.one_of(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200")), deadline=None)
 @given(
     _BODY,
     st.fixed_dictionaries(

@@ -16,7 +16,9 @@ import math
 import os
 import re
 import string
+import sys
 import urllib.parse
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -24,7 +26,10 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 import webhook_dsl
-from webhook_dsl import ConfigError, RenderError, compile_webhook, dump_plans, load_plans
+from webhook_dsl import ConfigError, PlanFormatError, RenderError, compile_webhook, dump_plans, load_plans
+from webhook_dsl.language.codegen import Fallback
+from webhook_dsl.language.encode import ValueProblem
+from webhook_dsl.language.syntax import Context
 
 MAX_EXAMPLES = int(os.environ.get("HYPOTHESIS_MAX_EXAMPLES", "200"))
 SETTINGS = settings(
@@ -217,12 +222,22 @@ def test_longest_match_equals_naive_reference(case: tuple[str, dict[str, str], b
     assert strict_json(request.body)["t"] == expected
 
 
-def test_longest_match_documented_examples() -> None:
-    assert naive("$session_id: $session.company", {"session_id": "A", "session": "B"}) == "A: B.company"
-    assert naive("$orders", {"order": "<order>"}) == "<order>s"
-    assert naive("$a$cc", {"a": "X", "cc": "b", "ab": "Y"}) == "Xb"
-    plan = _template_plan("$a$cc", False)
-    assert header(plan.render({"a": "X", "cc": "b", "ab": "Y"}), "X-T") == "Xb"
+@pytest.mark.parametrize(
+    ("template", "variables", "expected"),
+    [
+        ("$session_id: $session.company", {"session_id": "A", "session": "B"}, "A: B.company"),
+        ("$orders", {"order": "<order>"}, "<order>s"),  # the longest defined prefix, then the rest as text
+        ("$a$cc", {"a": "X", "cc": "b", "ab": "Y"}, "Xb"),  # `$cc` is its own reference, never `a` + `$cc`
+        ("${a}b $a.b", {"a": "1", "ab": "2", "a.b": "3"}, "1b 3"),
+        ("$session_x", {"session": "S"}, "S_x"),  # README: a shorter match keeps the name characters after it
+        ("costs $5, US$ 10 $", {}, "costs $5, US$ 10 $"),  # a `$` that starts no name is text
+    ],
+)
+def test_longest_match_documented_examples(template: str, variables: dict[str, str], expected: str) -> None:
+    """The documented examples, rendered by the library, against expectations written out by hand."""
+    request = _template_plan(template, False).render(variables)
+    assert header(request, "X-T") == expected
+    assert strict_json(request.body)["t"] == expected
 
 
 @SETTINGS
@@ -489,14 +504,29 @@ def test_body_values_round_trip_exactly(a: str, b: str, c: str, v: Any) -> None:
     assert same(body, expected)
 
 
-def test_body_huge_integer_renders_or_raises_render_error() -> None:
-    plan = compile_webhook('{"url": "https://api.example.com/", "method": "POST", "body": {"n": $n}}')
-    huge = 10**4300  # 4301 digits
-    try:
-        request = plan.render({"n": huge})
-    except RenderError:
-        return
-    assert request.body == b'{"n":1' + b"0" * 4300 + b"}"
+@pytest.fixture
+def default_digit_limit() -> Iterator[None]:
+    """Python's default limit on the digits of an integer written as text, whatever the process set."""
+    previous = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(4300)
+    yield
+    sys.set_int_max_str_digits(previous)
+
+
+@pytest.mark.usefixtures("default_digit_limit")
+@pytest.mark.parametrize("render", ["render", "render_careful"])
+def test_body_integers_up_to_pythons_digit_limit_render_exactly_and_past_it_are_render_errors(render: str) -> None:
+    """An integer is written exactly while Python can write it as text (``sys.get_int_max_str_digits``, 4,300
+    digits by default); past that it is a RenderError naming the variable, without quoting the value."""
+    plan = compile_webhook('{"url": "https://api.example.com/", "method": "POST", "body": {"n": $n, "s": "$n"}}')
+    renderer = getattr(plan, render)
+    largest = 10**4300 - 1  # 4,300 nines
+    assert renderer({"n": largest}).body == b'{"n":' + b"9" * 4300 + b',"s":"' + b"9" * 4300 + b'"}'
+    with pytest.raises(RenderError) as caught:
+        renderer({"n": 10**4300})  # 4,301 digits
+    assert [(d.variable, d.field) for d in caught.value.diagnostics] == [("$n", "body.n"), ("$n", "body.s")]
+    assert "too large to write as text" in str(caught.value)
+    assert "0000000000" not in str(caught.value)
 
 
 # =========================================================================================
@@ -868,15 +898,18 @@ def plan_variables(plan: webhook_dsl.WebhookPlan) -> st.SearchStrategy[dict[str,
     )
 
 
-def test_generated_configs_compile() -> None:
-    """Sanity check of the generator: configs it makes are valid (their compiling is asserted below)."""
-    compile_webhook('{"url": "https://${h}.example.com:$n/$a$$x/%41$5?$x.y=$$#$u", "method": "PUT", '
-                    '"headers": [{"key": "X-$a[0]", "value": "$$ $ab $- ${a b}"}], '
-                    '"body": {"$x": [$a, ${l[1]}, $a-b, ${2fa}, ${a\\"b}], "${$}": "$é.ç-1"}}')
+@SETTINGS
+@given(config_text())
+@example('{"url": "https://${h}.example.com:$n/$a$$x/%41$5?$x.y=$$#$u", "method": "PUT", '
+         '"headers": [{"key": "X-$a[0]", "value": "$$ $ab $- ${a b}"}], '
+         '"body": {"$x": [$a, ${l[1]}, $a-b, ${2fa}, ${a\\"b}], "${$}": "$é.ç-1"}}')
+def test_generated_configs_compile(text: str) -> None:
+    """The generator the laws below draw from makes configs that compile."""
+    compile_webhook(text)
 
 
 # =========================================================================================
-# 7. Serialization: dump/load keeps behaviour, dump is deterministic
+# 7. Serialization: dump/load keeps behaviour, dump is deterministic, damage is refused
 # =========================================================================================
 
 
@@ -889,23 +922,168 @@ def test_dump_load_round_trip(text: str, data: st.DataObject) -> None:
     assert dump_plans([plan]) == dumped
     assert dump_plans([compile_webhook(text)]) == dumped
     loaded = load_plans(dumped)
-    assert len(loaded) == 1
+    assert loaded == [plan]
     assert dump_plans(loaded) == dumped
+    assert webhook_dsl.WebhookPlan.from_json(plan.to_json()) == plan
     assert outcome(loaded[0].render, variables) == outcome(plan.render, variables)
     assert outcome(loaded[0].render, variables, lenient=True) == outcome(plan.render, variables, lenient=True)
 
 
-# =========================================================================================
-# 8. The generated fast path agrees with the careful reference renderer
-# =========================================================================================
+def _locations(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """The path of every value inside a JSON document, the document itself excepted."""
+    found = [path] if path else []
+    items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    for key, item in items:
+        found += _locations(item, (*path, key))
+    return found
+
+
+# Replacements that look like plan data: indexes, positions, contexts, names, written references.
+_PLAN_LIKE = st.one_of(
+    st.sampled_from([-1, 0, 1, 2, 99, True, None, 1.5, "", "a", "$a", "${a}", "$a[0]", "url_path", "json_value",
+                     "host", "body", "url", "headers[0].key", "\ud800", "}", "http://", [], {}, [1, 1], ["a"]]),
+    st.integers(-3, 3),
+)
 
 
 @SETTINGS
 @given(config_text(), st.data())
-def test_fast_path_equals_careful_path(text: str, data: st.DataObject) -> None:
+def test_a_damaged_plan_file_is_refused_or_renders_alike_on_both_renderers(text: str, data: st.DataObject) -> None:
+    """Mutate one value of a dumped plan: loading either refuses it with PlanFormatError (and nothing else),
+    or gives a plan that dumps back to the same document and that the two renderers render alike."""
     plan = compile_webhook(text)
+    document = json.loads(dump_plans([plan]))
+    path = data.draw(st.sampled_from(_locations(document["plans"])), label="path")
+    *parents, last = ("plans", *path)
+    parent: Any = document
+    for key in parents:
+        parent = parent[key]
+    operation = data.draw(st.sampled_from(["replace", "delete", "repeat"]), label="operation")
+    if operation == "replace":
+        parent[last] = data.draw(_PLAN_LIKE, label="value")
+    elif operation == "delete":
+        del parent[last]
+    elif isinstance(parent, list):
+        parent.insert(last, parent[last])
+    else:
+        parent[last] = [parent[last], parent[last]]
+    damaged = json.dumps(document, ensure_ascii=False)
+    try:
+        loaded = load_plans(damaged)
+    except PlanFormatError as error:
+        assert str(error).startswith(("damaged plan file: ", "not a compiled plan file")), error
+        return
+    assert load_plans(dump_plans(loaded)) == loaded
     variables = data.draw(plan_variables(plan), label="variables")
-    assert outcome(plan.render, variables) == outcome(plan.render_careful, variables)
-    assert outcome(plan.render, variables, lenient=True) == outcome(plan.render_careful, variables, lenient=True)
-    loose = data.draw(VARIABLES, label="loose variables")  # often unrelated to the template
-    assert outcome(plan.render, loose) == outcome(plan.render_careful, loose)
+    for each in loaded:
+        assert outcome(each.render, variables) == outcome(each.render_careful, variables)
+        try:
+            answer = each.generated_renderer()(variables)
+        except (Fallback, ValueProblem):
+            continue
+        assert answer == each.render_careful(variables)
+
+
+# =========================================================================================
+# 8. The generated renderer agrees with the careful renderer, and answers the common case
+# =========================================================================================
+
+_HOST_LABEL = st.text("abcxyz0189", min_size=1, max_size=6)  # also a header-name token and a path segment
+_PLAIN_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters=HEADER_CONTROLS), min_size=1,
+                      max_size=6).filter(lambda text: text.strip("."))  # a path segment of dots is refused
+_PLAIN_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | _PLAIN_TEXT,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_PLAIN_TEXT, inner, max_size=3),
+    max_leaves=6,
+)
+_FITTING: list[tuple[set[Context], st.SearchStrategy[Any]]] = [  # the strictest context a name stands in first
+    ({Context.URL_WHOLE}, st.sampled_from(["https://b.example/x?y=1#z", "http://b.example:8080/", "HTTPS://B.EXAMPLE"])),
+    ({Context.URL_PORT}, st.one_of(st.integers(1, 999), st.integers(1, 999).map(str))),
+    ({Context.URL_HOST, Context.HEADER_NAME}, _HOST_LABEL),
+    ({Context.URL_PATH, Context.URL_QUERY, Context.URL_FRAGMENT, Context.HEADER_VALUE, Context.JSON_STRING},
+     st.one_of(_PLAIN_TEXT, st.integers(), st.floats(allow_nan=False, allow_infinity=False), st.booleans(),
+               st.lists(_PLAIN_TEXT, max_size=2))),
+    ({Context.JSON_VALUE}, _PLAIN_JSON),
+]
+
+
+def _fitting(contexts: set[Context]) -> st.SearchStrategy[Any]:
+    return next(strategy for kinds, strategy in _FITTING if kinds & contexts)
+
+
+_STRICT = {Context.URL_WHOLE, Context.URL_PORT, Context.URL_HOST, Context.HEADER_NAME}
+
+
+def _conflicting(contexts: set[Context]) -> bool:
+    """No one value fits: a whole URL is neither a host, a port nor a header name."""
+    return Context.URL_WHOLE in contexts and bool(contexts & _STRICT - {Context.URL_WHOLE})
+
+
+def accepted_variables(plan: webhook_dsl.WebhookPlan) -> tuple[bool, st.SearchStrategy[dict[str, Any]]]:
+    """Variables the generated renderer is built to answer: every full name defined, with a value that fits each
+    place it stands (a list long enough where it is indexed), among unrelated variables. False first when no
+    value fits every place of some name: indexed somewhere (a list), it stands whole where a list's JSON text
+    cannot (a host, a port, a header name, the whole URL), or it is both a whole URL and a host or port."""
+    contexts: dict[str, set[Context]] = {}
+    indexed: dict[str, set[Context]] = {}
+    for slot in plan.slots():
+        (indexed if slot.index is not None else contexts).setdefault(slot.full_name, set()).add(slot.context)
+    chosen: dict[str, st.SearchStrategy[Any]] = {}
+    fits = True
+    for name in sorted({*contexts, *indexed}):
+        plain = contexts.get(name, set())
+        if name in indexed:  # its plain uses, if any, then see the list as JSON text
+            chosen[name] = st.lists(_fitting(indexed[name]), min_size=3, max_size=4)
+            fits = fits and not plain & _STRICT and not _conflicting(indexed[name])
+        else:
+            chosen[name] = _fitting(plain)
+            fits = fits and not _conflicting(plain)
+    return fits, st.builds(lambda extra, values: {**extra, **values}, VARIABLES, st.fixed_dictionaries(chosen))
+
+
+def test_generated_renderer_equals_careful_renderer_and_answers_the_common_case() -> None:
+    """On variables it is built for, the generated function answers, in at least 90% of the draws whose values
+    fit (the rest are values that clash, such as two member names rendered alike), and equals the careful
+    renderer; on every draw, ``render`` (lenient too) gives what the careful renderer gives."""
+    answered: list[bool] = []  # one per draw whose values fit every place
+    draws = 0
+
+    @SETTINGS
+    @given(config_text(), st.data())
+    def check(text: str, data: st.DataObject) -> None:
+        nonlocal draws
+        draws += 1
+        plan = compile_webhook(text)
+        fits, strategy = accepted_variables(plan)
+        variables = data.draw(strategy, label="variables")
+        careful = outcome(plan.render_careful, variables)
+        assert outcome(plan.render, variables) == careful
+        assert outcome(plan.render, variables, lenient=True) == careful  # every name is defined: nothing to keep
+        try:
+            answer = plan.generated_renderer()(variables)
+        except (Fallback, ValueProblem):
+            answer = None
+        else:
+            assert careful == ("ok", answer)
+        if fits:
+            answered.append(answer is not None)
+
+    check()
+    assert len(answered) >= draws / 2, f"only {len(answered)} of {draws} draws had values that fit"
+    assert sum(answered) >= 0.9 * len(answered), f"the generated function answered {sum(answered)} of {len(answered)}"
+
+
+@SETTINGS
+@given(config_text(), st.data())
+def test_render_equals_careful_renderer_on_any_variables(text: str, data: st.DataObject) -> None:
+    """Variables often unrelated to the template: misses, shorter names, odd values. Where the generated
+    function answers at all, it answers what the careful renderer does."""
+    plan = compile_webhook(text)
+    for variables in (data.draw(plan_variables(plan), label="variables"), data.draw(VARIABLES, label="loose")):
+        careful = outcome(plan.render_careful, variables)
+        assert outcome(plan.render, variables) == careful
+        try:
+            answer = plan.generated_renderer()(variables)
+        except (Fallback, ValueProblem):
+            continue
+        assert careful == ("ok", answer)

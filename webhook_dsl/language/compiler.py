@@ -8,6 +8,7 @@ header is added when a body is sent and the template sets none.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ from typing import Any
 import orjson
 
 from . import syntax
+from .layout import BodyPiece, HeaderPlan, JsonStringPlan, MemberNames, Piece, Slot, UrlGroup, candidate_lengths
 from .parse import SourceText, parse_config, parse_mapping
-from .plan import BodyPiece, HeaderPlan, JsonStringPlan, MemberNames, Piece, Slot, UrlGroup, WebhookPlan
+from .plan import WebhookPlan
 from .syntax import Context, UrlPartKind
 from .template import validate_webhook
 
@@ -31,17 +33,19 @@ def candidates_for(ref: syntax.VarRef, context: Context) -> tuple[str, ...]:
     and a bare JSON value mean exactly one name. Each candidate may also be reached
     by descent into nested objects at render time (``plan.resolve_reference``).
     """
-    name = ref.name
-    if ref.braced or context is Context.JSON_VALUE:
-        return (name,)
-    return tuple(name[:end] for end in range(len(name), 0, -1) if name[end - 1] != ".")
+    return tuple(ref.name[:length] for length in _lengths(ref, context))
+
+
+def _lengths(ref: syntax.VarRef, context: Context) -> tuple[int, ...]:
+    """The rule ``load_plans`` also checks a loaded slot against (``layout.candidate_lengths``)."""
+    return candidate_lengths(ref.name, ref.braced or context is Context.JSON_VALUE)
 
 
 def _slot(variable: syntax.Variable, field: str | None = None) -> Slot:
     ref = variable.ref
     return Slot(
         name=ref.name,
-        lengths=tuple(len(c) for c in candidates_for(ref, variable.context)),
+        lengths=_lengths(ref, variable.context),
         index=ref.index,
         written=ref.written,
         context=variable.context,
@@ -183,9 +187,7 @@ def compile_webhook(config: str | bytes | Mapping[str, Any], source: str | None 
     if isinstance(config, Mapping):
         name = source or "<mapping>"
         root = parse_mapping(config, name)
-        from json import dumps
-
-        text = dumps(config, ensure_ascii=False, indent=2)
+        text = json.dumps(config, ensure_ascii=False, indent=2)
     else:
         text = config.decode("utf-8") if isinstance(config, bytes) else config
         name = source or "<config>"

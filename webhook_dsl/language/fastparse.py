@@ -7,7 +7,9 @@ None) at the first thing it does not expect: then ``parse`` runs the Lark gramma
 which stays the definition of the language and the source of every error message.
 
 The two must agree exactly, spans included; ``tests/test_fastparse.py`` checks that on
-generated and mutated configs (and that this never accepts what Lark rejects).
+generated and mutated configs (and that this never accepts what Lark rejects, and takes
+nearly every well-formed config). It is kept only while benchmarks/README.md ("Second
+mechanisms") shows its gain on compiling a deploy's configs.
 """
 
 from __future__ import annotations

@@ -1,31 +1,37 @@
-"""Render plans: immutable, reusable request builders, and the requests they render.
+"""Render plans: immutable, reusable request builders, their serialization, and the careful renderer.
 
 A plan is a flat sequence of literal text and ``Slot`` s per request part (URL,
-header names and values, body). Each slot carries its name candidates sorted
-longest first, its encoding ``Context``, and where it was written. Rendering is
-one pass over the plan and a join: no parsing, and a substituted value is never
-scanned again. Its cost does not depend on how many variables are defined.
+header names and values, body; the parts are defined in ``layout``). Each slot
+carries its name candidates sorted longest first, its encoding ``Context``, and
+where it was written. Rendering is one pass over the plan and a join: no parsing,
+and a substituted value is never scanned again. Its cost does not depend on how
+many variables are defined.
 
-``WebhookPlan.render`` first runs a generated Python function (``codegen``) that
-handles the common case, every reference resolving to its full name. Anything
-else (a shorter name, a missing variable, a value to refuse) falls through to
+Two renderers, kept because benchmarks/README.md measures what the second one
+saves on every webhook call: ``WebhookPlan.render`` first runs a function
+generated for the plan (``codegen``) that handles the common case, every
+reference resolving to its full name. On the misses it was built for
+(``codegen.Fallback``, or a value refused, ``ValueProblem``) the call goes to
 ``_CarefulRenderer``, the reference implementation, which also collects every
-problem into one ``RenderError``.
+problem into one ``RenderError``; any other exception propagates, so a bug in
+the generated code cannot hide as slowness. The property tests hold the two equal.
 
-A name resolves to a flat key of the variables, else, when dotted, by descending
-into nested objects (``customer.email`` in ``{"customer": {"email": ...}}``); the
-descent runs only after the flat lookup missed, so flat names cost nothing more.
+``load_plans`` checks every field of a plan file against what the compiler
+makes, so a loaded plan renders exactly like a compiled one, on both renderers.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
+
+import orjson
 
 from ..errors import Diagnostic, PlanFormatError, RenderError
+from .codegen import Fallback, RenderFunction, generate_render_function
 from .encode import (
     ValueProblem,
     check_header_name,
@@ -40,9 +46,30 @@ from .encode import (
     to_text,
 )
 from .grammar import grammar_hash
-from .syntax import Context, UrlPartKind
+from .layout import (
+    MAX_BODY_BYTES,
+    MAX_HEADERS_SIZE,
+    MAX_URL_LENGTH,
+    BodyPiece,
+    HeaderPlan,
+    JsonStringPlan,
+    MemberNames,
+    Piece,
+    RenderedRequest,
+    Slot,
+    UrlGroup,
+    candidate_lengths,
+    defined_name,
+    resolve,
+    resolve_reference,
+    top_level_names,
+)
+from .syntax import Context, Span, UrlPartKind, VarRef
 
 __all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_HEADERS_SIZE",
+    "MAX_URL_LENGTH",
     "PLAN_FORMAT",
     "PLAN_VERSION",
     "BodyPiece",
@@ -60,194 +87,11 @@ __all__ = [
     "top_level_names",
 ]
 
-#: Largest rendered URL, in characters (RFC 9110 section 4.1 recommends supporting 8,000).
-MAX_URL_LENGTH = 8000
-#: Largest total of rendered header names and values, in characters.
-MAX_HEADERS_SIZE = 32 * 1024
-#: Largest rendered body, in bytes.
-MAX_BODY_BYTES = 1024 * 1024
-
 PLAN_FORMAT = "webhook-dsl/plan"
 PLAN_VERSION = 2  # 2: names descend into nested objects; body objects list their variable member names
 
-
-class RenderedRequest(NamedTuple):
-    """The request a plan renders: ready to send, nothing left to encode."""
-
-    method: str
-    url: str
-    headers: list[tuple[str, str]]
-    body: bytes | None
-
-    def __repr__(self) -> str:
-        """Shapes only: the URL, header values and body may hold secrets, and a repr ends up in tracebacks
-        and logs (``to_dict`` and ``masking.shown_request`` give the contents)."""
-        names = [name for name, _ in self.headers]
-        body = "None" if self.body is None else f"<{len(self.body)} bytes>"
-        url = f"<{len(self.url)} characters>"
-        return f"RenderedRequest(method={self.method!r}, url={url}, headers={names}, body={body})"
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON shape ``webhook-dsl render`` prints."""
-        return {
-            "method": self.method,
-            "url": self.url,
-            "headers": [list(pair) for pair in self.headers],
-            "body": None if self.body is None else self.body.decode("utf-8"),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Slot:
-    """One ``$reference`` in the plan: which names to try, and how to encode what is found."""
-
-    name: str  # the run of name characters after `$` (or inside `${...}`)
-    lengths: tuple[int, ...]  # candidate prefix lengths, longest first; one for ${name} and bare values
-    index: int | None
-    written: str
-    context: Context
-    field: str
-    line: int
-    column: int
-
-    @property
-    def candidates(self) -> tuple[str, ...]:
-        """The names this reference may mean, longest first (kept as lengths: a third of the memory)."""
-        return tuple(self.name[:length] for length in self.lengths)
-
-    @property
-    def full_name(self) -> str:
-        """The longest candidate, which the fast path looks up."""
-        return self.name[: self.lengths[0]]
-
-    def remainder(self, matched: str) -> str:
-        """Name characters after a shorter match, kept as text (``$session_x`` -> value + ``_x``)."""
-        if len(matched) == self.lengths[0]:
-            return ""
-        return self.text[1 + len(matched) :]
-
-    @property
-    def text(self) -> str:
-        """The reference as text, its escapes decoded: what lenient mode leaves when nothing matches."""
-        index = ""
-        if self.index is not None:  # as written: `$a[01]` keeps its `[01]` after a shorter match
-            written = _WRITTEN_INDEX.search(self.written)
-            index = written.group() if written else f"[{self.index}]"
-        if self.written.startswith("${"):
-            return "${" + self.name + index + "}"
-        return "$" + self.name + index
-
-
-Piece = str | Slot
-_WRITTEN_INDEX = re.compile(r"\[[0-9]+\](?=\}?\Z)")
-
-
-_MISSING: Any = object()
-
-
-def _descend(variables: Mapping[str, Any], name: str) -> tuple[str, Any]:
-    """Where a dotted name leads through nested objects: (the flat key it starts from, the value).
-
-    The longest leading part that is a flat key holding an object is tried first, then
-    shorter ones; the rest of the name is followed one ``.`` segment at a time, through
-    JSON objects (``dict``) only. ``("", _MISSING)`` when no way leads to a value. Only
-    called after the flat lookup of ``name`` missed.
-    """
-    cut = name.rfind(".")
-    while cut > 0:
-        value = variables.get(name[:cut], _MISSING)
-        if value.__class__ is dict:
-            for segment in name[cut + 1 :].split("."):
-                value = value.get(segment, _MISSING) if value.__class__ is dict else _MISSING
-                if value is _MISSING:
-                    break
-            else:
-                return name[:cut], value
-        cut = name.rfind(".", 0, cut)
-    return "", _MISSING
-
-
-def _resolve(candidates: Sequence[str], variables: Mapping[str, Any]) -> tuple[str, str, Any] | None:
-    """(candidate, flat key read, value) for the longest candidate that resolves, or None."""
-    get = variables.get
-    for name in candidates:
-        value = get(name, _MISSING)
-        if value is not _MISSING:
-            return name, name, value
-        if "." in name:
-            root, value = _descend(variables, name)
-            if value is not _MISSING:
-                return name, root, value
-    return None
-
-
-def resolve_reference(candidates: Sequence[str], variables: Mapping[str, Any]) -> tuple[str, Any] | None:
-    """What a reference reads: its longest candidate that resolves, and the value found there.
-
-    A candidate resolves when it is a key of ``variables``, or when it is dotted, a
-    leading part of it is a key holding an object and the rest leads into it.
-
-    >>> resolve_reference(("customer.email", "customer"), {"customer": {"email": "a@b.example"}})
-    ('customer.email', 'a@b.example')
-    """
-    found = _resolve(candidates, variables)
-    return None if found is None else (found[0], found[2])
-
-
-def defined_name(candidates: Sequence[str], variables: Mapping[str, Any]) -> str | None:
-    """The key of ``variables`` a reference reads: its longest candidate that resolves, or for
-    one reached by descent, the key the descent starts from (so ``variables[name]`` exists)."""
-    found = _resolve(candidates, variables)
-    return None if found is None else found[1]
-
-
-def top_level_names(candidates: Sequence[str]) -> tuple[str, ...]:
-    """Every key of the variables that could supply a reference: its candidates and, since a
-    dotted name may descend, each of their leading dotted parts; longest first, no repeats."""
-    names = dict.fromkeys(candidates)
-    for name in candidates:
-        cut = name.rfind(".")
-        while cut > 0:
-            names[name[:cut]] = None
-            cut = name.rfind(".", 0, cut)
-    return tuple(sorted(names, key=len, reverse=True))
-
-
-@dataclass(frozen=True, slots=True)
-class UrlGroup:
-    """A URL component holding variables, checked as a whole after rendering (host, segment...)."""
-
-    kind: UrlPartKind
-    pieces: tuple[Piece, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderPlan:
-    name: tuple[Piece, ...]
-    value: tuple[Piece, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class JsonStringPlan:
-    """A JSON string (value or key) with variables: rendered whole, then JSON-escaped once."""
-
-    pieces: tuple[Piece, ...]
-
-
-BodyPiece = str | JsonStringPlan | Slot
-
-
-@dataclass(frozen=True, slots=True)
-class MemberNames:
-    """A body object with member names that hold variables: after rendering, no name may repeat.
-
-    RFC 8259 section 4 leaves repeated names to the receiver, and most keep the last: a
-    value could otherwise replace a literal member (``{"admin": false, "$k": ...}``).
-    """
-
-    literal: tuple[str, ...]  # the object's literal member names
-    at: tuple[tuple[int, int], ...]  # line and column of each literal name
-    keys: tuple[int, ...]  # positions in ``WebhookPlan.body`` of its names with variables (JsonStringPlans)
+#: What the generated renderer raises for the cases it leaves to the careful one; anything else propagates.
+_GENERATED_MISSES = (Fallback, ValueProblem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +112,8 @@ class WebhookPlan:
     secrets: tuple[str, ...] = ()
     source: str = "<config>"
     objects: tuple[MemberNames, ...] = ()  # body objects whose member names hold variables
-    _fast: list[Callable[[Mapping[str, Any]], RenderedRequest]] = field(default_factory=list, compare=False, repr=False)
+    # Built on first render; not an __init__ field, so dataclasses.replace never hands it to another plan.
+    _generated: list[RenderFunction] = field(default_factory=list, init=False, compare=False, repr=False)
 
     # -- rendering ------------------------------------------------------------
 
@@ -280,31 +125,28 @@ class WebhookPlan:
         instead of being an error (a bare JSON value still must resolve).
         """
         if not lenient:
-            try:  # free when nothing raises (CPython 3.11+): the common case costs a lookup and a call
-                return self._fast[0](variables)
-            except Exception:
-                pass
-            if not self._fast:  # the IndexError of the first render: generate the function, try again
-                return self._render_first(variables)
+            try:  # a try is free until something raises (CPython 3.11+)
+                generated = self._generated[0]
+            except IndexError:  # the first render: generate the function once
+                generated = self.generated_renderer()
+            try:
+                return generated(variables)
+            except _GENERATED_MISSES:
+                pass  # a case the generated function leaves to the careful renderer
         return _CarefulRenderer(self, variables, lenient).render()
 
-    def _render_first(self, variables: Mapping[str, Any]) -> RenderedRequest:
-        fast = self._compile_fast()
-        try:
-            return fast(variables)
-        except Exception:
-            pass
-        return _CarefulRenderer(self, variables, False).render()
+    def generated_renderer(self) -> RenderFunction:
+        """The plan's generated render function (built on first use): the common case only.
 
-    def _compile_fast(self) -> Callable[[Mapping[str, Any]], RenderedRequest]:
-        from .codegen import generate_render_function
-
-        function = generate_render_function(self)
-        self._fast[:] = [function]
-        return function
+        It returns the request or raises ``codegen.Fallback`` or ``ValueProblem``
+        where ``render`` goes on to the careful renderer; for benchmarks and tests.
+        """
+        if not self._generated:
+            self._generated[:] = [generate_render_function(self)]
+        return self._generated[0]
 
     def render_careful(self, variables: Mapping[str, Any], *, lenient: bool = False) -> RenderedRequest:
-        """The reference renderer alone, without the generated fast path (for tests and tools)."""
+        """The careful renderer alone, without the generated function (for tests and tools)."""
         return _CarefulRenderer(self, variables, lenient).render()
 
     # -- introspection ----------------------------------------------------------
@@ -349,34 +191,9 @@ class WebhookPlan:
         }
 
     @classmethod
-    def from_data(cls, data: Mapping[str, Any]) -> WebhookPlan:
-        body = None if data["body"] is None else tuple(_piece_from(p) for p in data["body"])
-        objects = tuple(
-            MemberNames(
-                tuple(str(n) for n in o["names"]),
-                tuple((int(line), int(column)) for line, column in o["at"]),
-                tuple(int(k) for k in o["keys"]),
-            )
-            for o in data["objects"]
-        )
-        for o in objects:
-            if len(o.at) != len(o.literal) or not all(
-                body is not None and 0 <= k < len(body) and isinstance(body[k], JsonStringPlan) for k in o.keys
-            ):
-                raise ValueError("object member names that are not strings of the body")
-        return cls(
-            method=str(data["method"]),
-            url=tuple(_piece_from(p) for p in data["url"]),
-            headers=tuple(
-                HeaderPlan(tuple(_piece_from(p) for p in n), tuple(_piece_from(p) for p in v))
-                for n, v in data["headers"]
-            ),
-            body=body,
-            response_directive=data["responseDirective"],
-            secrets=tuple(data["secrets"]),
-            source=str(data["source"]),
-            objects=objects,
-        )
+    def from_data(cls, data: Any) -> WebhookPlan:
+        """The plan ``to_data`` wrote; ``PlanFormatError`` for anything the compiler would not have made."""
+        return _PlanReader().plan(data, "plan")
 
     def to_json(self) -> str:
         """Deterministic JSON for this one plan, stamped with format, version and grammar."""
@@ -413,28 +230,6 @@ def _piece_data(piece: Any) -> Any:
     raise TypeError(f"not a plan piece: {type(piece).__name__}")
 
 
-def _piece_from(data: Any) -> Any:
-    if isinstance(data, str):
-        return data
-    if "slot" in data:
-        line, column = data["at"]
-        index = data["index"]
-        return Slot(
-            **_name_and_lengths([str(c) for c in data["slot"]]),
-            index=None if index is None else int(index),
-            written=str(data["written"]),
-            context=Context(data["context"]),
-            field=str(data["field"]),
-            line=int(line),
-            column=int(column),
-        )
-    if "group" in data:
-        return UrlGroup(UrlPartKind(data["group"]), tuple(_piece_from(p) for p in data["pieces"]))
-    if "string" in data:
-        return JsonStringPlan(tuple(_piece_from(p) for p in data["string"]))
-    raise ValueError("unknown piece")
-
-
 def dump_plans(plans: list[WebhookPlan] | tuple[WebhookPlan, ...]) -> str:
     """Serialize plans as deterministic JSON: same plans, same bytes. No pickle."""
     document = {
@@ -447,9 +242,14 @@ def dump_plans(plans: list[WebhookPlan] | tuple[WebhookPlan, ...]) -> str:
 
 
 def load_plans(text: str | bytes) -> list[WebhookPlan]:
-    """Load plans written by ``dump_plans``; refuse anything foreign, damaged or stale."""
+    """Load plans written by ``dump_plans``; refuse anything foreign, damaged or stale.
+
+    Every field is checked against what the compiler makes (types, ranges, contexts,
+    positions, candidates, the URL and body shapes), so that a loaded plan renders
+    exactly like a compiled one; anything else is a ``PlanFormatError`` naming the field.
+    """
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_unique_members, parse_constant=_no_constant)
     except ValueError as error:
         raise PlanFormatError(f"not a compiled plan file (not JSON: {error})") from None
     if not isinstance(document, dict) or document.get("format") != PLAN_FORMAT:
@@ -460,10 +260,306 @@ def load_plans(text: str | bytes) -> list[WebhookPlan]:
         )
     if document.get("grammar") != grammar_hash():
         raise PlanFormatError("plans were compiled by another version of the grammar; recompile the configs")
+    reader = _PlanReader()
+    fields = reader.fields(document, "the file", ("format", "grammar", "plans", "version"))
+    items = reader.list(fields["plans"], "plans")
+    return [reader.plan(item, f"plans[{i}]") for i, item in enumerate(items)]
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    members = dict(pairs)
+    if len(members) != len(pairs):
+        repeated = next(name for i, (name, _) in enumerate(pairs) if any(name == n for n, _ in pairs[:i]))
+        raise ValueError(f"the member name {repeated!r} appears twice in one object")
+    return members
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# The methods a template may use (``template.METHODS``, pinned equal by tests/test_plan.py; not imported
+# from there, so loading plans never loads the config validator).
+_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_GROUP_CONTEXTS = {
+    UrlPartKind.WHOLE: Context.URL_WHOLE,
+    UrlPartKind.HOST: Context.URL_HOST,
+    UrlPartKind.PORT: Context.URL_PORT,
+    UrlPartKind.PATH_SEGMENT: Context.URL_PATH,
+    UrlPartKind.QUERY: Context.URL_QUERY,
+    UrlPartKind.FRAGMENT: Context.URL_FRAGMENT,
+}
+# What stands for a group when the literal rest of a URL is checked: text each component accepts whole.
+_GROUP_STAND_INS = {
+    UrlPartKind.HOST: "a",
+    UrlPartKind.PORT: "1",
+    UrlPartKind.PATH_SEGMENT: "a",
+    UrlPartKind.QUERY: "a",
+    UrlPartKind.FRAGMENT: "a",
+}
+_BODY_FIELD = re.compile(r"body(?:[.\[].*)?\Z", re.S)
+
+
+class _PlanReader:
+    """Reads plans as ``dump_plans`` writes them, checking each field against what the compiler makes.
+
+    Each check is one the renderers rely on: a negative list index would make the
+    generated function read from the end where the careful one refuses; a slot in
+    the wrong context would skip its encoding. A message names the field by its
+    path in the file (``plans[0].url[1].pieces[0].index``).
+    """
+
+    def fail(self, path: str, message: str) -> PlanFormatError:
+        return PlanFormatError(f"damaged plan file: {path}: {message}")
+
+    # -- JSON shapes ----------------------------------------------------------------
+
+    def fields(self, data: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(path, f"expected an object with {', '.join(keys)}, found {_kind(data)}")
+        missing = [key for key in keys if key not in data]
+        if missing:
+            raise self.fail(path, f"missing {', '.join(missing)}")
+        unknown = sorted(key for key in data if key not in keys)
+        if unknown:
+            raise self.fail(path, f"unknown field {', '.join(map(repr, unknown))}")
+        return data
+
+    def list(self, data: Any, path: str) -> list[Any]:
+        if not isinstance(data, list):
+            raise self.fail(path, f"expected a list, found {_kind(data)}")
+        return data
+
+    def text(self, data: Any, path: str, *, empty: bool = True) -> str:
+        if not isinstance(data, str):
+            raise self.fail(path, f"expected a string, found {_kind(data)}")
+        if not empty and not data:
+            raise self.fail(path, "expected text, found an empty string")
+        if _SURROGATE.search(data):
+            raise self.fail(path, "a lone surrogate, which is not Unicode text")
+        return data
+
+    def integer(self, data: Any, path: str, minimum: int, what: str) -> int:
+        if type(data) is not int:
+            raise self.fail(path, f"expected {what}, found {_kind(data)}")
+        if data < minimum:
+            raise self.fail(path, f"{data} is not {what}")
+        return data
+
+    # -- a plan -----------------------------------------------------------------------
+
+    def plan(self, data: Any, path: str) -> WebhookPlan:
+        fields = self.fields(
+            data, path, ("body", "headers", "method", "objects", "responseDirective", "secrets", "source", "url")
+        )
+        method = self.text(fields["method"], f"{path}.method")
+        if method not in _METHODS:
+            raise self.fail(f"{path}.method", f"{method!r} is not one of {', '.join(_METHODS)}")
+        body = None if fields["body"] is None else self.body(fields["body"], f"{path}.body")
+        if body is not None and method == "GET":
+            raise self.fail(f"{path}.body", "a GET request carries no body")
+        directive = fields["responseDirective"]
+        secrets = self.list(fields["secrets"], f"{path}.secrets")
+        return WebhookPlan(
+            method=method,
+            url=self.url(fields["url"], f"{path}.url"),
+            headers=tuple(
+                self.header(item, f"{path}.headers[{i}]", i)
+                for i, item in enumerate(self.list(fields["headers"], f"{path}.headers"))
+            ),
+            body=body,
+            response_directive=None if directive is None else self.text(directive, f"{path}.responseDirective"),
+            secrets=tuple(self.text(item, f"{path}.secrets[{i}]") for i, item in enumerate(secrets)),
+            source=self.text(fields["source"], f"{path}.source"),
+            objects=self.objects(fields["objects"], f"{path}.objects", body),
+        )
+
+    def slot(self, data: Any, path: str, contexts: tuple[Context, ...], field: str | None) -> Slot:
+        """A slot whose context is one of ``contexts`` and whose field is ``field`` (or, if None, in the body)."""
+        fields = self.fields(data, path, ("at", "context", "field", "index", "slot", "written"))
+        listed = self.list(fields["slot"], f"{path}.slot")
+        candidates = [self.text(c, f"{path}.slot[{i}]", empty=False) for i, c in enumerate(listed)]
+        if not candidates:
+            raise self.fail(f"{path}.slot", "no candidate names")
+        index = fields["index"]
+        if index is not None:
+            self.integer(index, f"{path}.index", 0, "a list index (a whole number, 0 or more)")
+        try:
+            context = Context(fields["context"])
+        except (ValueError, TypeError):
+            raise self.fail(f"{path}.context", f"unknown context {fields['context']!r}") from None
+        if context not in contexts:
+            allowed = " or ".join(c.value for c in contexts)
+            raise self.fail(f"{path}.context", f"a {context.value} slot cannot stand here (only {allowed})")
+        where = self.text(fields["field"], f"{path}.field")
+        if field is None and not _BODY_FIELD.match(where):
+            raise self.fail(f"{path}.field", f"{where!r} is not a field of the body")
+        if field is not None and where != field:
+            raise self.fail(f"{path}.field", f"{where!r} is not {field!r}")
+        at = self.list(fields["at"], f"{path}.at")
+        if len(at) != 2:
+            raise self.fail(f"{path}.at", "expected [line, column]")
+        line = self.integer(at[0], f"{path}.at[0]", 1, "a line number (1 or more)")
+        column = self.integer(at[1], f"{path}.at[1]", 1, "a column number (1 or more)")
+        written = self.text(fields["written"], f"{path}.written")
+        name = candidates[0]
+        if not _spells(written, name, index):
+            raise self.fail(f"{path}.written", f"{written!r} does not write the reference to {name!r}")
+        lengths = candidate_lengths(name, written.startswith("${") or context is Context.JSON_VALUE)
+        if candidates != [name[:length] for length in lengths]:
+            raise self.fail(f"{path}.slot", "the candidate names are not the prefixes of the first, longest first")
+        return Slot(name, lengths, index, written, context, where, line, column)
+
+    def pieces(
+        self, data: Any, path: str, contexts: tuple[Context, ...], field: str | None, *, slots: int = 0
+    ) -> tuple[Piece, ...]:
+        """Literal text and slots, the text merged as the compiler merges it; at least ``slots`` slots."""
+        out: list[Piece] = []
+        for i, item in enumerate(self.list(data, path)):
+            if isinstance(item, str):
+                if out and isinstance(out[-1], str):
+                    raise self.fail(f"{path}[{i}]", "literal text the compiler would have merged with the text before")
+                out.append(self.text(item, f"{path}[{i}]", empty=False))
+            else:
+                out.append(self.slot(item, f"{path}[{i}]", contexts, field))
+        if sum(isinstance(piece, Slot) for piece in out) < slots:
+            raise self.fail(path, "no variable: the compiler writes this as literal text")
+        return tuple(out)
+
+    def url(self, data: Any, path: str) -> tuple[str | UrlGroup, ...]:
+        out: list[str | UrlGroup] = []
+        for i, item in enumerate(self.list(data, path)):
+            where = f"{path}[{i}]"
+            if isinstance(item, str):
+                if out and isinstance(out[-1], str):
+                    raise self.fail(where, "literal text the compiler would have merged with the text before")
+                out.append(self.text(item, where, empty=False))
+                continue
+            fields = self.fields(item, where, ("group", "pieces"))
+            try:
+                kind = UrlPartKind(fields["group"])
+            except (ValueError, TypeError):
+                kind = UrlPartKind.LITERAL
+            if kind is UrlPartKind.LITERAL:
+                raise self.fail(f"{where}.group", f"unknown URL component {fields['group']!r}")
+            pieces = self.pieces(fields["pieces"], f"{where}.pieces", (_GROUP_CONTEXTS[kind],), "url", slots=1)
+            if kind in (UrlPartKind.WHOLE, UrlPartKind.QUERY, UrlPartKind.FRAGMENT) and len(pieces) != 1:
+                raise self.fail(f"{where}.pieces", f"a {kind.value} component is one variable alone")
+            out.append(UrlGroup(kind, pieces))
+        whole = [part for part in out if isinstance(part, UrlGroup) and part.kind is UrlPartKind.WHOLE]
+        if whole and len(out) != 1:
+            raise self.fail(path, "a URL given whole by a variable has nothing else")
+        if not whole:
+            shape = "".join(part if isinstance(part, str) else _GROUP_STAND_INS[part.kind] for part in out)
+            try:
+                check_whole_url(shape)
+            except ValueProblem as problem:
+                raise self.fail(path, f"the URL, its variables aside, {problem}") from None
+        return tuple(out)
+
+    def header(self, data: Any, path: str, position: int) -> HeaderPlan:
+        pair = self.list(data, path)
+        if len(pair) != 2:
+            raise self.fail(path, "expected [name pieces, value pieces]")
+        field = f"headers[{position}]"
+        name = self.pieces(pair[0], f"{path}[0]", (Context.HEADER_NAME,), f"{field}.key")
+        value = self.pieces(pair[1], f"{path}[1]", (Context.HEADER_VALUE,), f"{field}.value")
+        if not name:
+            raise self.fail(f"{path}[0]", "a header has a name")
+        if all(isinstance(piece, str) for piece in name):
+            literal = "".join(map(str, name))
+            try:
+                check_header_name(literal)
+            except ValueProblem as problem:
+                raise self.fail(f"{path}[0]", f"header name {literal!r} refused ({problem})") from None
+        for i, piece in enumerate(value):
+            try:
+                if isinstance(piece, str):
+                    check_header_value(piece)
+            except ValueProblem as problem:
+                raise self.fail(f"{path}[1][{i}]", f"header value refused ({problem})") from None
+        return HeaderPlan(name, value)
+
+    def body(self, data: Any, path: str) -> tuple[BodyPiece, ...]:
+        out: list[BodyPiece] = []
+        skeleton: list[str] = []  # the body with '""' for each string and 'null' for each bare value
+        for i, item in enumerate(self.list(data, path)):
+            where = f"{path}[{i}]"
+            if isinstance(item, str):
+                if out and isinstance(out[-1], str):
+                    raise self.fail(where, "literal text the compiler would have merged with the text before")
+                out.append(self.text(item, where, empty=False))
+                skeleton.append(item)
+            elif isinstance(item, dict) and "string" in item:
+                fields = self.fields(item, where, ("string",))
+                pieces = self.pieces(fields["string"], f"{where}.string", (Context.JSON_STRING,), None, slots=1)
+                out.append(JsonStringPlan(pieces))
+                skeleton.append('""')
+            else:
+                out.append(self.slot(item, where, (Context.JSON_VALUE,), None))
+                skeleton.append("null")
+        if not out:
+            raise self.fail(path, "an empty body (no body is null)")
+        try:
+            orjson.loads("".join(skeleton))  # strict: no NaN, no lone surrogate escape, no trailing text
+        except orjson.JSONDecodeError:
+            raise self.fail(path, "the body, its variables aside, is not JSON") from None
+        return tuple(out)
+
+    def objects(self, data: Any, path: str, body: tuple[BodyPiece, ...] | None) -> tuple[MemberNames, ...]:
+        out: list[MemberNames] = []
+        taken: set[int] = set()
+        for i, item in enumerate(self.list(data, path)):
+            where = f"{path}[{i}]"
+            fields = self.fields(item, where, ("at", "keys", "names"))
+            listed = self.list(fields["names"], f"{where}.names")
+            names = tuple(self.text(n, f"{where}.names[{j}]") for j, n in enumerate(listed))
+            at = []
+            for j, pair in enumerate(self.list(fields["at"], f"{where}.at")):
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise self.fail(f"{where}.at[{j}]", "expected [line, column]")
+                at.append((
+                    self.integer(pair[0], f"{where}.at[{j}][0]", 1, "a line number (1 or more)"),
+                    self.integer(pair[1], f"{where}.at[{j}][1]", 1, "a column number (1 or more)"),
+                ))
+            if len(at) != len(names):
+                raise self.fail(f"{where}.at", "one position per literal name")
+            keys: list[int] = []
+            for j, key in enumerate(self.list(fields["keys"], f"{where}.keys")):
+                self.integer(key, f"{where}.keys[{j}]", 0, "a body position (0 or more)")
+                if body is None or key >= len(body) or not isinstance(body[key], JsonStringPlan):
+                    raise self.fail(f"{where}.keys[{j}]", f"body position {key} is not a string with variables")
+                if key in taken or (keys and key <= keys[-1]):
+                    raise self.fail(f"{where}.keys[{j}]", f"body position {key} is out of order or listed twice")
+                keys.append(key)
+            if not keys:
+                raise self.fail(f"{where}.keys", "no member name with variables")
+            if out and keys[0] <= out[-1].keys[0]:
+                raise self.fail(where, "objects out of source order")
+            taken.update(keys)
+            out.append(MemberNames(names, tuple(at), tuple(keys)))
+        return tuple(out)
+
+
+def _spells(written: str, name: str, index: int | None) -> bool:
+    """Whether ``written`` is the source text of a reference to ``name`` (and ``index``)."""
+    if not written.startswith("$") or (written.startswith("${") and not written.endswith("}")):
+        return False
     try:
-        return [WebhookPlan.from_data(item) for item in document["plans"]]
-    except (KeyError, TypeError, ValueError) as error:
-        raise PlanFormatError(f"damaged plan file ({type(error).__name__}: {error})") from None
+        ref = VarRef.from_written(written, _NOWHERE)
+    except ValueError:
+        return False
+    return ref.name == name and ref.index == index
+
+
+_NOWHERE = Span(0, 0, 0, 0)
+
+
+def _kind(data: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(data), "a number"
+    )
 
 
 # --- the reference renderer ---------------------------------------------------------
@@ -498,7 +594,7 @@ class _CarefulRenderer:
 
     def lookup(self, slot: Slot) -> tuple[Any, str] | None:
         """The value a slot refers to and the text that follows it, or None (problem recorded)."""
-        found = _resolve(slot.candidates, self.variables)
+        found = resolve(slot.candidates, self.variables)
         if found is None:
             if not self.lenient or slot.context is Context.JSON_VALUE:
                 self.problem([slot], f"{slot.written} is not defined (no variable named {_names(slot.candidates)})")
@@ -672,13 +768,6 @@ class _CarefulRenderer:
         if request.body is not None and len(request.body) > MAX_BODY_BYTES:
             body_slots = [s for s in slots if s.field.startswith("body")] or slots
             self.problem(body_slots, f"the rendered body is {len(request.body)} bytes, more than {MAX_BODY_BYTES}")
-
-
-def _name_and_lengths(candidates: list[str]) -> dict[str, Any]:
-    """Slot fields from a candidate list, checking that each candidate is a prefix of the first."""
-    if not candidates or any(not candidates[0].startswith(c) for c in candidates):
-        raise ValueError("slot candidates must be prefixes of the first")
-    return {"name": candidates[0], "lengths": tuple(len(c) for c in candidates)}
 
 
 def _names(candidates: tuple[str, ...]) -> str:
