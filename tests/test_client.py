@@ -1,13 +1,14 @@
-"""The default HTTP client: destinations read as reqwest reads them, pinned to checked addresses.
+"""Pins and the default transport: destinations read as reqwest reads them, pinned to checked addresses.
 
 Only loopback servers are used; names are resolved by stub resolvers, never by real DNS, and
-``client.dialling`` (where every request's destination passes) refuses anything but loopback.
+``client.dialling`` (where every request's destination passes) refuses anything but loopback. Where a
+request really went is read at the servers (tests/loopback.py). The same rules on the httpx transport
+are in tests/test_transport_contract.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,8 +16,9 @@ import pytest
 
 import webhook_dsl.runtime.client
 from tests.http_stub import StubServer, answer
+from tests.loopback import landings
 from webhook_dsl import Runtime, compile_webhook
-from webhook_dsl.runtime.client import PinnedClients
+from webhook_dsl.runtime.client import PinnedClients, Pins
 from webhook_dsl.runtime.guard import BlockedError, OutboundGuard
 
 DIALLED: list[tuple[str, int]] = []
@@ -37,8 +39,10 @@ def only_loopback(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
 
 
-def _clients(**guard: Any) -> PinnedClients:
-    return PinnedClients(OutboundGuard.build(**guard), max_connections=4, connect_timeout=1.0)
+def _pins(clock: Any = None, max_pins: int = 256, **guard: Any) -> Pins:
+    """Pins reading URLs as the default transport (reqwest) does; *clock* replaces the monotonic clock."""
+    extra = {"clock": clock} if clock is not None else {}
+    return Pins(OutboundGuard.build(**guard), PinnedClients().read_url, max_pins=max_pins, **extra)
 
 
 @pytest.mark.parametrize(
@@ -51,27 +55,28 @@ def _clients(**guard: Any) -> PinnedClients:
     ],
 )
 def test_a_host_two_parsers_read_differently_is_refused(url: str, host: str | None) -> None:
-    clients = _clients(allow_hosts=["a.test", "b.test"])
+    pins = _pins(allow_hosts=["a.test", "b.test"])
     if host is None:
         with pytest.raises(BlockedError, match="ambiguous"):
-            clients.destination(url)
+            pins.destination(url)
     else:
-        (scheme, read, _port), is_address = clients.destination(url)
+        (scheme, read, _port), is_address = pins.destination(url)
         assert (scheme, read, is_address) == ("http", host, False)
 
 
 def test_numeric_hosts_are_read_and_checked_like_reqwest_reads_them() -> None:
-    clients = _clients(allow_networks=["127.0.0.0/8"])
-    assert clients.destination("http://127.1:8080/x") == (("http", "127.0.0.1", 8080), True)
-    assert clients.destination("http://0x7f.1/") == (("http", "127.0.0.1", 80), True)
+    pins = _pins(allow_networks=["127.0.0.0/8"])
+    assert pins.destination("http://127.1:8080/x") == (("http", "127.0.0.1", 8080), True)
+    assert pins.destination("http://0x7f.1/") == (("http", "127.0.0.1", 80), True)
     with pytest.raises(BlockedError):
-        _clients().destination("http://127.1/")  # loopback is not allowed by default
+        _pins().destination("http://127.1/")  # loopback is not allowed by default
     with pytest.raises(BlockedError):
-        _clients().destination("http://[::ffff:169.254.169.254]/")
+        _pins().destination("http://[::ffff:169.254.169.254]/")
 
 
-def test_a_name_is_resolved_again_when_its_pin_expires(monkeypatch: pytest.MonkeyPatch) -> None:
-    """DNS rebinding across pins: the second lookup answers a private address and is refused."""
+def test_a_name_is_resolved_again_when_its_pin_expires() -> None:
+    """DNS rebinding across pins: once the pin has expired (a real expiry: ``pin_seconds``), the name is
+    looked up again, and the second answer, a private address, is refused."""
     answers = [["127.0.0.1"], ["10.0.0.7"]]
     lookups: list[str] = []
 
@@ -79,28 +84,28 @@ def test_a_name_is_resolved_again_when_its_pin_expires(monkeypatch: pytest.Monke
         lookups.append(host)
         return answers[min(len(lookups), len(answers)) - 1]
 
-    async def main() -> tuple[Any, Any, Any]:
+    async def main() -> tuple[Any, Any, Any, list[str]]:
         async with (
-            StubServer(answer(200, {"ok": True})) as server,
-            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"]) as runtime,
+            landings("127.0.0.1") as (server,),
+            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"], pin_seconds=0.5) as runtime,
         ):
             plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
             first = await runtime.execute(plan, {})
             again = await runtime.execute(plan, {})  # within the pin: no lookup
-            monkeypatch.setattr(webhook_dsl.runtime.client, "PIN_SECONDS", 0.0)
-            runtime._clients._pins.clear()  # type: ignore[union-attr]
+            await asyncio.sleep(0.6)  # the pin expires
             third = await runtime.execute(plan, {})
-        return first, again, third
+        return first, again, third, server.dialled
 
-    first, again, third = asyncio.run(main())
+    first, again, third, dialled = asyncio.run(main())
     assert first.ok and again.ok
     assert lookups == ["api.test", "api.test"]
     assert third.category == "blocked" and "not public" in (third.error or "")
     assert "10.0.0.7" not in (third.error or "")  # what a name resolves to is the operator's to see, not the LLM's
     assert [address for address, _ in DIALLED] == ["127.0.0.1", "127.0.0.1"]
+    assert dialled == ["127.0.0.1"]  # one connection, kept alive, and none after the refusal
 
 
-def test_a_renewed_pin_keeps_its_connection_while_the_answer_holds(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_renewed_pin_keeps_its_connection_while_the_answer_holds() -> None:
     """Every pin expires at once here, so every call resolves and checks again; the answer does not change,
     so the client, and its keep-alive connection, stay."""
     lookups: list[str] = []
@@ -109,12 +114,10 @@ def test_a_renewed_pin_keeps_its_connection_while_the_answer_holds(monkeypatch: 
         lookups.append(host)
         return ["127.0.0.1"]
 
-    monkeypatch.setattr(webhook_dsl.runtime.client, "PIN_SECONDS", 0.0)
-
     async def main() -> tuple[list[Any], StubServer]:
         async with (
             StubServer(answer(200, {"ok": True})) as server,
-            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"]) as runtime,
+            Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"], pin_seconds=0.0) as runtime,
         ):
             plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
             return [await runtime.execute(plan, {}) for _ in range(3)], server
@@ -171,41 +174,50 @@ def test_closing_while_a_lookup_is_under_way_pins_nothing() -> None:
         await asyncio.sleep(0.05)
         return ["127.0.0.1"]
 
-    async def main() -> dict[Any, Any]:
-        clients = _clients(allow_networks=["127.0.0.0/8"], resolver=resolver)
-        request = asyncio.ensure_future(clients.client_for("http://api.test/"))
+    async def main() -> int:
+        pins = _pins(allow_networks=["127.0.0.0/8"], resolver=resolver)
+        key, is_address = pins.destination("http://api.test/")
+        request = asyncio.ensure_future(pins.pin(key, is_address))
         await asyncio.sleep(0.01)
-        await clients.aclose()
+        pins.close()
         with pytest.raises(asyncio.CancelledError):
             await request
         await asyncio.sleep(0.06)  # past the moment the lookup would have answered
-        return clients._pins
+        return len(pins)
 
-    assert asyncio.run(main()) == {}
+    assert asyncio.run(main()) == 0
     assert DIALLED == []
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_a_pin_moves_only_when_its_address_leaves_the_answer() -> None:
+    """The pin's own clock is moved past each expiry: the second answer still holds 127.0.0.1 (kept, with
+    its client and connections), the third does not (the first answer is dialled)."""
     answers = iter([["127.0.0.1", "::1"], ["::1", "127.0.0.1"], ["::1"]])
+    clock = FakeClock()
 
     async def resolver(host: str, port: int) -> list[str]:
         return next(answers)
 
-    async def main() -> list[Any]:
-        clients = _clients(allow_networks=["127.0.0.0/8", "::1/128"], resolver=resolver)
-        key = ("http", "api.test", 80)
+    async def main() -> list[str]:
+        pins = _pins(clock, allow_networks=["127.0.0.0/8", "::1/128"], resolver=resolver)
+        key, is_address = pins.destination("http://api.test/")
         seen = []
         for _ in range(3):
-            seen.append(await clients.client_for("http://api.test/"))
-            pin = clients._pins[key]
-            clients._pins[key] = dataclasses.replace(pin, until=0.0)  # expire it
-        await clients.aclose()
+            assert pins.pinned(key) is None  # expired (or never pinned): a lookup is needed
+            seen.append(await pins.pin(key, is_address))
+            assert pins.pinned(key) == seen[-1]  # holds until the clock passes its expiry
+            clock.now += webhook_dsl.runtime.client.PIN_SECONDS
         return seen
 
-    first, reordered, moved = asyncio.run(main())
-    assert reordered is first  # 127.0.0.1 is still an answer: same client, same connections
-    assert moved is not first  # it is not any more: a new client, dialling ::1
-    assert [address for address, _ in DIALLED] == ["127.0.0.1", "127.0.0.1", "::1"]
+    assert asyncio.run(main()) == ["127.0.0.1", "127.0.0.1", "::1"]
 
 
 def test_cookies_never_travel_from_one_call_to_the_next() -> None:
@@ -335,25 +347,32 @@ def test_many_requests_failing_at_once_move_the_pin_once() -> None:
 
 
 def test_addresses_and_names_are_pinned_alike_under_one_bound() -> None:
-    """A host written as an address gets a client of its own, like a name, and both count against
-    ``max_pins``: an LLM writing addresses cannot pile up clients any more than one writing names."""
+    """A host written as an address gets a pin and a client of its own, like a name, and both count against
+    ``max_pinned_hosts``: an LLM writing addresses cannot pile up clients any more than one writing names."""
 
     async def resolver(host: str, port: int) -> list[str]:
         return ["127.0.0.1"]
 
-    async def main() -> tuple[list[Any], list[Any], int, set[Any]]:
-        clients = PinnedClients(
-            OutboundGuard.build(allow_networks=["127.0.0.0/8"], resolver=resolver),
-            max_connections=4, connect_timeout=1.0, max_pins=3,
-        )
-        urls = ["http://127.0.0.1:1/", "http://127.0.0.1:2/", "http://api.test:1/", "http://127.0.0.1:3/"]
-        built = [await clients.client_for(url) for url in urls]
-        ready = [clients.ready(url) for url in urls]
-        pins, literal = len(clients._pins), set(clients._literal_keys)
-        await clients.aclose()
-        return built, ready, pins, literal
+    async def main() -> tuple[list[Any], list[Any], int, int]:
+        servers = [StubServer(answer(200, {"ok": True})) for _ in range(3)]
+        for server in servers:
+            await server.__aenter__()
+        try:
+            async with Runtime(resolver=resolver, allow_networks=["127.0.0.0/8"], max_pinned_hosts=3) as runtime:
+                ports = [server.port for server in servers]
+                urls = [f"http://127.0.0.1:{ports[0]}/", f"http://127.0.0.1:{ports[1]}/",
+                        f"http://api.test:{ports[0]}/", f"http://127.0.0.1:{ports[2]}/"]
+                for url in urls:
+                    assert (await runtime.execute(compile_webhook({"url": url, "method": "GET"}), {})).ok
+                pins, transport = runtime._pinned(), runtime.transport
+                assert isinstance(transport, PinnedClients)
+                keys = [pins.destination(url)[0] for url in urls]
+                return [key in pins for key in keys], [transport.client(key) for key in keys], len(pins), len(transport)
+        finally:
+            for server in servers:
+                await server.__aexit__()
 
-    built, ready, pins, literal = asyncio.run(main())
-    assert len({id(client) for client in built}) == 4
-    assert ready[0] is None and ready[1:] == built[1:]  # the least recently used was dropped
-    assert pins == 3 and literal == {("http", "127.0.0.1", 2), ("http", "127.0.0.1", 3)}
+    pinned, clients, pins, kept = asyncio.run(main())
+    assert pinned == [False, True, True, True]  # the least recently used was dropped
+    assert clients[0] is None and len({id(client) for client in clients[1:]}) == 3
+    assert pins == kept == 3

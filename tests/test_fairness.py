@@ -21,7 +21,7 @@ import pytest
 import webhook_dsl.runtime.client
 from webhook_dsl import Runtime, compile_trigger, compile_webhook
 from webhook_dsl.runtime.calls import message_for_llm
-from webhook_dsl.runtime.client import InFlight
+from webhook_dsl.runtime.client import InFlight, PinnedClients
 from webhook_dsl.runtime.masking import Masker
 
 LOOPBACK = ["127.0.0.0/8"]
@@ -145,7 +145,7 @@ def test_a_hanging_address_never_delays_a_call_to_another_destination(apart: str
             assert runtime._pinned().in_flight.queued(key) == HANGING - 64
             slow.release.set()  # the API answers again: the queue drains through the same 64 slots
             results = await asyncio.gather(*hanging)
-            return healthy, results, slow, dict(runtime._pinned().in_flight._counts)
+            return healthy, results, slow, runtime._pinned().in_flight.busy()
 
     healthy, results, slow, counts = asyncio.run(main())
     assert healthy.ok and healthy.json() == {"target": "/fast"}
@@ -169,7 +169,7 @@ def test_a_hanging_name_never_delays_another_name_on_the_same_server() -> None:
             assert still_hanging
             server.release.set()
             results = await asyncio.gather(*hanging)
-            return healthy, results, server, len(runtime._pinned()._pins)
+            return healthy, results, server, len(runtime._pinned())
 
     healthy, results, server, pins = asyncio.run(main())
     assert healthy.ok and healthy.json() == {"target": "/fast"}
@@ -217,15 +217,15 @@ def test_a_queued_call_that_reaches_its_deadline_was_not_sent_and_says_so(method
             Runtime(allow_networks=LOOPBACK, deadline=3.0, max_in_flight_per_destination=2) as patient,
             Runtime(allow_networks=LOOPBACK, deadline=0.5, max_in_flight_per_destination=2) as hurried,
         ):
-            hurried._clients = patient._pinned()  # one set of destinations, two deadlines
+            hurried._pins, hurried._transport = patient._pinned(), patient.transport  # one queue, two deadlines
             plan = compile_webhook({"url": server.url("/orders"), "method": method})
             holding = [asyncio.ensure_future(patient.execute(plan, {})) for _ in range(2)]
             await _until(lambda: server.handling == 2)
             queued = list(await asyncio.gather(*(hurried.execute(plan, {}) for _ in range(3))))
             assert not any(task.done() for task in holding)
             sent = list(await asyncio.gather(*holding))
-            hurried._clients = None
-            return sent, queued, server, dict(patient._pinned().in_flight._counts)
+            hurried._pins = hurried._transport = None
+            return sent, queued, server, patient._pinned().in_flight.busy()
 
     sent, queued, server, counts = asyncio.run(main())
     assert [r.category for r in sent + queued] == ["timeout"] * 5
@@ -277,7 +277,7 @@ def test_a_queued_call_that_is_cancelled_gives_up_its_place() -> None:
             assert (await first).ok
             result = await later
             lanes = rt._pinned().in_flight
-            return result, server, dict(lanes._counts), dict(lanes._queues)
+            return result, server, lanes.busy(), dict(lanes._queues)
 
     result, server, counts, queues = asyncio.run(main())
     assert result.ok
@@ -300,7 +300,7 @@ def test_a_slot_handed_to_a_waiter_that_gives_up_at_that_moment_passes_on() -> N
         with pytest.raises(asyncio.CancelledError):
             await late
         lanes.release(key)  # `nxt` is done
-        return dict(lanes._counts), got_it
+        return lanes.busy(), got_it
 
     counts, got_it = asyncio.run(main())
     assert got_it and counts == {}
@@ -318,8 +318,9 @@ def test_addresses_have_a_client_each_and_names_one_per_port() -> None:
             urls = [one.url(), two.url(), three.url(), one.url(host="api.test"), three.url(host="api.test")]
             results = [await runtime.execute(_get(url), {}) for url in urls]
             assert all(r.ok for r in results), [(r.category, r.error) for r in results]
-            clients = runtime._pinned()
-            return [clients.ready(url) for url in urls]
+            pins, transport = runtime._pinned(), runtime.transport
+            assert isinstance(transport, PinnedClients)
+            return [transport.client(pins.destination(url)[0]) for url in urls]
 
     found = asyncio.run(main())
     assert all(client is not None for client in found)

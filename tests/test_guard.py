@@ -1,10 +1,12 @@
 """The outbound guard: SSRF vectors refused before any connection; resolution stubbed, never real DNS.
 
 An autouse fixture watches every place a connection can start: ``webhook_dsl.runtime.client.dialling`` (the
-one point every request of the default pyreqwest client passes, with the checked address it will
-connect to, since the connect itself happens in Rust) and the event loop's sock_connect and
-create_connection (the httpx transport path, the stand-in). A connection to anything but loopback
-fails the test before it is made, and every address dialled is recorded.
+one point every request passes, with the checked address its transport is told to dial) and the event
+loop's sock_connect and create_connection (httpx, the stand-in). A connection to anything but loopback
+fails the test before it is made, and every address is recorded. pyreqwest connects in Rust, out of
+Python's sight, so what ``dialling`` reports is checked against what really happened: the servers record
+the local address of every connection they accept (tests/loopback.py), with a decoy listening where the
+system's resolver would have sent the request.
 """
 
 from __future__ import annotations
@@ -19,8 +21,10 @@ import pytest
 
 import webhook_dsl.runtime.client
 from tests.http_stub import StubServer, answer
+from tests.loopback import landings
 from webhook_dsl import Runtime, compile_webhook
 from webhook_dsl.runtime.guard import BlockedError, OutboundGuard, parse_numeric_host, why_blocked
+from webhook_dsl.runtime.httpx_transport import HttpxTransport
 
 DIALLED: list[str] = []
 
@@ -210,20 +214,53 @@ def test_ssrf_vectors_are_blocked_before_any_connection() -> None:
     assert DIALLED == []
 
 
-def test_the_checked_address_is_the_one_dialled() -> None:
-    async def main() -> tuple[Any, StubServer]:
-        async with (
-            StubServer(answer(200, {"ok": True})) as server,
-            Runtime(resolver=stub_resolver, allow_networks=["127.0.0.0/8"]) as runtime,
-        ):
-            result = await runtime.execute(
-                compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"}), {}
-            )
-        return result, server
+@pytest.mark.parametrize("transport", ["pyreqwest", "httpx"])
+def test_the_checked_address_is_the_one_dialled(transport: str) -> None:
+    """``localhost`` is allowed by name and the stub resolver answers 127.0.0.3; the system's resolver would
+    answer 127.0.0.1, where a decoy listens on the same port. The servers, not the client, say where the
+    connection arrived, and it is where ``dialling`` said it would be."""
+    lookups: list[str] = []
 
-    result, _server = asyncio.run(main())
-    assert result.ok
-    assert DIALLED == ["127.0.0.1"]
+    async def resolver(host: str, port: int) -> list[str]:
+        lookups.append(host)
+        return ["127.0.0.3"]
+
+    async def main() -> tuple[Any, list[str], list[str]]:
+        async with landings("127.0.0.3", "127.0.0.1") as (pinned, decoy), Runtime(
+            resolver=resolver,
+            allow_hosts=["localhost"],
+            transport=HttpxTransport() if transport == "httpx" else None,
+        ) as runtime:
+            plan = compile_webhook({"url": f"http://localhost:{pinned.port}/", "method": "GET"})
+            results = [await runtime.execute(plan, {}) for _ in range(2)]
+        return results, pinned.dialled, decoy.dialled
+
+    results, pinned, decoy = asyncio.run(main())
+    assert all(result.ok for result in results), [(r.category, r.error) for r in results]
+    assert lookups == ["localhost"]
+    assert pinned == ["127.0.0.3"] and decoy == []  # one connection, kept alive, at the checked address
+    assert set(DIALLED) == {"127.0.0.3"}
+
+
+def test_what_dialling_reports_is_what_the_servers_saw() -> None:
+    """The name answers [127.0.0.9, 127.0.0.3, 127.0.0.4]; nothing listens on the first. ``dialling``
+    reports the refused attempt and the failover; the servers saw exactly one connection, at the second."""
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return ["127.0.0.9", "127.0.0.3", "127.0.0.4"]
+
+    async def main() -> tuple[Any, list[str], list[str]]:
+        async with landings("127.0.0.3", "127.0.0.4") as (second, third), Runtime(
+            resolver=resolver, allow_networks=["127.0.0.0/8"], backoff_base=0.001
+        ) as runtime:
+            plan = compile_webhook({"url": f"http://api.test:{second.port}/", "method": "POST", "body": {"a": 1}})
+            result = await runtime.execute(plan, {})
+        return result, second.dialled, third.dialled
+
+    result, second, third = asyncio.run(main())
+    assert result.ok and result.attempts == 2
+    assert DIALLED == ["127.0.0.9", "127.0.0.3"]
+    assert second == ["127.0.0.3"] and third == []
 
 
 def test_lookups_that_fail_or_stall_fail_closed() -> None:

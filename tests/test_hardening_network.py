@@ -20,6 +20,7 @@ import pytest
 import webhook_dsl.runtime.client
 from tests.http_stub import Request, StubServer, answer, response
 from webhook_dsl import Runtime, SQLiteStore, compile_trigger, compile_webhook
+from webhook_dsl.runtime.client import PinnedClients
 from webhook_dsl.runtime.guard import BlockedError, NetworkSpecError, OutboundGuard, parse_network
 
 DIALLED: list[str] = []
@@ -102,9 +103,9 @@ def test_a_lookup_shared_by_waiting_calls_outlives_one_that_gives_up() -> None:
             Runtime(resolver=resolver, allow_networks=LOOPBACK, deadline=0.1) as hurried,
         ):
             plan = compile_webhook({"url": f"http://api.test:{server.port}/", "method": "GET"})
-            hurried._clients = runtime._pinned()  # one pin table, two deadlines
+            hurried._pins, hurried._transport = runtime._pinned(), runtime.transport  # one pin table, two deadlines
             short, patient = await asyncio.gather(hurried.execute(plan, {}), runtime.execute(plan, {}))
-            hurried._clients = None
+            hurried._pins = hurried._transport = None
         return short, patient
 
     short, patient = asyncio.run(main())
@@ -221,7 +222,7 @@ def test_five_thousand_llm_chosen_hosts_keep_the_pins_and_descriptors_bounded() 
                 results = await asyncio.gather(*(runtime.execute(plan, {"host": h}) for h in batch))
                 assert all(r.ok for r in results), [(r.category, r.error) for r in results if not r.ok][:3]
                 await asyncio.sleep(0)  # let the server see the hang-ups
-                pins_seen.append(len(runtime._pinned()._pins))
+                pins_seen.append(len(runtime._pinned()))
                 fds_seen.append(_open_fds() - baseline)
             return pins_seen, fds_seen, len(server.requests), server.connections
 
@@ -251,7 +252,7 @@ def test_a_dropped_pin_does_not_break_the_request_in_flight_on_it() -> None:
             in_flight = asyncio.ensure_future(runtime.execute(plan("slow.test"), {}))
             await asyncio.sleep(0.1)  # the slow request is on its way
             others = [await runtime.execute(plan(h), {}) for h in ("a.test", "b.test")]  # slow.test's pin is dropped
-            pins = len(runtime._pinned()._pins)
+            pins = len(runtime._pinned())
             return await in_flight, others, pins
 
     slow_result, others, pins = asyncio.run(main())
@@ -259,9 +260,9 @@ def test_a_dropped_pin_does_not_break_the_request_in_flight_on_it() -> None:
     assert all(r.ok for r in others) and pins == 1
 
 
-def test_hosts_written_as_addresses_share_a_bounded_client() -> None:
-    """Addresses need no pin of their own; the one client they share is replaced after ``max_pinned_hosts``
-    destinations, and the old one goes with its connections."""
+def test_hosts_written_as_addresses_keep_a_bounded_number_of_clients() -> None:
+    """An address is pinned like a name, with a client of its own; beyond ``max_pinned_hosts`` destinations
+    the least recently used client is dropped, and goes with its connections."""
 
     async def main() -> tuple[list[int], list[int]]:
         servers = [StubServer(answer(200, {"ok": True})) for _ in range(12)]
@@ -276,7 +277,9 @@ def test_hosts_written_as_addresses_share_a_bounded_client() -> None:
                         result = await runtime.execute(compile_webhook({"url": server.url("/"), "method": "GET"}), {})
                         assert result.ok
                         await asyncio.sleep(0)
-                        keys.append(len(runtime._pinned()._literal_keys))
+                        transport = runtime.transport
+                        assert isinstance(transport, PinnedClients)
+                        keys.append(len(transport))
                         fds.append(_open_fds() - baseline)
         finally:
             for server in servers:

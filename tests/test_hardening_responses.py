@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.loopback import Hostile
 from webhook_dsl import Runtime, compile_webhook
 
 #: Every test here runs on asyncio's loop and on uvloop (tests/conftest.py).
@@ -51,46 +52,7 @@ def _gzip_pieces(total: int = OFFERED) -> tuple[bytes, ...]:
     return (*pieces, packer.flush())
 
 
-class HostileServer:
-    """Answers every request on a connection with ``head`` then the pieces of ``body()``, counting them."""
-
-    def __init__(self, head: bytes, body: Callable[[], Iterator[bytes]], *, close: bool = False) -> None:
-        self.head = head
-        self.body = body
-        self.close = close  # hang up after one answer (a body framed by the end of the connection)
-        self.sent = 0
-        self.finished = asyncio.Event()
-        self.server: asyncio.Server | None = None
-
-    def url(self, path: str = "/") -> str:
-        assert self.server is not None
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}{path}"
-
-    async def __aenter__(self) -> HostileServer:
-        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        assert self.server is not None
-        self.server.close()
-        await self.server.wait_closed()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            while True:
-                await reader.readuntil(b"\r\n\r\n")
-                writer.write(b"HTTP/1.1 200 OK\r\n" + self.head + b"\r\n")
-                for piece in self.body():
-                    writer.write(piece)
-                    self.sent += len(piece)
-                    await writer.drain()
-                if self.close:
-                    break
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
-            pass
-        finally:
-            writer.close()
-            self.finished.set()
+HostileServer = Hostile  # tests/loopback.py; the transport contract suite uses it too
 
 
 async def _call(server: HostileServer, **settings: Any) -> Any:

@@ -8,11 +8,13 @@ adds the session work around it: argument validation against the trigger's
 JSON Schema, variables from the session, the message for the LLM, the
 ``session.client_data`` merge and the call log.
 
-The default HTTP client is pyreqwest (Rust's reqwest), chosen for throughput
-under concurrency (see benchmarks/ and client.py, which pins every connection to
-an address the guard checked); any httpx transport can be passed instead
-(``transport=``), for mocking or custom networking, with the same guard, limits
-and results.
+Requests go through a ``transport.Transport``: pyreqwest (Rust's reqwest) by
+default, chosen for throughput under concurrency (see benchmarks/ and client.py),
+or ``transport=`` anything else that speaks the protocol (``HttpxTransport`` for an
+httpx client or transport, ``StubTransport`` for tests). There is one code path
+whatever the transport: the guard and the pin choose the address, and the cap,
+framing checks, decompression, deadline, retries, redirects and categories are
+applied here, on what the transport hands back.
 """
 
 from __future__ import annotations
@@ -27,14 +29,11 @@ import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urljoin, urlsplit
 
-import httpx
 import orjson
-import pyreqwest.exceptions as reqwest_errors
 
 from .._version import __version__ as _version
 from ..errors import RenderError
@@ -44,7 +43,7 @@ from ..language.plan import RenderedRequest, WebhookPlan, defined_name, resolve_
 from ..storage.base import Session, Store, StoreUnavailable
 from ..storage.journal import CallJournal, journal_base
 from ..storage.sqlite import SQLiteStore
-from .client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PINS, PinnedClients, describe_error, never_connected
+from .client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PINS, PIN_SECONDS, PinnedClients, Pins
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import (
     CREDENTIAL_HEADERS,
@@ -54,7 +53,11 @@ from .masking import (
     shown_request,
     whole_secrets,
 )
+from .transport import Destination, Headers, Transport, TransportError
 from .trigger import Trigger
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = [
     "CATEGORIES",
@@ -114,6 +117,8 @@ class RuntimeSettings:
     #: Requests in flight to one (scheme, host, port); the rest wait in that destination's queue, their deadline
     #: running, so that a hanging API holds this many at most and never the capacity other destinations need.
     max_in_flight_per_destination: int = DEFAULT_MAX_IN_FLIGHT
+    #: How long a name's checked addresses are used before it is resolved and checked again.
+    pin_seconds: float = PIN_SECONDS
     llm_response_chars: int = 8000  # response text handed to the LLM
     log_body_chars: int = 65536  # response text kept in a log record
     secrets_cache_seconds: float = 5.0  # how long a company's secrets are reused before they are read again
@@ -223,7 +228,7 @@ class _Failure(Exception):
 @dataclass
 class _Response:
     status: int
-    headers: Mapping[str, str]  # case-insensitive: pyreqwest's HeaderMap or httpx.Headers
+    headers: Headers  # case-insensitive: pyreqwest's HeaderMap, httpx.Headers...
     body: bytes
     url: str
 
@@ -299,6 +304,22 @@ def _origin(url: str) -> tuple[str, str, int | None]:
     return parts.scheme.lower(), (parts.hostname or "").lower(), parts.port
 
 
+def _adopt(transport: Any, settings: RuntimeSettings) -> Transport:
+    """A ``Transport`` as it is; an httpx client or transport wrapped in ``HttpxTransport`` (httpx is
+    imported only then)."""
+    if isinstance(transport, Transport):
+        return transport
+    try:
+        from .httpx_transport import HttpxTransport
+    except ImportError as error:  # then it cannot be an httpx object either
+        raise TypeError(
+            f"transport: expected a webhook_dsl.runtime.transport.Transport, not {type(transport).__name__} "
+            "(httpx clients and transports need the extra: pip install 'webhook-dsl[httpx]')"
+        ) from error
+
+    return HttpxTransport(transport, connect_timeout=settings.connect_timeout)
+
+
 class Runtime:
     """Executes webhooks. Create one, reuse it for every call (one connection pool), close it::
 
@@ -317,15 +338,18 @@ class Runtime:
         deny_networks: Iterable[str] = (),
         deny_hosts: Iterable[str] = (),
         resolver: Resolver | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Transport | httpx.AsyncBaseTransport | httpx.AsyncClient | None = None,
         **overrides: Any,
     ) -> None:
+        """``transport``: what requests go through (see ``transport.Transport``); pyreqwest when None. An
+        ``httpx.AsyncClient`` or httpx transport (``httpx.MockTransport``...) is wrapped in
+        ``HttpxTransport`` (extra ``[httpx]``), which sends through it unchanged. The runtime closes its
+        transport when it is closed."""
         self.store = store
         self.settings = replace(settings or RuntimeSettings(), **overrides)
         self.guard = OutboundGuard.build(allow_networks, allow_hosts, deny_networks, deny_hosts, resolver)
-        self._transport = transport
-        self._clients: PinnedClients | None = None
-        self._httpx: httpx.AsyncClient | None = None
+        self._transport: Transport | None = None if transport is None else _adopt(transport, self.settings)
+        self._pins: Pins | None = None
         self._secrets_cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._journal: CallJournal | None = None
         self._replaying: asyncio.Task[None] | None = None
@@ -346,36 +370,38 @@ class Runtime:
         if self._journal is not None:
             self._journal.close()  # kept on disk when entries are left: the next process replays them
             self._journal = None
-        if self._clients is not None:
-            await self._clients.aclose()
-            self._clients = None
-        if self._httpx is not None:
-            await self._httpx.aclose()
-            self._httpx = None
+        if self._pins is not None:
+            self._pins.close()
+            self._pins = None
+        if self._transport is not None:
+            await self._transport.aclose()
+            self._transport = None
 
     # -- one HTTP exchange ------------------------------------------------------------
 
-    def _pinned(self) -> PinnedClients:
-        if self._clients is None:
-            self._clients = PinnedClients(
-                self.guard,
+    @property
+    def transport(self) -> Transport:
+        """What requests go through (the default pyreqwest one is made on first use)."""
+        if self._transport is None:
+            self._transport = PinnedClients(
                 max_connections=self.settings.max_connections,
                 connect_timeout=self.settings.connect_timeout,
-                max_pins=self.settings.max_pinned_hosts,
-                max_in_flight=self.settings.max_in_flight_per_destination,
+                max_clients=self.settings.max_pinned_hosts,
             )
-        return self._clients
+        return self._transport
 
-    def _httpx_client(self) -> httpx.AsyncClient:
-        if self._httpx is None:
-            assert self._transport is not None
-            self._httpx = httpx.AsyncClient(
-                transport=self._transport,
-                trust_env=False,
-                follow_redirects=False,
-                timeout=httpx.Timeout(self.settings.deadline, connect=self.settings.connect_timeout),
+    def _pinned(self) -> Pins:
+        """The pins and per-destination queues, read with the transport's URL parser (made on first use)."""
+        if self._pins is None:
+            settings = self.settings
+            self._pins = Pins(
+                self.guard,
+                self.transport.read_url,
+                max_pins=settings.max_pinned_hosts,
+                max_in_flight=settings.max_in_flight_per_destination,
+                pin_seconds=settings.pin_seconds,
             )
-        return self._httpx
+        return self._pins
 
     async def _send_once(
         self,
@@ -386,26 +412,24 @@ class Runtime:
         deadline: float,
     ) -> _Response:
         """One attempt. A ``_Failure`` says what happened, whether the request surely never left
-        (``unsent``), and for which request (``attempt``: a redirect's hop is another). reqwest's own
-        timeout is the call's deadline, so a request it times out was sent (or was still being sent, or
-        still connecting: hyper cannot tell us which) and there is no time left to retry it."""
-        limit = self.settings.max_response_bytes
-        clients = self._pinned()
-        in_flight = clients.in_flight
+        (``unsent``), and for which request (``attempt``: a redirect's hop is another). The transport's
+        timeout is what is left of the call's deadline, so a request it times out was sent (or was still
+        being sent, or still connecting: a transport cannot always tell) and there is no time left to
+        retry it."""
+        pins = self._pins if self._pins is not None else self._pinned()
+        transport = self._transport  # made by _pinned
+        assert transport is not None
+        in_flight = pins.in_flight
         holding = False
         try:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 message = f"the {self.settings.deadline:g} s deadline passed before this attempt"
                 raise _Failure("timeout", message, unsent=True)
-            if self._transport is None:
-                try:
-                    key, is_address = clients.destination(url)
-                except BlockedError as error:
-                    raise _Failure("blocked", str(error)) from None
-            else:
-                scheme, host, port = _origin(url)
-                key, is_address = (scheme, host, port or (443 if scheme == "https" else 80)), False
+            try:
+                key, is_address = pins.destination(url)
+            except BlockedError as error:
+                raise _Failure("blocked", str(error)) from None
             if not in_flight.take(key):  # the destination is at its cap: wait in its queue, the deadline running
                 try:
                     await in_flight.wait(key, remaining)
@@ -416,26 +440,11 @@ class Runtime:
                     )
                     raise _Failure("timeout", message, unsent=True) from None
             holding = True
-            if self._transport is not None:
-                try:
-                    async with asyncio.timeout(deadline - time.perf_counter()):  # the lookup counts against it too
-                        # An httpx transport resolves on its own, so names are resolved and checked here first
-                        # (see README: outbound guard); addresses are checked without a lookup.
-                        await self.guard.resolve(key[1], 0)
-                except BlockedError as error:
-                    raise _Failure("blocked", str(error)) from None
-                except TimeoutError:
-                    raise _Failure("timeout", "the host's lookup outlasted the deadline", unsent=True) from None
-                try:
-                    async with asyncio.timeout(deadline - time.perf_counter()):
-                        return await self._send_httpx(method, url, headers, body, limit)
-                except TimeoutError:
-                    raise _Failure("timeout", f"no answer within the {self.settings.deadline:g} s deadline") from None
-            client = clients.pinned(key)  # a pin that holds: no lookup, no await, no timer
-            if client is None:
+            address = pins.pinned(key)  # a pin that holds: no lookup, no await, no timer
+            if address is None:
                 try:
                     async with asyncio.timeout(deadline - time.perf_counter()):  # a lookup counts like the rest
-                        client = await clients.pin(key, is_address)
+                        address = await pins.pin(key, is_address)
                 except BlockedError as error:
                     raise _Failure("blocked", str(error)) from None
                 except TimeoutError:
@@ -443,60 +452,32 @@ class Runtime:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise _Failure("timeout", "the deadline passed before the request could leave", unsent=True)
-            builder = client.request(method, url).headers(headers).timeout(timedelta(seconds=remaining))
-            if body is not None:
-                builder = builder.body_bytes(body)
+            limit = self.settings.max_response_bytes
             try:
-                # reqwest's timeout is a deadline for the whole exchange: connecting, sending, every body chunk.
-                async with builder.build_streamed() as response:
-                    encoding = response.get_header("content-encoding")
-                    length = response.get_header("content-length")
-                    transfer = response.get_header("transfer-encoding")
+                exchange = transport.open(
+                    method, url, headers, body, destination=key, address=address, timeout=remaining
+                )
+                async with exchange as response:
+                    head = response.headers
+                    encoding = head.get("content-encoding")
+                    length = head.get("content-length")
+                    transfer = head.get("transfer-encoding")
                     if transfer is not None:
                         _BodyReader.check_framing(length, transfer)
                     elif encoding is None and length is not None and length.isdigit() and int(length) <= limit:
-                        # Framed by Content-Length alone and not compressed: hyper stops at the length (and refuses
-                        # conflicting lengths), so one read is bounded; no per-chunk loop on the common path. The
-                        # cap still counts the bytes that came, not the header that promised them.
-                        data = bytes(await response.bytes())
+                        # Framed by Content-Length alone and not compressed: the transport stops at the length
+                        # (and refuses conflicting lengths), so one read is bounded; no per-chunk loop on the
+                        # common path. The cap still counts the bytes that came, not the header that promised them.
+                        data = bytes(await response.read())  # no copy when it is bytes already
                         if len(data) > limit:
                             raise _Failure("too_large", f"response body larger than {limit} bytes")
-                        return _Response(response.status, response.headers, data, url)
+                        return _Response(response.status, head, data, url)
                     reader = _BodyReader(encoding, limit)  # counts every byte read, decompressed
-                    body_reader = response.body_reader
-                    while (chunk := await body_reader.read_chunk()) is not None:
-                        reader.feed(bytes(chunk))
-                    return _Response(response.status, response.headers, reader.finish(), url)
-            except reqwest_errors.RequestTimeoutError as error:
-                # pyreqwest's class does not say how far the request got: its ConnectTimeoutError is also
-                # reqwest's own timeout firing while the answer was awaited, long after the request was sent.
-                # hyper's error kind does: only a failure of the connector is "client error (Connect)".
-                if never_connected(error):
-                    clients.unreachable(url, client)  # nothing was sent: retried, at the next address
-                    message = f"no connection within {self.settings.connect_timeout:g} s ({describe_error(error)})"
-                    raise _Failure("connection", message, retryable=True, unsent=True) from None
-                if isinstance(error, reqwest_errors.PoolTimeoutError):
-                    raise _Failure("timeout", "no free connection before the deadline", unsent=True) from None
-                if isinstance(error, reqwest_errors.ReadTimeoutError):
-                    message = f"the answer began but did not complete within the {self.settings.deadline:g} s deadline"
-                elif isinstance(error, reqwest_errors.WriteTimeoutError):
-                    message = f"the request was still being sent at the {self.settings.deadline:g} s deadline"
-                else:
-                    message = f"no answer within the {self.settings.deadline:g} s deadline"
-                raise _Failure("timeout", message) from None
-            except reqwest_errors.ConnectError as error:
-                if not never_connected(error):  # pyreqwest also says ConnectError for a connection lost mid-request
-                    message = f"the connection was lost after the request was sent ({describe_error(error)})"
-                    raise _Failure("connection", message, retryable=True) from None
-                # Nothing was sent: safe to retry whatever the method, on the host's next checked address.
-                clients.unreachable(url, client)
-                raise _Failure("connection", describe_error(error), retryable=True, unsent=True) from None
-            except (reqwest_errors.NetworkError, reqwest_errors.ClientClosedError) as error:
-                raise _Failure("connection", describe_error(error), retryable=True) from None
-            except reqwest_errors.RequestError as error:
-                raise _Failure("invalid_response", describe_error(error)) from None
-            except reqwest_errors.BuilderError as error:  # e.g. a header value the HTTP library will not send
-                raise _Failure("render", describe_error(error)) from None
+                    while (chunk := await response.next_chunk()) is not None:
+                        reader.feed(chunk)
+                    return _Response(response.status, head, reader.finish(), url)
+            except TransportError as error:
+                raise self._failure(error, pins, key, address) from None
         except _Failure as failure:
             failure.attempt = (method, url)
             raise
@@ -504,33 +485,26 @@ class Runtime:
             if holding:
                 in_flight.release(key)
 
-    async def _send_httpx(
-        self, method: str, url: str, headers: Sequence[tuple[str, str]], body: bytes | None, limit: int
-    ) -> _Response:
-        raw_headers = [(k.encode("ascii"), v.encode("utf-8")) for k, v in headers]
-        try:
-            async with self._httpx_client().stream(method, url, headers=raw_headers, content=body) as response:
-                transfer = response.headers.get("transfer-encoding")
-                if transfer is not None:
-                    _BodyReader.check_framing(response.headers.get("content-length"), transfer)
-                reader = _BodyReader(response.headers.get("content-encoding"), limit)
-                if response.is_stream_consumed:  # a mock built the response from bytes already in memory
-                    reader.feed(response.content)
-                else:
-                    async for chunk in response.aiter_raw():
-                        reader.feed(chunk)
-                return _Response(response.status_code, response.headers, reader.finish(), url)
-        except (httpx.ConnectTimeout, httpx.PoolTimeout) as error:  # before any byte of the request left
-            category = "connection" if isinstance(error, httpx.ConnectTimeout) else "timeout"
-            raise _Failure(category, describe_error(error), retryable=category == "connection", unsent=True) from None
-        except httpx.TimeoutException as error:  # reading or writing: the request was sent, or partly
-            raise _Failure("timeout", f"no complete answer ({describe_error(error)})") from None
-        except httpx.ConnectError as error:
-            raise _Failure("connection", describe_error(error), retryable=True, unsent=True) from None
-        except (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError) as error:
-            raise _Failure("connection", describe_error(error), retryable=True) from None
-        except httpx.HTTPError as error:
-            raise _Failure("invalid_response", describe_error(error)) from None
+    def _failure(self, error: TransportError, pins: Pins, key: Destination, address: str) -> _Failure:
+        """What a transport's failure means for the call: its category, and whether it may have happened."""
+        kind, deadline = error.kind, self.settings.deadline
+        if kind == TransportError.CONNECT:  # nothing was sent: retried whatever the method, at the next address
+            pins.unreachable(key, address)
+            return _Failure("connection", str(error), retryable=True, unsent=True)
+        if kind == TransportError.POOL:
+            return _Failure("timeout", "no free connection before the deadline", unsent=True)
+        if kind == TransportError.TIMEOUT:
+            if error.stage == "body":
+                return _Failure("timeout", f"the answer began but did not complete within the {deadline:g} s deadline")
+            if error.stage == "send":
+                return _Failure("timeout", f"the request was still being sent at the {deadline:g} s deadline")
+            return _Failure("timeout", f"no answer within the {deadline:g} s deadline")
+        if kind == TransportError.LOST:
+            message = f"the connection was lost after the request was sent ({error})"
+            return _Failure("connection", message, retryable=True)
+        if kind == TransportError.UNSENDABLE:
+            return _Failure("render", str(error))
+        return _Failure("invalid_response", str(error))
 
     async def _follow(self, request: RenderedRequest, secret_values: frozenset[str], deadline: float) -> _Response:
         method, url, headers, body = request.method, request.url, request.headers, request.body
