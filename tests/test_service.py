@@ -420,6 +420,7 @@ def test_health_and_openapi_need_no_key(service: Service) -> None:
         "/openapi.json",
         "/secrets",
         "/secrets/{name}",
+        "/session/{session_id}/tool-calls",  # tests/test_dispatch.py
     }
 
 

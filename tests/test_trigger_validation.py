@@ -230,3 +230,16 @@ def test_local_references_still_work() -> None:
     })
     assert trigger.argument_errors({"a": "A-1"}) == []
     assert trigger.argument_errors({"a": "B-1"}) != []
+
+
+def test_an_argument_error_does_not_quote_a_huge_value_whole() -> None:
+    """The schema's error quotes the value; a 900,000-character argument must not reach the LLM whole."""
+    trigger = compile_trigger({
+        "name": "t",
+        "description": "d",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string", "maxLength": 10}}},
+        "webhook": {"url": "https://api.example.com/x", "method": "GET"},
+    })
+    [message] = trigger.argument_errors({"q": "a" * 900_000})
+    assert message.startswith("argument 'q': 'aaaa") and "is too long" in message
+    assert len(message) < 400 and "characters cut" in message

@@ -392,14 +392,24 @@ def _logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    tools = []
+    from .runtime.tools import tool_definitions
+
+    if args.strict and args.style == "anthropic":
+        print("--strict makes OpenAI strict schemas: use it with --style openai or openai-responses", file=err)
+        return 2
+    triggers = []
     failed = 0
     for path in args.files:
         try:
-            tools.append(compile_trigger(_read(path), source=path).tool_definition(args.style))
+            triggers.append(compile_trigger(_read(path), source=path))
         except DiagnosticsError as error:
             failed += 1
             print(error, file=err)
+    try:  # every file's problems in one pass: those that compiled are checked for --strict too
+        tools = tool_definitions(triggers, args.style, strict=args.strict)
+    except DiagnosticsError as error:
+        failed += 1
+        print(error, file=err)
     if failed:
         return 1
     print(json.dumps(tools, ensure_ascii=False, indent=2), file=out)
@@ -502,6 +512,67 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def _mcp(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Serve triggers as MCP tools over stdio. stdout carries the protocol only: everything else goes to stderr."""
+    import logging
+
+    try:
+        from .mcp_server import serve_stdio
+    except ImportError as error:
+        raise _InputError(
+            f"webhook-dsl mcp needs the mcp extra ({error.name} is not installed): pip install 'webhook-dsl[mcp]'"
+        ) from None
+    from .runtime.catalog import _compile_all
+    from .storage.base import AmbiguousSession, SessionNotFound
+    from .storage.database_url import open_store
+
+    _check_session_id(args.session)
+    if args.company_id is not None:
+        _check_company(args.company_id)
+    paths: list[Path] = []
+    for name in args.files:
+        path = Path(name)
+        paths.extend(sorted(path.glob("*.json")) if path.is_dir() else [path])
+    problems: list[str] = []
+    triggers = _compile_all(paths, problems)
+    if problems or not triggers:
+        print("\n".join(problems) or f"no trigger files in {' '.join(args.files)}", file=err)
+        print("not started: the triggers have errors" if problems else "not started: no tools to serve", file=err)
+        return 1
+    try:
+        store = open_store(_database(args))
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+    logging.basicConfig(
+        level=args.log_level.upper(), stream=err, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
+    if args.timeout is not None:
+        options["deadline"] = args.timeout
+
+    async def serve() -> None:
+        try:
+            await serve_stdio(triggers, args.session, store, company_id=args.company_id, **options)
+        finally:
+            await store.close()
+
+    try:
+        run(serve())
+    except AmbiguousSession:
+        raise _InputError(
+            f"session {args.session!r} exists for several companies in {_database(args)}; name one with --company-id"
+        ) from None
+    except SessionNotFound:
+        raise _InputError(
+            f"no session {args.session!r}"
+            + (f" of company {args.company_id!r}" if args.company_id else "")
+            + f" in {_database(args)}; create it with 'webhook-dsl session put {args.session} ...'"
+        ) from None
+    except KeyboardInterrupt:
+        return 130
+    return 0
 
 
 _MB = 1024 * 1024
@@ -864,13 +935,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     tools = commands.add_parser(
         "tools",
-        help="print triggers as LLM tool definitions (OpenAI or Anthropic)",
-        description="Print the triggers as the tool definitions an LLM API takes, as one JSON array.",
-        epilog="example: webhook-dsl tools examples/triggers/*.json --style anthropic",
+        help="print triggers as LLM tool definitions (OpenAI chat or Responses, Anthropic)",
+        description="Print the triggers as the tool definitions an LLM API takes, as one JSON array:\n"
+        "openai for Chat Completions, openai-responses for the Responses API, anthropic for Messages.\n"
+        "--strict makes OpenAI strict schemas (structured outputs): every object closed, every property\n"
+        "required, optional ones nullable. A schema keyword strict mode cannot express is an error at\n"
+        "its FILE:LINE:COLUMN, never dropped.",
+        epilog="examples:\n  webhook-dsl tools examples/triggers/*.json --style anthropic\n"
+        "  webhook-dsl tools examples/triggers/analyze_image.json --style openai-responses --strict\n\n"
+        "exit status: 0 ok, 1 a trigger does not compile or (with --strict) cannot be strict, 2 bad usage.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     tools.add_argument("files", nargs="+", metavar="TRIGGER_FILE")
     tools.add_argument(
-        "--style", choices=("openai", "anthropic"), default="openai", help="whose tool format (default openai)"
+        "--style",
+        choices=("openai", "openai-responses", "anthropic"),
+        default="openai",
+        help="whose tool format (default openai: Chat Completions)",
+    )
+    tools.add_argument(
+        "--strict", action="store_true", help="OpenAI strict schemas (openai and openai-responses styles only)"
     )
     tools.set_defaults(handler=_tools)
 
@@ -994,6 +1078,50 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default info"
     )
     serve.set_defaults(handler=_serve)
+
+    mcp = commands.add_parser(
+        "mcp",
+        help="serve triggers as MCP tools over stdio (extra [mcp])",
+        description="Serve triggers as the tools of an MCP server on stdin and stdout, for an MCP host\n"
+        "(Claude Desktop, an IDE, an agent framework) to start. Each trigger is a tool with\n"
+        "its name, description and parameters schema; a call runs on one session, as\n"
+        "'webhook-dsl call' does (arguments checked, the call logged, client_data merged), and\n"
+        "its result is the trigger's message for the LLM, marked as an error when the call\n"
+        "did not succeed. stdout carries the protocol only; logs go to stderr. Outbound\n"
+        "requests to loopback, private and other non-public addresses are refused unless\n"
+        "allowed. Needs the mcp extra: pip install 'webhook-dsl[mcp]'.",
+        epilog="example:\n"
+        "  webhook-dsl mcp examples/triggers/check_order.json examples/triggers/create_ticket.json "
+        "--session S1 --allow-network 127.0.0.0/8\n"
+        "  (an MCP host's config runs it: "
+        '{"command": "webhook-dsl", "args": ["mcp", "examples/triggers", "--session", "S1"]})',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    mcp.add_argument("files", nargs="+", metavar="TRIGGER_FILE", help="trigger files, or folders of them (*.json)")
+    mcp.add_argument("--session", required=True, metavar="SESSION_ID", help="the session every tool call runs on")
+    mcp.add_argument("--company-id", help="the company the session belongs to (default: the one session with this id)")
+    mcp.add_argument(
+        "--allow-network",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable",
+    )
+    mcp.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
+    mcp.add_argument("--timeout", type=float, metavar="SECONDS", help="overall deadline of a webhook call (default 15)")
+    mcp.add_argument(
+        "--database",
+        metavar="URL",
+        help="sessions, logs and secrets: sqlite:///FILE, a plain FILE or postgresql://... "
+        "(default: $WEBHOOK_DSL_DATABASE or webhooks.db)",
+    )
+    mcp.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="on stderr (default warning)",
+    )
+    mcp.set_defaults(handler=_mcp)
 
     keys = commands.add_parser(
         "keys",

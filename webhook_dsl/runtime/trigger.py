@@ -77,6 +77,11 @@ class Trigger:
     merge_on_error: bool = False
     #: client_data keys a response may set although they are protected (see ``protected_keys``).
     client_data_writes: tuple[str, ...] = ()
+    #: Where each part of ``parameters`` is written, by its path of keys and indices: line, column, width and
+    #: the line's text. A tool export that cannot carry a keyword (``tools.py``) points at it with this.
+    parameter_positions: Mapping[tuple[str | int, ...], tuple[int, int, int, str]] = dataclasses.field(
+        default_factory=dict, compare=False, repr=False
+    )
     #: Derived once here, read on every call.
     parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
@@ -131,19 +136,9 @@ class Trigger:
             return [f"the parameters schema cannot be resolved: {unresolvable}"]
         for error in errors:
             where = "/".join(str(p) for p in error.path)
-            messages.append(f"argument '{where}': {error.message}" if where else error.message)
+            message = _shortened(error.message)
+            messages.append(f"argument '{where}': {message}" if where else message)
         return messages
-
-    def tool_definition(self, style: str = "openai") -> dict[str, Any]:
-        """The trigger as a function-calling tool: ``openai`` or ``anthropic`` shape."""
-        if style == "openai":
-            return {
-                "type": "function",
-                "function": {"name": self.name, "description": self.description, "parameters": dict(self.parameters)},
-            }
-        if style == "anthropic":
-            return {"name": self.name, "description": self.description, "input_schema": dict(self.parameters)}
-        raise ValueError(f"unknown tool style {style!r}; use 'openai' or 'anthropic'")
 
     def undefined_references(self) -> list[Diagnostic]:
         """References no source can define: not system, not a company secret, not a parameter, not declared
@@ -312,6 +307,29 @@ def _validators(trigger: Trigger) -> _Validators:
     return cached[1]
 
 
+def _positions(node: syntax.JsonNode, src: SourceText) -> dict[tuple[str | int, ...], tuple[int, int, int, str]]:
+    """Where each member key and array item of ``parameters`` is written, by its path (see
+    ``Trigger.parameter_positions``)."""
+
+    def at(span: syntax.Span) -> tuple[int, int, int, str]:
+        return span.line, span.column, max(1, span.end - span.start), src.line(span.line) or ""
+
+    found: dict[tuple[str | int, ...], tuple[int, int, int, str]] = {(): at(node.span)}
+    stack: list[tuple[tuple[str | int, ...], syntax.JsonNode]] = [((), node)]
+    while stack:
+        path, current = stack.pop()
+        if isinstance(current, syntax.JsonObject):
+            for member in current.members:
+                inner: tuple[str | int, ...] = (*path, member.key.literal)
+                found[inner] = at(member.key.span)
+                stack.append((inner, member.value))
+        elif isinstance(current, syntax.JsonArray):
+            for index, item in enumerate(current.items):
+                found[(*path, index)] = at(item.span)
+                stack.append(((*path, index), item))
+    return found
+
+
 def _member(node: syntax.JsonObject, key: str) -> syntax.JsonMember | None:
     return next((m for m in node.members if m.key.literal == key), None)
 
@@ -406,6 +424,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         secrets=tuple(model.secrets),
         plan=plan,
         source=name,
+        parameter_positions=_positions(parameters.value, src) if parameters is not None else {},
     )
     headers = data.get("webhook", {}).get("headers") if isinstance(data.get("webhook"), dict) else None
     header_names = [h.get("key") if isinstance(h, dict) else None for h in headers or []]
@@ -413,6 +432,18 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
     if carriers:
         raise ConfigError(carriers)
     return trigger
+
+
+#: An argument error quotes the value it is about; a value this long is cut, so a 900 KB argument does not
+#: become a 900 KB message to the LLM.
+MAX_ARGUMENT_ERROR_CHARS = 300
+
+
+def _shortened(message: str) -> str:
+    if len(message) <= MAX_ARGUMENT_ERROR_CHARS:
+        return message
+    half = MAX_ARGUMENT_ERROR_CHARS // 2
+    return f"{message[:half]}...({len(message) - 2 * half} characters cut)...{message[-half:]}"
 
 
 def load_trigger(path: str | Path) -> Trigger:

@@ -17,7 +17,8 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any
+from pathlib import PurePath
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.applications import Starlette
@@ -28,8 +29,11 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from .._version import __version__
+from ..errors import DiagnosticsError
 from ..runtime.calls import Runtime
 from ..runtime.catalog import TriggerCatalog, TriggerLoadError
+from ..runtime.dispatch import ToolCallFormatError, parse_arguments, read_tool_calls, refused_result, run_tool_calls
+from ..runtime.tools import STYLES, tool_definitions
 from ..storage.base import (
     MAX_CLIENT_DATA_DEPTH,
     ClientDataTooLarge,
@@ -73,10 +77,14 @@ from .openapi import (
     MAX_IMAGE_URL,
     MAX_IMAGES,
     MAX_LOGS,
+    MAX_TOOL_CALLS,
     TRIGGER_NAME_PATTERN,
     openapi_document,
 )
 from .views import session_view
+
+if TYPE_CHECKING:
+    from .mcp import McpEndpoint
 
 __all__ = ["TriggerCatalog", "TriggerLoadError", "create_app"]
 
@@ -418,7 +426,7 @@ async def get_logs(request: Request) -> Response:
     return JSONResponse({"session_id": session_id, "logs": records})
 
 
-def _call_document(body: bytes) -> tuple[dict[str, Any], list[str], bool]:
+def _call_document(body: bytes) -> tuple[dict[str, Any] | str, list[str], bool]:
     """A trigger call's arguments, images and dry_run flag, from its JSON body."""
     with _LargeBody(len(body)):
         document = _parse_json(body, "the body")
@@ -426,8 +434,12 @@ def _call_document(body: bytes) -> tuple[dict[str, Any], list[str], bool]:
         raise ApiError(400, "bad_request", f"the body must be a JSON object, not {describe_json_type(document)}")
     _only(document, ("arguments", "images", "dry_run"), "the body")
     arguments = document.get("arguments", {})
-    if not isinstance(arguments, dict):
-        raise ApiError(400, "bad_request", f"arguments must be a JSON object, not {describe_json_type(arguments)}")
+    if not isinstance(arguments, dict | str):  # a string is JSON text, as the models write it (call_trigger)
+        raise ApiError(
+            400,
+            "bad_request",
+            f"arguments must be a JSON object, or a string holding one, not {describe_json_type(arguments)}",
+        )
     images = document.get("images", [])
     if (
         not isinstance(images, list)
@@ -452,7 +464,7 @@ async def call_trigger(request: Request) -> Response:
     catalog: TriggerCatalog = request.app.state.catalog
     trigger = catalog.get(company, name) if _TRIGGER_NAME.match(name) else None
     body = await request.body()
-    arguments: dict[str, Any] = {}
+    arguments: dict[str, Any] | str = {}
     images: list[str] = []
     dry_run = False
     if body.strip():
@@ -462,6 +474,13 @@ async def call_trigger(request: Request) -> Response:
         arguments, images, dry_run = _call_document(body)
     if trigger is None:
         raise ApiError(404, "trigger_not_found", f"no trigger {name!r} for this API key's company; see GET /triggers")
+    if isinstance(arguments, str):  # JSON text, as a model writes it; text that is no object is the model's to fix
+        parsed, problem = parse_arguments(arguments)
+        if parsed is None:
+            await _existing_session(request, company, session_id)
+            result = refused_result(trigger, session_id, problem or "they are not a JSON object")
+            return JSONResponse({"message_for_llm": result.message_for_llm, "result": result.to_dict()})
+        arguments = parsed
     slot = _slot.get()
     if slot is not None:  # what is left is the runtime's: mostly waiting on the remote, bounded by its own caps
         slot.release()
@@ -536,12 +555,69 @@ async def delete_secret(request: Request) -> Response:
 async def list_triggers(request: Request) -> Response:
     company = await company_of(request)
     style = request.query_params.get("style", "openai")
-    if style not in ("openai", "anthropic"):
-        raise ApiError(400, "bad_request", "style must be 'openai' or 'anthropic'")
+    if style not in STYLES:
+        raise ApiError(400, "bad_request", f"style must be one of {', '.join(STYLES)}")
+    strict_text = request.query_params.get("strict", "false")
+    if strict_text not in ("true", "false"):
+        raise ApiError(400, "bad_request", "strict must be true or false")
+    strict = strict_text == "true"
+    if strict and style == "anthropic":
+        raise ApiError(
+            409, "strict_unsupported", "strict tool definitions are OpenAI's: style openai or openai-responses"
+        )
     catalog: TriggerCatalog = request.app.state.catalog
     triggers = catalog.for_company(company)
-    tools = [triggers[name].tool_definition(style) for name in sorted(triggers)]
-    return JSONResponse({"style": style, "tools": tools})
+    try:
+        tools = tool_definitions([triggers[name] for name in sorted(triggers)], style, strict=strict)
+    except DiagnosticsError as error:  # file names only: the service's folders are none of the caller's business
+        where = "; ".join(f"{PurePath(d.source).name}:{d.line}:{d.column}: {d.message}" for d in error.diagnostics)
+        raise ApiError(409, "strict_unsupported", f"these triggers cannot be strict: {where}") from None
+    return JSONResponse({"style": style, "strict": strict, "tools": tools})
+
+
+async def call_tools(request: Request) -> Response:
+    """One model turn's tool calls, run on the session; the replies to hand the model, in order."""
+    company = await company_of(request)
+    session_id = _session_id(request)
+    kind = _media_type(request)
+    if kind != "application/json" and not kind.endswith("+json"):
+        raise ApiError(415, "unsupported_media_type", 'send {"calls": [...]} as JSON (Content-Type: application/json)')
+    body = await request.body()
+    with _LargeBody(len(body)):
+        document = _parse_json(body, "the body")
+    if not isinstance(document, dict) or not isinstance(document.get("calls"), list):
+        raise ApiError(400, "bad_request", 'the body must be a JSON object {"calls": [...]}, the model\'s tool calls')
+    _only(document, ("calls", "images"), "the body")
+    if len(document["calls"]) > MAX_TOOL_CALLS:
+        raise ApiError(400, "bad_request", f"at most {MAX_TOOL_CALLS} calls at once")
+    images = document.get("images", [])
+    if (
+        not isinstance(images, list)
+        or len(images) > MAX_IMAGES
+        or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
+    ):
+        raise ApiError(
+            400,
+            "bad_request",
+            f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
+        )
+    try:
+        calls = read_tool_calls(document["calls"])
+    except ToolCallFormatError as error:
+        raise ApiError(400, "bad_request", str(error)) from None
+    slot = _slot.get()
+    if slot is not None:  # as for a trigger call: the rest is the runtime's
+        slot.release()
+    catalog: TriggerCatalog = request.app.state.catalog
+    try:
+        replies = await run_tool_calls(
+            request.app.state.runtime, catalog, session_id, calls, company_id=company, images=images
+        )
+    except SessionNotFound:
+        raise ApiError(
+            404, "session_not_found", f"no session {session_id!r} for this API key's company; PUT it first"
+        ) from None
+    return JSONResponse({"replies": replies})
 
 
 # -- the app ------------------------------------------------------------------------------------
@@ -564,6 +640,7 @@ def create_app(
     if settings.max_client_data_bytes is not None:
         store.max_client_data_bytes = settings.max_client_data_bytes
     the_runtime = Runtime(store, **runtime_options)
+    mcp_endpoint = _mcp_endpoint(the_runtime, catalog, settings)  # None without the [mcp] extra
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -572,7 +649,11 @@ def create_app(
         if pending:
             log.warning("%d call records left in the journal by an earlier process are being stored", pending)
         try:
-            yield
+            if mcp_endpoint is None:
+                yield
+            else:
+                async with mcp_endpoint.running():  # the MCP session manager's task group lives as long as the app
+                    yield
         finally:
             await the_runtime.aclose()
             if close_store:
@@ -587,6 +668,7 @@ def create_app(
         Route("/session/{session_id}", get_session, methods=["GET"]),
         Route("/session/{session_id}/logs", get_logs, methods=["GET"]),
         Route("/session/{session_id}/triggers/{name}", call_trigger, methods=["POST"]),
+        Route("/session/{session_id}/tool-calls", call_tools, methods=["POST"]),
         Route("/triggers", list_triggers, methods=["GET"]),
         Route("/secrets", list_secrets, methods=["GET"]),
         Route("/secrets/{name}", put_secret, methods=["PUT"]),
@@ -594,6 +676,8 @@ def create_app(
     ]
     if settings.dashboard:
         routes.extend(dashboard_routes())
+    if mcp_endpoint is not None:
+        routes.append(Route("/mcp", mcp_endpoint))  # any method: the MCP SDK answers each (service/mcp.py)
     # No handler for Exception: _Guard answers those (see its docstring for why not Starlette).
     handlers: dict[Any, Callable[[Request, Exception], Awaitable[Response]]] = {
         ApiError: _api_error,
@@ -612,6 +696,18 @@ def create_app(
     app.state.company_limit = _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
     app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit)
     return app
+
+
+def _mcp_endpoint(runtime: Runtime, catalog: TriggerCatalog, settings: ServiceSettings) -> McpEndpoint | None:
+    """The ``/mcp`` endpoint, or None when the ``mcp`` package (extra ``[mcp]``) is not installed: the rest of
+    the service does not need it."""
+    try:
+        from .mcp import McpEndpoint
+    except ModuleNotFoundError as error:
+        if error.name is None or error.name.split(".")[0] != "mcp":
+            raise
+        return None
+    return McpEndpoint(runtime, catalog, settings)
 
 
 def _merge_methods(routes: list[Route | Mount]) -> list[Route | Mount]:

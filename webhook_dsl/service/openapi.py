@@ -11,6 +11,7 @@ from typing import Any
 from .._version import __version__
 from ..language.names import MIN_SECRET_LENGTH, SECRET_NAME_PATTERN
 from ..runtime.calls import CATEGORIES
+from ..runtime.tools import STYLES
 from ..storage.base import ID_PATTERN, SECRET_VALUE_PATTERN
 
 __all__ = ["ID_PATTERN", "TRIGGER_NAME_PATTERN", "openapi_document"]
@@ -21,6 +22,8 @@ MAX_IMAGES = 100
 MAX_IMAGE_URL = 4096
 MAX_ASSISTANT_ID = 128
 MAX_LOGS = 1000
+#: Tool calls in one POST /session/{id}/tool-calls: one model turn's, with room to spare.
+MAX_TOOL_CALLS = 128
 
 _CATEGORIES = list(CATEGORIES)  # the runtime's own list: one source for the enum
 
@@ -107,7 +110,7 @@ _SCHEMAS: dict[str, Any] = {
                         "description": "bad_request, unauthorized, forbidden, not_found, session_not_found, "
                         "trigger_not_found, secret_not_found, method_not_allowed, payload_too_large, "
                         "client_data_too_large, unsupported_media_type, misdirected_request, too_many_requests, "
-                        "store_unavailable, internal",
+                        "strict_unsupported, store_unavailable, internal",
                     },
                     "message": {"type": "string"},
                 },
@@ -184,8 +187,10 @@ _SCHEMAS: dict[str, Any] = {
         "additionalProperties": False,
         "properties": {
             "arguments": {
-                "type": "object",
-                "description": "The tool call's arguments; checked against the trigger's parameter schema.",
+                "anyOf": [{"type": "object"}, {"type": "string"}],
+                "description": "The tool call's arguments; checked against the trigger's parameter schema. A string "
+                "is JSON text, as the models write arguments: text that is not a JSON object is a result with "
+                "category bad_arguments telling the LLM so (nothing sent, nothing logged).",
             },
             "images": {
                 "type": "array",
@@ -328,11 +333,131 @@ _SCHEMAS: dict[str, Any] = {
     },
     "Tools": {
         "type": "object",
-        "required": ["style", "tools"],
+        "required": ["style", "strict", "tools"],
         "additionalProperties": False,
         "properties": {
-            "style": {"type": "string", "enum": ["openai", "anthropic"]},
-            "tools": {"type": "array", "items": {"type": "object"}},
+            "style": {"type": "string", "enum": list(STYLES)},
+            "strict": {"type": "boolean"},
+            "tools": {
+                "type": "array",
+                "items": {"type": "object"},
+                "description": "openai: Chat Completions tools ({type: function, function: {name, description, "
+                "parameters, strict?}}); openai-responses: Responses API function tools ({type: function, name, "
+                "description, parameters, strict}); anthropic: Messages tools ({name, description, input_schema}).",
+            },
+        },
+    },
+    "ToolCalls": {
+        "type": "object",
+        "required": ["calls"],
+        "additionalProperties": False,
+        "properties": {
+            "calls": {
+                "description": "One model turn's tool calls, as the model's API gave them, all of one format: "
+                "OpenAI chat message.tool_calls items, Responses function_call items, or Anthropic tool_use "
+                "blocks. Items of any other type (text, reasoning, calls of built-in or custom tools) are passed "
+                "over, so response.output or message.content can be sent whole.",
+                "maxItems": MAX_TOOL_CALLS,
+                "anyOf": [
+                    {"type": "array", "maxItems": MAX_TOOL_CALLS, "items": {"anyOf": [_ref(kind), _ref("NotACall")]}}
+                    for kind in ("ChatToolCall", "ResponsesFunctionCall", "AnthropicToolUse")
+                ],
+            },
+            "images": {
+                "type": "array",
+                "maxItems": MAX_IMAGES,
+                "items": {"type": "string", "maxLength": MAX_IMAGE_URL},
+                "description": "The conversation's images, for triggers that read $images.",
+            },
+        },
+    },
+    "ChatToolCall": {
+        "type": "object",
+        "required": ["id", "function"],
+        "properties": {
+            "id": {"type": "string"},
+            "type": {"enum": ["function", None]},
+            "function": {
+                "type": "object",
+                "required": ["name", "arguments"],
+                "properties": {
+                    "name": {"type": "string"},
+                    "arguments": {"type": ["string", "object"], "description": "JSON text, as the model wrote it."},
+                },
+            },
+        },
+    },
+    "ResponsesFunctionCall": {
+        "type": "object",
+        "required": ["type", "call_id", "name", "arguments"],
+        "properties": {
+            "type": {"const": "function_call"},
+            "call_id": {"type": "string"},
+            "name": {"type": "string"},
+            "arguments": {"type": ["string", "object"], "description": "JSON text, as the model wrote it."},
+        },
+    },
+    "AnthropicToolUse": {
+        "type": "object",
+        "required": ["type", "id", "name", "input"],
+        "properties": {
+            "type": {"const": "tool_use"},
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "input": {"type": "object"},
+        },
+    },
+    "NotACall": {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"type": "string", "not": {"enum": ["function", "function_call", "tool_use"]}}},
+        "description": "An item that is no call of a trigger: passed over.",
+    },
+    "ToolReplies": {
+        "type": "object",
+        "required": ["replies"],
+        "additionalProperties": False,
+        "properties": {
+            "replies": {
+                "type": "array",
+                "description": "One per call, in the calls' order, in their format: append them to the conversation "
+                "(OpenAI chat: as messages; Responses: as input items; Anthropic: as the content of a user message).",
+                "items": {
+                    "anyOf": [
+                        {
+                            "type": "object",
+                            "required": ["role", "tool_call_id", "content"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "role": {"const": "tool"},
+                                "tool_call_id": {"type": "string"},
+                                "content": {"type": "string"},
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["type", "call_id", "output"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {"const": "function_call_output"},
+                                "call_id": {"type": "string"},
+                                "output": {"type": "string"},
+                            },
+                        },
+                        {
+                            "type": "object",
+                            "required": ["type", "tool_use_id", "content", "is_error"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "type": {"const": "tool_result"},
+                                "tool_use_id": {"type": "string"},
+                                "content": {"type": "string"},
+                                "is_error": {"type": "boolean"},
+                            },
+                        },
+                    ]
+                },
+            }
         },
     },
 }
@@ -514,6 +639,29 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                     },
                 },
             },
+            "/session/{session_id}/tool-calls": {
+                "parameters": [_SESSION_ID],
+                "post": {
+                    "operationId": "callTools",
+                    "summary": "Run one model turn's tool calls for the session: the replies to hand the model.",
+                    "description": "Takes the calls as the model's API gave them (see ToolCalls) and runs them "
+                    "concurrently, each as POST /session/{session_id}/triggers/{name} would. Each reply is in its "
+                    "call's format and holds the message_for_llm. What the model got wrong is a reply it can act on, "
+                    "not an HTTP error: a tool that does not exist, arguments that are not a JSON object, arguments "
+                    "that break the schema.",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": _ref("ToolCalls")}}},
+                    "responses": {
+                        "200": _ok("The replies, in the calls' order.", "ToolReplies"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
+                        "404": _NO_SESSION,
+                        "413": _TOO_LARGE,
+                        "415": _error("A body that is not JSON."),
+                        "421": _MISDIRECTED,
+                    },
+                },
+            },
             "/secrets": {
                 "get": {
                     "operationId": "listSecrets",
@@ -567,13 +715,27 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                             "name": "style",
                             "in": "query",
                             "required": False,
-                            "schema": {"type": "string", "enum": ["openai", "anthropic"], "default": "openai"},
-                        }
+                            "description": "openai: Chat Completions; openai-responses: the Responses API; "
+                            "anthropic: Messages.",
+                            "schema": {"type": "string", "enum": list(STYLES), "default": "openai"},
+                        },
+                        {
+                            "name": "strict",
+                            "in": "query",
+                            "required": False,
+                            "description": "OpenAI strict schemas (structured outputs): every object closed, every "
+                            "property required, optional ones nullable.",
+                            "schema": {"type": "boolean", "default": False},
+                        },
                     ],
                     "responses": {
                         "200": _ok("Tool definitions, by trigger name.", "Tools"),
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
+                        "409": _error(
+                            "strict_unsupported: strict=true with the anthropic style, or a trigger whose schema "
+                            "strict mode cannot express; the message names each keyword as FILE:LINE:COLUMN."
+                        ),
                         "421": _MISDIRECTED,
                     },
                 }
