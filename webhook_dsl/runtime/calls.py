@@ -43,6 +43,7 @@ from ..language.plan import RenderedRequest, WebhookPlan, defined_name, resolve_
 from ..storage.base import Session, Store, StoreUnavailable
 from ..storage.journal import CallJournal, journal_base
 from ..storage.sqlite import SQLiteStore
+from .auth import AuthFailure, AuthorizedCall, Authorizer
 from .client import DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_PINS, PIN_SECONDS, PinnedClients, Pins
 from .guard import BlockedError, OutboundGuard, Resolver
 from .masking import (
@@ -53,6 +54,8 @@ from .masking import (
     shown_request,
     whole_secrets,
 )
+from .policy import CallPolicy, call_policy, with_idempotency_key
+from .shaping import select_response, with_mapping
 from .transport import Destination, Headers, Transport, TransportError
 from .trigger import Trigger
 
@@ -353,6 +356,7 @@ class Runtime:
         self._secrets_cache: dict[str, tuple[float, dict[str, str]]] = {}
         self._journal: CallJournal | None = None
         self._replaying: asyncio.Task[None] | None = None
+        self._authorizer = Authorizer(self.send_request, lambda: self.settings.deadline)  # OAuth2 tokens
 
     async def __aenter__(self) -> Runtime:
         return self
@@ -361,6 +365,7 @@ class Runtime:
         await self.aclose()
 
     async def aclose(self) -> None:
+        self._authorizer.close()
         if self._replaying is not None:
             if not self._replaying.done() and self._journal is not None and len(self._journal):
                 with contextlib.suppress(asyncio.TimeoutError, StoreUnavailable):
@@ -410,6 +415,7 @@ class Runtime:
         headers: Sequence[tuple[str, str]],
         body: bytes | None,
         deadline: float,
+        policy: CallPolicy,
     ) -> _Response:
         """One attempt. A ``_Failure`` says what happened, whether the request surely never left
         (``unsent``), and for which request (``attempt``: a redirect's hop is another). The transport's
@@ -424,7 +430,7 @@ class Runtime:
         try:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
-                message = f"the {self.settings.deadline:g} s deadline passed before this attempt"
+                message = f"the {policy.deadline:g} s deadline passed before this attempt"
                 raise _Failure("timeout", message, unsent=True)
             try:
                 key, is_address = pins.destination(url)
@@ -436,7 +442,7 @@ class Runtime:
                 except TimeoutError:
                     message = (
                         f"it never left the queue: {in_flight.cap} requests to this destination were in flight "
-                        f"until the {self.settings.deadline:g} s deadline"
+                        f"until the {policy.deadline:g} s deadline"
                     )
                     raise _Failure("timeout", message, unsent=True) from None
             holding = True
@@ -452,7 +458,7 @@ class Runtime:
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 raise _Failure("timeout", "the deadline passed before the request could leave", unsent=True)
-            limit = self.settings.max_response_bytes
+            limit = policy.max_response_bytes
             try:
                 exchange = transport.open(
                     method, url, headers, body, destination=key, address=address, timeout=remaining
@@ -477,7 +483,7 @@ class Runtime:
                         reader.feed(chunk)
                     return _Response(response.status, head, reader.finish(), url)
             except TransportError as error:
-                raise self._failure(error, pins, key, address) from None
+                raise self._failure(error, pins, key, address, policy.deadline) from None
         except _Failure as failure:
             failure.attempt = (method, url)
             raise
@@ -485,9 +491,11 @@ class Runtime:
             if holding:
                 in_flight.release(key)
 
-    def _failure(self, error: TransportError, pins: Pins, key: Destination, address: str) -> _Failure:
+    def _failure(
+        self, error: TransportError, pins: Pins, key: Destination, address: str, deadline: float
+    ) -> _Failure:
         """What a transport's failure means for the call: its category, and whether it may have happened."""
-        kind, deadline = error.kind, self.settings.deadline
+        kind = error.kind
         if kind == TransportError.CONNECT:  # nothing was sent: retried whatever the method, at the next address
             pins.unreachable(key, address)
             return _Failure("connection", str(error), retryable=True, unsent=True)
@@ -506,11 +514,13 @@ class Runtime:
             return _Failure("render", str(error))
         return _Failure("invalid_response", str(error))
 
-    async def _follow(self, request: RenderedRequest, secret_values: frozenset[str], deadline: float) -> _Response:
+    async def _follow(
+        self, request: RenderedRequest, secret_values: frozenset[str], deadline: float, policy: CallPolicy
+    ) -> _Response:
         method, url, headers, body = request.method, request.url, request.headers, request.body
         for _hop in range(self.settings.max_redirects + 1):
-            response = await self._send_once(method, url, headers, body, deadline)
-            if not self.settings.follow_redirects or response.status not in _REDIRECTS:
+            response = await self._send_once(method, url, headers, body, deadline, policy)
+            if not policy.follow_redirects or response.status not in _REDIRECTS:
                 return response
             location = response.header("Location")
             if not location:
@@ -558,9 +568,15 @@ class Runtime:
         except RenderError as error:
             elapsed = (time.perf_counter() - started) * 1000
             return CallResult(False, plan.method, "", category="render", error=str(error), elapsed_ms=elapsed)
-        request = _with_default_headers(request)
+        policy, _ = call_policy(self.settings, None, retry_post=retry_post, retry_on=_RETRY_STATUSES)
+        request = with_idempotency_key(_with_default_headers(request), policy)
         secrets = list(secret_names) + list(plan.secrets)
-        return await self._send(request, variables, secrets, retry_post=retry_post, started=started)
+        return await self._send(request, variables, secrets, retry_post=retry_post, started=started, policy=policy)
+
+    async def send_request(self, request: RenderedRequest, variables: Mapping[str, Any], started: float) -> CallResult:
+        """A request built outside a plan (an OAuth2 token request) through the webhook's own path: the outbound
+        guard, caps, retries and the deadline counted from ``started``. ``variables`` hold its secrets."""
+        return await self._send(_with_default_headers(request), variables, (), retry_post=True, started=started)
 
     async def _send(
         self,
@@ -570,31 +586,35 @@ class Runtime:
         *,
         retry_post: bool,
         started: float,
+        policy: CallPolicy | None = None,
     ) -> CallResult:
-        """Send a rendered request: attempts, retries and the deadline (from ``started``); never raises."""
+        """Send a rendered request: attempts, retries and the deadline (from ``started``); never raises.
+        ``policy``: the call's deadline, retries, redirects and cap (None: the process settings)."""
+        if policy is None:
+            policy, _ = call_policy(self.settings, None, retry_post=retry_post, retry_on=_RETRY_STATUSES)
         result = CallResult(False, request.method, request.url, request=request)
         secret_values: frozenset[str] = frozenset()
-        if self.settings.follow_redirects:
+        if policy.follow_redirects:
             secret_values = Masker.for_call(variables, secret_names).values
-        retry = request.method in _IDEMPOTENT or (retry_post and request.method == "POST")
-        deadline = started + self.settings.deadline
+        retry = request.method in _IDEMPOTENT or (policy.retry_post and request.method == "POST")
+        deadline = started + policy.deadline
         sent = False  # whether any attempt may have reached the API: then the action may have happened
         last = ""  # the last attempt's outcome, for a deadline that passes before the next
         try:
             while True:
                 result.attempts += 1
                 try:
-                    if self.settings.follow_redirects:
-                        response = await self._follow(request, secret_values, deadline)
+                    if policy.follow_redirects:
+                        response = await self._follow(request, secret_values, deadline, policy)
                     else:  # one await layer less on the hot path
                         response = await self._send_once(
-                            request.method, request.url, request.headers, request.body, deadline
+                            request.method, request.url, request.headers, request.body, deadline, policy
                         )
                 except _Failure as failure:
                     # A redirect's hop that never left still came after one that did: not unsent for the call.
                     unsent = failure.unsent and failure.attempt == (request.method, request.url)
                     sent = sent or not unsent
-                    if failure.retryable and (retry or unsent) and result.attempts <= self.settings.max_retries:
+                    if failure.retryable and (retry or unsent) and result.attempts <= policy.retries:
                         last = str(failure)
                         await self._pause(self._backoff(result.attempts), deadline)
                         continue
@@ -608,7 +628,7 @@ class Runtime:
                 sent = True
                 result.status, result.body = response.status, response.body
                 result.content_type = response.header("Content-Type") or ""
-                if response.status in _RETRY_STATUSES and retry and result.attempts <= self.settings.max_retries:
+                if response.status in policy.retry_on and retry and result.attempts <= policy.retries:
                     delay = _retry_after(response.header("Retry-After"))
                     delay = self._backoff(result.attempts) if delay is None else delay
                     if delay <= min(self.settings.retry_after_cap, deadline - time.perf_counter()):
@@ -631,7 +651,7 @@ class Runtime:
         except TimeoutError:  # the pause before a retry would pass the deadline
             result.ok, result.category = False, "timeout"
             if sent:
-                result.error = f"no complete answer within the {self.settings.deadline:g} s deadline (last: {last})"
+                result.error = f"no complete answer within the {policy.deadline:g} s deadline (last: {last})"
             else:
                 result.error = f"{_Failure.NOT_SENT}no attempt got through before the deadline (last: {last})"
         result.elapsed_ms = (time.perf_counter() - started) * 1000
@@ -690,7 +710,8 @@ class Runtime:
         masker = Masker.for_call(variables, trigger.secret_names)
         argument_errors = trigger.argument_errors(arguments)
         merged: dict[str, Any] = {}
-        warnings: list[str] = []
+        # A trigger's policy value above the process's is lowered to it, with a warning in the result and log.
+        policy, warnings = call_policy(self.settings, trigger, retry_on=_RETRY_STATUSES)
         preview = None
         call_seq: int | None = None  # set once the call is begun in the store: it will be sent
         if argument_errors:
@@ -700,9 +721,12 @@ class Runtime:
         elif dry_run:
             call, preview = self._dry_run(trigger, variables, variable_origins(variables, trigger, arguments), masker)
         else:
-            call, call_seq = await self._begin_and_send(trigger, session, variables, masker)
+            call, call_seq, masker = await self._begin_and_send(trigger, session, variables, masker, policy=policy)
             if call.ok or (trigger.merge_on_error and call.category == "http_status"):
-                merged, warnings = _client_data_update(call, trigger, protected_keys)
+                merged, update_warnings = _client_data_update(call, trigger, protected_keys)
+                warnings += update_warnings
+                if trigger.client_data_mapping:  # where both set a key, the mapping's value is kept
+                    merged, warnings = with_mapping(merged, warnings, call, trigger, protected_keys)
                 arrived = [s for name in trigger.secret_names if name in merged for s in secret_strings(merged[name])]
                 masker = masker.with_values(arrived)  # a secret that arrived now is masked in this call's outputs
         if dry_run and call.ok:
@@ -738,10 +762,17 @@ class Runtime:
         )
 
     async def _begin_and_send(
-        self, trigger: Trigger, session: Session, variables: Mapping[str, Any], masker: Masker
-    ) -> tuple[CallResult, int | None]:
-        """Render; record the intent (``Store.begin_call``); send. A request that cannot be rendered is not
-        begun (nothing will be sent). A ``StoreUnavailable`` from the intent propagates: nothing was sent."""
+        self,
+        trigger: Trigger,
+        session: Session,
+        variables: Mapping[str, Any],
+        masker: Masker,
+        *,
+        policy: CallPolicy | None = None,
+    ) -> tuple[CallResult, int | None, Masker]:
+        """Render; put on the trigger's auth and signing; record the intent (``Store.begin_call``); send. A request
+        that cannot be rendered or authorized is not begun (nothing will be sent). A ``StoreUnavailable`` from the
+        intent propagates: nothing was sent. The masker comes back with the credentials the call revealed."""
         started = time.perf_counter()
         try:
             request = _with_default_headers(trigger.plan.render(variables))
@@ -749,15 +780,39 @@ class Runtime:
             elapsed = (time.perf_counter() - started) * 1000
             return CallResult(
                 False, trigger.plan.method, "", category="render", error=str(error), elapsed_ms=elapsed
-            ), None
+            ), None, masker
+        if policy is None:
+            policy, _ = call_policy(self.settings, trigger, retry_on=_RETRY_STATUSES)
+        request = with_idempotency_key(request, policy)  # before auth and the intent record: signed and logged
+        authorized: AuthorizedCall | None = None
+        if trigger.auth is not None or trigger.signing is not None:
+            try:
+                authorized = await self._authorizer.authorize(
+                    trigger.auth, trigger.signing, session.company_id, variables, request, started, policy.deadline
+                )
+            except AuthFailure as failure:  # no credential or no token: the webhook is not sent
+                elapsed = (time.perf_counter() - started) * 1000
+                failed = CallResult(False, request.method, request.url, category=failure.category, error=str(failure))
+                failed.elapsed_ms, failed.request = elapsed, request
+                return failed, None, masker
+            request, masker = authorized.request, masker.with_values(authorized.revealed)
         self._journal_open()
         now = time.time()
         intent = _intent_record(trigger, session.id, request, _shown(trigger, variables, request, masker), now)
         intent["expires_at"] = now + self.settings.deadline + _UNKNOWN_AFTER_S
         call_seq = await self._store().begin_call(session.id, intent, company_id=session.company_id)
         secrets = list(trigger.secret_names) + list(trigger.plan.secrets)
-        call = await self._send(request, variables, secrets, retry_post=trigger.retry_post, started=started)
-        return call, call_seq
+
+        async def send(request: RenderedRequest) -> CallResult:
+            return await self._send(
+                request, variables, secrets, retry_post=trigger.retry_post, started=started, policy=policy
+            )
+
+        call = await send(request)
+        if authorized is not None and call.status == 401:  # an OAuth2 token refused: refreshed once, sent once more
+            call = await authorized.after(call, send)
+            masker = masker.with_values(authorized.revealed)
+        return call, call_seq, masker
 
     # -- the journal of unrecorded completions -------------------------------------------
 
@@ -1025,11 +1080,18 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
             "action could not be completed right now; do not invent a result."
         )
     assert call.status is not None
-    try:  # JSON is shown compact; anything else as it came
-        text = _compact_json(call.json(), call.body)
-    except ValueError:
-        text = call.text
-    if not text.strip():
+    note = None
+    if trigger.response_select is not None and call.ok and call.body.strip():  # an error shows its whole body
+        selected, note = select_response(trigger.response_select, call)
+        text = "" if note is not None else _compact_json(selected, call.body)
+    else:
+        try:  # JSON is shown compact; anything else as it came
+            text = _compact_json(call.json(), call.body)
+        except ValueError:
+            text = call.text
+    if note is not None:
+        shown = note
+    elif not text.strip():
         shown = "(empty)"
     elif len(text) > limit:  # masked before the cut would be, so a secret across it is masked whole
         shown = masker.head(text, limit) + f"… [truncated, {len(text) - limit} more characters]"

@@ -39,7 +39,10 @@ from ..language.parse import SourceText, parse_config, parse_mapping
 from ..language.patterns import NOT_SCHEMAS, RUST_REGEX, LinearValidator, linear_schema, pattern_problems
 from ..language.plan import Slot, WebhookPlan, top_level_names
 from ..language.template import skeleton, validate_webhook
+from .auth import Auth, Signing, compile_auth
 from .masking import CREDENTIAL_HEADERS
+from .policy import policy_problems
+from .shaping import mapping_key_problems, shaping_problems
 
 __all__ = ["SYSTEM_VARIABLES", "Trigger", "compile_trigger", "load_trigger"]
 
@@ -57,6 +60,16 @@ class _TriggerModel(BaseModel):
     mergeOnError: bool = False  # noqa: N815
     clientDataWrites: list[str] = []  # noqa: N815
     secrets: list[str] = []
+    auth: dict[str, Any] | None = None  # checked by auth.compile_auth, with positions
+    signing: dict[str, Any] | None = None
+    # Per-trigger policy (policy.py) and response shaping (shaping.py); None: the process setting.
+    timeout: float | None = None
+    retries: int | None = None
+    retryOn: list[int] | None = None  # noqa: N815
+    followRedirects: bool | None = None  # noqa: N815
+    maxResponseBytes: int | None = None  # noqa: N815
+    responseSelect: str | None = None  # noqa: N815
+    clientDataMapping: dict[str, str] = {}  # noqa: N815
     webhook: Any
 
 
@@ -77,11 +90,23 @@ class Trigger:
     merge_on_error: bool = False
     #: client_data keys a response may set although they are protected (see ``protected_keys``).
     client_data_writes: tuple[str, ...] = ()
+    #: Per-trigger policy (see ``policy.py``): each None means the process's setting, which is also the ceiling.
+    timeout: float | None = None
+    retries: int | None = None
+    retry_on: tuple[int, ...] | None = None
+    follow_redirects: bool | None = None
+    max_response_bytes: int | None = None
+    #: JMESPath choosing what the LLM reads of a 2xx JSON answer, and session keys taken from it (``shaping.py``).
+    response_select: str | None = None
+    client_data_mapping: Mapping[str, str] = dataclasses.field(default_factory=dict)
     #: Where each part of ``parameters`` is written, by its path of keys and indices: line, column, width and
     #: the line's text. A tool export that cannot carry a keyword (``tools.py``) points at it with this.
     parameter_positions: Mapping[tuple[str | int, ...], tuple[int, int, int, str]] = dataclasses.field(
         default_factory=dict, compare=False, repr=False
     )
+    #: Credentials the runtime puts on each request, and its Standard Webhooks signing (``auth.py``).
+    auth: Auth | None = None
+    signing: Signing | None = None
     #: Derived once here, read on every call.
     parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
@@ -105,7 +130,8 @@ class Trigger:
         object.__setattr__(self, "reference_candidates", tuple(candidates))
         names = {name for group in candidates for name in top_level_names(group)}
         company = any(name.startswith(SECRETS_PREFIX) for name in names)
-        object.__setattr__(self, "uses_company_secrets", company)
+        uses = company or self.auth is not None or self.signing is not None  # auth and signing name company secrets
+        object.__setattr__(self, "uses_company_secrets", uses)
         object.__setattr__(self, "references_secrets", company or bool(names & set(self.secret_names)))
         declared = set(self.client_data_keys)
         destination = frozenset(
@@ -200,6 +226,30 @@ def _secrets_to_chosen_destinations(trigger: Trigger, header_names: list[str]) -
                     trigger.source,
                     f"{slot.written} sends {what} to a destination a trigger argument chooses ({where.written} "
                     f"at line {where.line}, column {where.column}); write the host in the config, or send no secret",
+                )
+            )
+    return problems
+
+
+def _auth_to_chosen_destinations(trigger: Trigger, root: syntax.JsonObject, src: SourceText) -> list[Diagnostic]:
+    """``auth`` and ``signing`` send a company credential (or sign with one) wherever the webhook goes: like a
+    secret in a template, never to a destination a trigger argument chooses."""
+    arguments = set(trigger.parameter_names)
+    chosen = None
+    for slot in trigger.plan.slots():
+        if slot.context in _DESTINATION and arguments & set(top_level_names(slot.candidates)):
+            chosen = slot
+            break
+    problems = []
+    for key in ("auth", "signing"):
+        member = _member(root, key)
+        if chosen is not None and member is not None and getattr(trigger, key) is not None:
+            problems.append(
+                src.at(
+                    member.key.span,
+                    f"{key} sends a company credential to a destination a trigger argument chooses ({chosen.written} "
+                    f"at line {chosen.line}, column {chosen.column}); write the host in the config",
+                    field=key,
                 )
             )
     return problems
@@ -330,6 +380,18 @@ def _positions(node: syntax.JsonNode, src: SourceText) -> dict[tuple[str | int, 
     return found
 
 
+def _node_at(node: syntax.JsonNode, path: tuple[str | int, ...]) -> syntax.JsonNode:
+    """The innermost node on ``path`` (a validation error's location) that the config wrote."""
+    for step in path:
+        if isinstance(node, syntax.JsonArray) and isinstance(step, int) and 0 <= step < len(node.items):
+            node = node.items[step]
+        elif isinstance(node, syntax.JsonObject) and (member := _member(node, str(step))) is not None:
+            node = member.value
+        else:
+            break
+    return node
+
+
 def _member(node: syntax.JsonObject, key: str) -> syntax.JsonMember | None:
     return next((m for m in node.members if m.key.literal == key), None)
 
@@ -356,7 +418,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
             loc = item["loc"]
             member = _member(root, str(loc[0])) if loc else None
             span = (
-                (member.key.span if item["type"] == "extra_forbidden" else member.value.span)
+                (member.key.span if item["type"] == "extra_forbidden" else _node_at(member.value, loc[1:]).span)
                 if member
                 else syntax.Span(root.span.line, root.span.column, root.span.start, root.span.start + 1)
             )
@@ -410,6 +472,10 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
                 problems.append(
                     src.at(parameters.value.span, f"parameter '{name_}' would shadow {what}", field="parameters")
                 )
+        problems.extend(policy_problems(root, src, dict(model), plan.method if plan is not None else None))
+    problems.extend(shaping_problems(root, src))
+    auth, signing, auth_problems = compile_auth(root, src)
+    problems.extend(auth_problems)
     if problems or model is None or plan is None:
         raise ConfigError(sorted(problems, key=lambda d: (d.line, d.column)))
     trigger = Trigger(
@@ -421,14 +487,25 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         retry_post=model.retryPost,
         merge_on_error=model.mergeOnError,
         client_data_writes=tuple(model.clientDataWrites),
+        timeout=model.timeout,
+        retries=model.retries,
+        retry_on=None if model.retryOn is None else tuple(model.retryOn),
+        follow_redirects=model.followRedirects,
+        max_response_bytes=model.maxResponseBytes,
+        response_select=model.responseSelect,
+        client_data_mapping=dict(model.clientDataMapping),
         secrets=tuple(model.secrets),
         plan=plan,
         source=name,
         parameter_positions=_positions(parameters.value, src) if parameters is not None else {},
+        auth=auth,
+        signing=signing,
     )
     headers = data.get("webhook", {}).get("headers") if isinstance(data.get("webhook"), dict) else None
     header_names = [h.get("key") if isinstance(h, dict) else None for h in headers or []]
     carriers = _secrets_to_chosen_destinations(trigger, [n if isinstance(n, str) else "" for n in header_names])
+    carriers += _auth_to_chosen_destinations(trigger, root, src)
+    carriers += mapping_key_problems(trigger, root, src)
     if carriers:
         raise ConfigError(carriers)
     return trigger
