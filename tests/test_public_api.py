@@ -47,11 +47,13 @@ PUBLIC_NAMES = [
     "dump_plans",
     "load_plans",
     "load_trigger",
+    "run_tool_calls",  # running a model's tool calls (issue 16): added on purpose
+    "tool_definitions",
 ]
 
 
 def test_public_names_are_pinned() -> None:
-    assert len(PUBLIC_NAMES) == 26
+    assert len(PUBLIC_NAMES) == 28
     assert sorted(webhook_dsl.__all__) == PUBLIC_NAMES  # no name missing, none added, none twice
     for name in PUBLIC_NAMES:  # getattr: some names are loaded on first use (module __getattr__)
         assert getattr(webhook_dsl, name, None) is not None, name

@@ -36,6 +36,8 @@ if TYPE_CHECKING:
     from .language.compiler import compile_file, compile_webhook
     from .language.plan import RenderedRequest, WebhookPlan, dump_plans, load_plans
     from .runtime.calls import CallResult, Runtime, RuntimeSettings, TriggerResult, call_trigger_sync
+    from .runtime.dispatch import run_tool_calls
+    from .runtime.tools import tool_definitions
     from .runtime.trigger import Trigger, compile_trigger, load_trigger
     from .storage.base import Session, SessionNotFound, Store
     from .storage.sqlite import SQLiteStore
@@ -53,6 +55,8 @@ _LAZY = {
     "RuntimeSettings": ".runtime.calls",
     "TriggerResult": ".runtime.calls",
     "call_trigger_sync": ".runtime.calls",
+    "run_tool_calls": ".runtime.dispatch",
+    "tool_definitions": ".runtime.tools",
     "Trigger": ".runtime.trigger",
     "compile_trigger": ".runtime.trigger",
     "load_trigger": ".runtime.trigger",
@@ -103,4 +107,6 @@ __all__ = [
     "dump_plans",
     "load_plans",
     "load_trigger",
+    "run_tool_calls",
+    "tool_definitions",
 ]
