@@ -16,7 +16,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import PurePath
 from typing import TYPE_CHECKING, Any
 
@@ -426,6 +426,22 @@ async def get_logs(request: Request) -> Response:
     return JSONResponse({"session_id": session_id, "logs": records})
 
 
+def _images(document: Mapping[str, Any]) -> list[str]:
+    """A request's ``images``: at most ``MAX_IMAGES`` URLs of at most ``MAX_IMAGE_URL`` characters."""
+    images = document.get("images", [])
+    if (
+        not isinstance(images, list)
+        or len(images) > MAX_IMAGES
+        or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
+    ):
+        raise ApiError(
+            400,
+            "bad_request",
+            f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
+        )
+    return images
+
+
 def _call_document(body: bytes) -> tuple[dict[str, Any] | str, list[str], bool]:
     """A trigger call's arguments, images and dry_run flag, from its JSON body."""
     with _LargeBody(len(body)):
@@ -440,17 +456,7 @@ def _call_document(body: bytes) -> tuple[dict[str, Any] | str, list[str], bool]:
             "bad_request",
             f"arguments must be a JSON object, or a string holding one, not {describe_json_type(arguments)}",
         )
-    images = document.get("images", [])
-    if (
-        not isinstance(images, list)
-        or len(images) > MAX_IMAGES
-        or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
-    ):
-        raise ApiError(
-            400,
-            "bad_request",
-            f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
-        )
+    images = _images(document)
     dry_run = document.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise ApiError(400, "bad_request", "dry_run must be true or false")
@@ -590,17 +596,7 @@ async def call_tools(request: Request) -> Response:
     _only(document, ("calls", "images"), "the body")
     if len(document["calls"]) > MAX_TOOL_CALLS:
         raise ApiError(400, "bad_request", f"at most {MAX_TOOL_CALLS} calls at once")
-    images = document.get("images", [])
-    if (
-        not isinstance(images, list)
-        or len(images) > MAX_IMAGES
-        or not all(isinstance(i, str) and len(i) <= MAX_IMAGE_URL for i in images)
-    ):
-        raise ApiError(
-            400,
-            "bad_request",
-            f"images must be an array of at most {MAX_IMAGES} strings (URLs of at most {MAX_IMAGE_URL} characters)",
-        )
+    images = _images(document)
     try:
         calls = read_tool_calls(document["calls"])
     except ToolCallFormatError as error:
