@@ -416,6 +416,38 @@ def _tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _tool_calls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Run a model's tool calls (OpenAI chat, Responses or Anthropic items, as JSON) on a session."""
+    from .runtime.catalog import TriggerCatalog, TriggerLoadError
+    from .runtime.dispatch import ToolCallFormatError, run_tool_calls_sync
+
+    text = sys.stdin.read() if args.calls == "-" else _read(args.calls)
+    try:
+        calls = json.loads(text)
+    except json.JSONDecodeError as error:
+        where = f"line {error.lineno}, column {error.colno}"
+        raise _InputError(f"{args.calls}: invalid JSON at {where}: {error.msg}") from None
+    if isinstance(calls, dict):
+        calls = calls.get("calls", calls.get("tool_calls", calls.get("output", calls.get("content", [calls]))))
+    if not isinstance(calls, list):
+        raise _InputError(f"{args.calls}: give a JSON list of tool calls (or an object holding one under 'calls')")
+    try:
+        catalog = TriggerCatalog.load(args.triggers)
+    except TriggerLoadError as error:
+        raise _InputError(f"{error}\n--triggers {args.triggers}: fix these errors first") from None
+    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
+    if args.timeout is not None:
+        options["deadline"] = args.timeout
+    try:
+        replies = run_tool_calls_sync(
+            catalog, args.session, calls, database=_database(args), company_id=args.company_id, **options
+        )
+    except ToolCallFormatError as error:
+        raise _InputError(f"{args.calls}: {error}") from None
+    print(json.dumps(replies, ensure_ascii=False, indent=2), file=out)
+    return 0
+
+
 def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .demo import serve
 
@@ -957,6 +989,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--strict", action="store_true", help="OpenAI strict schemas (openai and openai-responses styles only)"
     )
     tools.set_defaults(handler=_tools)
+
+    tool_calls = commands.add_parser(
+        "tool-calls",
+        help="run a model's tool calls on a session and print the replies to send back",
+        description="Read tool calls as a model returned them (OpenAI chat tool_calls items, Responses "
+        "function_call items or Anthropic tool_use blocks: a JSON list, or an object holding it under 'calls', "
+        "'tool_calls', 'output' or 'content'), run each named trigger on the session, concurrently, and print "
+        "the replies in order, in the same format. An unknown tool or bad arguments become an error reply.",
+        epilog="example: webhook-dsl tool-calls calls.json --triggers examples/triggers --session S1 "
+        "--allow-network 127.0.0.0/8",
+    )
+    tool_calls.add_argument("calls", metavar="CALLS.json", help="the tool calls, as JSON ('-' for stdin)")
+    tool_calls.add_argument(
+        "--triggers", required=True, metavar="PATH", help="a trigger file or folder, as 'serve --triggers' takes"
+    )
+    tool_calls.add_argument("--session", required=True, metavar="SESSION_ID", help="the session to run them on")
+    tool_calls.add_argument("--company-id", help="the session's company, when the id exists for several")
+    tool_calls.add_argument(
+        "--allow-network",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
+    )
+    tool_calls.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
+    tool_calls.add_argument("--timeout", type=float, metavar="SECONDS", help="each call's deadline (default 15)")
+    tool_calls.add_argument(
+        "--database", help="SQLite file of the sessions (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
+    )
+    tool_calls.set_defaults(handler=_tool_calls)
 
     stand_in = commands.add_parser(
         "stand-in",
