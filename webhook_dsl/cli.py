@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._version import __version__
 from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
 from .language.compiler import compile_webhook
 from .language.names import MIN_SECRET_LENGTH
@@ -309,7 +310,7 @@ def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
     _check_session_id(args.session_id)
     catalog = _session_triggers(args)
-    store = SQLiteStore(_database(args))
+    store = SQLiteStore(_existing_database(args))
     try:
         session = store.get_session_sync(args.session_id)
         secrets = store.company_secrets_sync(session.company_id)
@@ -369,7 +370,7 @@ def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def _logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .storage.sqlite import SQLiteStore
 
-    store = SQLiteStore(_database(args))
+    store = SQLiteStore(_existing_database(args))
     try:
         records = store.logs_sync(args.session_id, args.limit)
     finally:
@@ -782,6 +783,37 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _port(text: str) -> int:
+    """A TCP port for argparse: 1-65535 (0 would make the OS pick one, which no client could find)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a port: give a number from 1 to 65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """A deadline for argparse: a finite number of seconds above zero."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} seconds: a deadline must be more than 0")
+    return value
+
+
+def _existing_database(args: argparse.Namespace) -> str:
+    """The SQLite file a read-only command reads, which must exist: opening a misspelt path would create an
+    empty database and report "no session" or "no calls" as if that were the answer."""
+    path = _database(args)
+    if path != ":memory:" and not Path(path).is_file():
+        raise _InputError(f"--database {path}: no such file (a command that only reads never creates one)")
+    return path
+
+
 def _network(text: str) -> str:
     """An --allow-network value, checked strictly here so that a typo is one line, not a traceback."""
     from .runtime.guard import NetworkSpecError, parse_network
@@ -800,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"webhook-dsl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     check = commands.add_parser(
@@ -938,7 +971,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
     )
     call.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    call.add_argument("--timeout", type=float, metavar="SECONDS", help="overall deadline (default 15)")
+    call.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="overall deadline (default 15)")
     call.add_argument("--follow-redirects", action="store_true", help="follow redirects (each hop re-checked)")
     call.add_argument(
         "--dry-run",
@@ -1014,7 +1047,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
     )
     tool_calls.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    tool_calls.add_argument("--timeout", type=float, metavar="SECONDS", help="each call's deadline (default 15)")
+    tool_calls.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="each call's deadline (default 15)")
     tool_calls.add_argument(
         "--database", help="SQLite file of the sessions (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
     )
@@ -1028,7 +1061,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: webhook-dsl stand-in --port 8765",
     )
     stand_in.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    stand_in.add_argument("--port", type=int, default=8765, help="port to listen on (default 8765)")
+    stand_in.add_argument("--port", type=_port, default=8765, help="port to listen on (default 8765)")
     stand_in.set_defaults(handler=_stand_in)
 
     serve = commands.add_parser(
@@ -1060,7 +1093,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: $WEBHOOK_DSL_DATABASE or webhooks.db)",
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
     serve.add_argument(
         "--allow-network",
         action="append",
@@ -1071,7 +1104,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
     serve.add_argument(
-        "--timeout", type=float, metavar="SECONDS", help="overall deadline of a webhook call (default 15)"
+        "--timeout", type=_seconds, metavar="SECONDS", help="overall deadline of a webhook call (default 15)"
     )
     serve.add_argument(
         "--max-body-bytes",
@@ -1170,7 +1203,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable",
     )
     mcp.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    mcp.add_argument("--timeout", type=float, metavar="SECONDS", help="overall deadline of a webhook call (default 15)")
+    mcp.add_argument(
+        "--timeout", type=_seconds, metavar="SECONDS", help="overall deadline of a webhook call (default 15)"
+    )
     mcp.add_argument(
         "--database",
         metavar="URL",
