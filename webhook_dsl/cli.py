@@ -762,47 +762,39 @@ def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return _with_store(args, work)
 
 
-def _share(text: str) -> float:
-    """A fraction from 0 to 1, for argparse."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number; give a fraction such as 0.1") from None
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction from 0 to 1 (0.1 is a tenth)")
-    return value
+def _checked(
+    parse: Callable[[str], Any], what: str, accept: Callable[[Any], bool], refusal: str
+) -> Callable[[str], Any]:
+    """An argparse type: ``parse`` the text (else "is not WHAT"), then ``accept`` the value (else ``refusal``,
+    with ``{text}`` standing for what was typed). argparse prints either as one line and exits with 2."""
+
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(refusal.format(text=text))
+        return value
+
+    return convert
 
 
-def _non_negative(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is negative; write 0 for no limit")
-    return value
-
-
-def _port(text: str) -> int:
-    """A TCP port for argparse: 1-65535 (0 would make the OS pick one, which no client could find)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port: give a number from 1 to 65535")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """A deadline for argparse: a finite number of seconds above zero."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} seconds: a deadline must be more than 0")
-    return value
+#: A fraction from 0 to 1.
+_share = _checked(
+    float,
+    "a number; give a fraction such as 0.1",
+    lambda v: 0 <= v <= 1,
+    "{text} is not a fraction from 0 to 1 (0.1 is a tenth)",
+)
+#: A count where 0 means no limit.
+_non_negative = _checked(int, "a whole number", lambda v: v >= 0, "{text} is negative; write 0 for no limit")
+#: A TCP port: 1-65535 (0 would make the OS pick one, which no client could find).
+_port = _checked(int, "a port number", lambda v: 1 <= v <= 65535, "{text} is not a port: give a number from 1 to 65535")
+#: A deadline: a finite number of seconds above zero.
+_seconds = _checked(
+    float, "a number of seconds", lambda v: 0 < v < float("inf"), "{text} seconds: a deadline must be more than 0"
+)
 
 
 def _existing_database(args: argparse.Namespace) -> str:
