@@ -789,8 +789,13 @@ _share = _checked(
 )
 #: A count where 0 means no limit.
 _non_negative = _checked(int, "a whole number", lambda v: v >= 0, "{text} is negative; write 0 for no limit")
-#: A TCP port: 1-65535 (0 would make the OS pick one, which no client could find).
-_port = _checked(int, "a port number", lambda v: 1 <= v <= 65535, "{text} is not a port: give a number from 1 to 65535")
+#: A TCP port: 1-65535, or 0 for any free one (the server prints which).
+_port = _checked(
+    int,
+    "a port number",
+    lambda v: 0 <= v <= 65535,
+    "{text} is not a port: give a number from 1 to 65535 (0: any free one)",
+)
 #: A deadline: a finite number of seconds above zero.
 _seconds = _checked(
     float, "a number of seconds", lambda v: 0 < v < float("inf"), "{text} seconds: a deadline must be more than 0"
