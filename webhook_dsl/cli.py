@@ -340,9 +340,7 @@ def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         arguments[name] = value
     if args.args_json:
         arguments.update(_json_object(args.args_json, "--args-json"))
-    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = _outbound_options(args)
     if args.follow_redirects:
         options["follow_redirects"] = True
     try:
@@ -436,9 +434,7 @@ def _tool_calls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         catalog = TriggerCatalog.load(args.triggers)
     except TriggerLoadError as error:
         raise _InputError(f"{error}\n--triggers {args.triggers}: fix these errors first") from None
-    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = _outbound_options(args)
     try:
         replies = run_tool_calls_sync(
             catalog, args.session, calls, database=_database(args), company_id=args.company_id, **options
@@ -514,9 +510,7 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         max_requests_per_company=args.max_requests_per_company or None,
         large_body_share=args.large_body_share or None,
     )
-    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = _outbound_options(args)
     app = create_app(store, catalog, settings=settings, **options)
     if args.anonymous_company is not None:
         print(
@@ -581,9 +575,7 @@ def _mcp(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), stream=err, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
-    if args.timeout is not None:
-        options["deadline"] = args.timeout
+    options = _outbound_options(args)
 
     async def serve() -> None:
         try:
@@ -802,6 +794,29 @@ _seconds = _checked(
 )
 
 
+def _add_outbound_options(command: argparse.ArgumentParser, timeout_help: str) -> None:
+    """The options of every command that calls webhooks: which non-public destinations it may reach, and the
+    deadline of a call."""
+    command.add_argument(
+        "--allow-network",
+        action="append",
+        type=_network,
+        metavar="CIDR",
+        help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable "
+        "(default: none)",
+    )
+    command.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
+    command.add_argument("--timeout", type=_seconds, metavar="SECONDS", help=timeout_help)
+
+
+def _outbound_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``Runtime`` options from the options ``_add_outbound_options`` adds."""
+    options: dict[str, Any] = {"allow_networks": args.allow_network or (), "allow_hosts": args.allow_host or ()}
+    if args.timeout is not None:
+        options["deadline"] = args.timeout
+    return options
+
+
 def _existing_database(args: argparse.Namespace) -> str:
     """The SQLite file a read-only command reads, which must exist: opening a misspelt path would create an
     empty database and report "no session" or "no calls" as if that were the answer."""
@@ -960,15 +975,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--arg", action="append", metavar="NAME=VALUE", help="a string argument; repeatable")
     call.add_argument("--args-json", metavar="JSON", help="arguments as a JSON object (numbers, lists...)")
     call.add_argument("--image", action="append", metavar="URL", help="an image URL ($images); repeatable")
-    call.add_argument(
-        "--allow-network",
-        action="append",
-        type=_network,
-        metavar="CIDR",
-        help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
-    )
-    call.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    call.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="overall deadline (default 15)")
+    _add_outbound_options(call, "overall deadline (default 15)")
     call.add_argument("--follow-redirects", action="store_true", help="follow redirects (each hop re-checked)")
     call.add_argument(
         "--dry-run",
@@ -1036,15 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tool_calls.add_argument("--session", required=True, metavar="SESSION_ID", help="the session to run them on")
     tool_calls.add_argument("--company-id", help="the session's company, when the id exists for several")
-    tool_calls.add_argument(
-        "--allow-network",
-        action="append",
-        type=_network,
-        metavar="CIDR",
-        help="allow a non-public network, e.g. 127.0.0.0/8 for a local test server; repeatable",
-    )
-    tool_calls.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    tool_calls.add_argument("--timeout", type=_seconds, metavar="SECONDS", help="each call's deadline (default 15)")
+    _add_outbound_options(tool_calls, "each call's deadline (default 15)")
     tool_calls.add_argument(
         "--database", help="SQLite file of the sessions (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
     )
@@ -1091,18 +1090,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
-    serve.add_argument(
-        "--allow-network",
-        action="append",
-        type=_network,
-        metavar="CIDR",
-        help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable "
-        "(default: none)",
-    )
-    serve.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    serve.add_argument(
-        "--timeout", type=_seconds, metavar="SECONDS", help="overall deadline of a webhook call (default 15)"
-    )
+    _add_outbound_options(serve, "overall deadline of a webhook call (default 15)")
     serve.add_argument(
         "--max-body-bytes",
         type=int,
@@ -1192,17 +1180,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("files", nargs="+", metavar="TRIGGER_FILE", help="trigger files, or folders of them (*.json)")
     mcp.add_argument("--session", required=True, metavar="SESSION_ID", help="the session every tool call runs on")
     mcp.add_argument("--company-id", help="the company the session belongs to (default: the one session with this id)")
-    mcp.add_argument(
-        "--allow-network",
-        action="append",
-        type=_network,
-        metavar="CIDR",
-        help="let webhooks reach a non-public network, e.g. 127.0.0.0/8 for a local stand-in; repeatable",
-    )
-    mcp.add_argument("--allow-host", action="append", metavar="HOST", help="allow a host name; repeatable")
-    mcp.add_argument(
-        "--timeout", type=_seconds, metavar="SECONDS", help="overall deadline of a webhook call (default 15)"
-    )
+    _add_outbound_options(mcp, "overall deadline of a webhook call (default 15)")
     mcp.add_argument(
         "--database",
         metavar="URL",
