@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -338,14 +337,13 @@ def test_the_calls_of_one_turn_run_concurrently_and_come_back_in_order(tmp_path:
     numbers = [f"A-{n}" for n in range(6)]
     calls = [sdk_call("anthropic", f"t{n}", "lookup", {"order_number": number}) for n, number in enumerate(numbers)]
 
-    async def main() -> tuple[list[Any], float, int]:
+    async def main() -> tuple[list[Any], int]:
         async with world(tmp_path, delay=0.3) as w:
-            started = time.perf_counter()
             replies = await run_tool_calls(w.runtime, w.triggers, "S1", calls)
-            return replies, time.perf_counter() - started, w.api.most
+            return replies, w.api.most
 
-    replies, elapsed, most = run(main())
-    assert most == len(calls) and elapsed < 1.2  # one after another would take 1.8 s
+    replies, most = run(main())
+    assert most == len(calls)  # the API had all six in flight at once
     assert [r["tool_use_id"] for r in replies] == [f"t{n}" for n in range(6)]
     assert all(f'"target":"/orders/{number}"' in r["content"] for r, number in zip(replies, numbers, strict=True))
 

@@ -416,7 +416,7 @@ def test_readiness_follows_writes_while_liveness_needs_no_store(
         served.store.heal()
         healed = time.monotonic()
         while (await client.get("/readyz")).status_code != 200:
-            assert time.monotonic() - healed < 1.5, "still not ready after the database took writes again"
+            assert time.monotonic() - healed < 10, "still not ready after the database took writes again"
             await asyncio.sleep(0.05)
         assert (await client.get("/health")).status_code == 200
 

@@ -730,7 +730,8 @@ def test_session_put_on_the_command_line_keeps_the_limit(tmp_path: Path) -> None
 def test_a_session_at_the_limit_does_not_hold_up_other_requests(tmp_path: Path, triggers: Path) -> None:
     """Parsing JSON cannot leave the event loop (a thread would hold the GIL throughout), so the limit is what
     bounds a request's time on the loop: with a session at the default limit, reads, PUTs and trigger calls
-    interleave with a ticker on the same loop. A hang guard only, far above what is measured."""
+    interleave with a ticker on the same loop, and every one of them is served. How long the loop stalls is
+    timing, not behaviour: benchmarks/faults.py does not assert it and neither does this test."""
     factory = StoreFactory("sqlite", tmp_path)
     key = make_key(factory, "cmp_42")
     store = factory()
@@ -741,17 +742,14 @@ def test_a_session_at_the_limit_does_not_hold_up_other_requests(tmp_path: Path, 
     values = {f"k{i:04}": f"value {i:04} " + "x" * 180 for i in range((DEFAULT_MAX_CLIENT_DATA_BYTES - 4096) // member)}
     assert DEFAULT_MAX_CLIENT_DATA_BYTES - 8192 < compact(values) <= DEFAULT_MAX_CLIENT_DATA_BYTES - 4096
 
-    async def run() -> float:
-        stalls = [0.0]
+    async def run() -> tuple[list[str], dict[str, Any]]:
+        events: list[str] = []
         done = asyncio.Event()
 
         async def ticker() -> None:
-            last = time.perf_counter()
             while not done.is_set():
                 await asyncio.sleep(0.001)
-                now = time.perf_counter()
-                stalls.append(now - last)
-                last = now
+                events.append("tick")
 
         transport = httpx.ASGITransport(app=app)
         headers = {"Authorization": f"Bearer {key}"}
@@ -770,13 +768,20 @@ def test_a_session_at_the_limit_does_not_hold_up_other_requests(tmp_path: Path, 
                 else:
                     response = await client.post("/session/S1/triggers/echo", json={"arguments": {"name": f"n{i}"}})
                 assert response.status_code == 200, response.text
+                events.append("served")
 
             await asyncio.gather(*(one(i) for i in range(60)))
             done.set()
             await tick
-        return max(stalls)
+            final = (await client.get("/session/S1")).json()
+        return events, final
 
-    assert asyncio.run(run()) < 0.5
+    events, final = asyncio.run(run())
+    assert events.count("served") == 60
+    first, last = events.index("served"), len(events) - 1 - events[::-1].index("served")
+    assert "tick" in events[first:last]  # the loop turned between requests, not only before and after them
+    client_data = final["client_data"]
+    assert set(values) <= set(client_data) and all(client_data[f"k{i % 50:04}"] == "short" for i in range(1, 60, 3))
 
 
 # -- the serve command --------------------------------------------------------------------------------------
