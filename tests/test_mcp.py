@@ -304,7 +304,7 @@ def test_mcp_refuses_to_start_on_bad_triggers_or_an_unknown_session(
     store.put_session_sync("S1", company_id="acme")
     store.close_sync()
     assert main(["mcp", check_order, "--session", "S1", "--database", str(database.path)]) == 1
-    assert "session 'S1' exists for several companies" in capsys.readouterr().err
+    assert "session 'S1' exists in acme, cmp_42; name the company" in capsys.readouterr().err
 
 
 # -- streamable HTTP ----------------------------------------------------------------------------------------

@@ -686,6 +686,7 @@ class Runtime:
         dry_run: bool = False,
         protected_keys: Iterable[str] = (),
         company_id: str | None = None,
+        request_id: str | None = None,
     ) -> TriggerResult:
         """Validate arguments, build variables from the session, call, merge client_data, log.
 
@@ -693,6 +694,7 @@ class Runtime:
         response may set: the service passes those of every trigger of the company, so that one trigger's
         answer cannot change where another sends, or swap its credential. ``company_id`` names the session's
         company (a service serving several passes its caller's); None finds the one session with this id.
+        ``request_id`` (the service's ``X-Request-Id``) is written into the call's log record.
         """
         store = self._store()
         session = await store.get_session(session_id, company_id=company_id)
@@ -721,7 +723,9 @@ class Runtime:
         elif dry_run:
             call, preview = self._dry_run(trigger, variables, variable_origins(variables, trigger, arguments), masker)
         else:
-            call, call_seq, masker = await self._begin_and_send(trigger, session, variables, masker, policy=policy)
+            call, call_seq, masker = await self._begin_and_send(
+                trigger, session, variables, masker, policy=policy, request_id=request_id
+            )
             if call.ok or (trigger.merge_on_error and call.category == "http_status"):
                 merged, update_warnings = _client_data_update(call, trigger, protected_keys)
                 warnings += update_warnings
@@ -742,6 +746,7 @@ class Runtime:
             record = _log_record(
                 trigger, session_id, call, variables, merged, warnings, masker, self.settings.log_body_chars, shown
             )
+            record["request_id"] = request_id
             if call_seq is None:  # nothing was sent: a store that fails now fails the call, and nothing happened
                 log_seq = await store.finish_call(session_id, merged, record, company_id=session.company_id)
             else:
@@ -769,6 +774,7 @@ class Runtime:
         masker: Masker,
         *,
         policy: CallPolicy | None = None,
+        request_id: str | None = None,
     ) -> tuple[CallResult, int | None, Masker]:
         """Render; put on the trigger's auth and signing; record the intent (``Store.begin_call``); send. A request
         that cannot be rendered or authorized is not begun (nothing will be sent). A ``StoreUnavailable`` from the
@@ -800,6 +806,7 @@ class Runtime:
         now = time.time()
         intent = _intent_record(trigger, session.id, request, _shown(trigger, variables, request, masker), now)
         intent["expires_at"] = now + self.settings.deadline + _UNKNOWN_AFTER_S
+        intent["request_id"] = request_id
         call_seq = await self._store().begin_call(session.id, intent, company_id=session.company_id)
         secrets = list(trigger.secret_names) + list(trigger.plan.secrets)
 
@@ -1149,6 +1156,7 @@ def _log_record(
             "at": time.time(),
             "session_id": session_id,
             "trigger": trigger.name,
+            "trigger_version": trigger.version,
             "method": call.method,
             "url": shown["url"] if shown else call.url,
             "request_headers": shown["headers"] if shown else [],
@@ -1177,6 +1185,7 @@ def _intent_record(
         "at": at,
         "session_id": session_id,
         "trigger": trigger.name,
+        "trigger_version": trigger.version,
         "method": request.method,
         "url": shown["url"],
         "request_headers": shown["headers"],

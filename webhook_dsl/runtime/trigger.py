@@ -17,6 +17,7 @@ session keys the webhook expects, so ``check`` tells a typo from a client_data k
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -107,6 +108,9 @@ class Trigger:
     #: Credentials the runtime puts on each request, and its Standard Webhooks signing (``auth.py``).
     auth: Auth | None = None
     signing: Signing | None = None
+    #: The content hash of the trigger document (``trigger_digest``): what a call's log record names as the
+    #: version that ran, the same for a file and for an upload of the same document.
+    version: str = ""
     #: Derived once here, read on every call.
     parameter_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
     secret_names: tuple[str, ...] = dataclasses.field(init=False, compare=False, repr=False)
@@ -500,6 +504,7 @@ def compile_trigger(config: str | bytes | Mapping[str, Any], source: str | None 
         parameter_positions=_positions(parameters.value, src) if parameters is not None else {},
         auth=auth,
         signing=signing,
+        version=trigger_digest(data),
     )
     headers = data.get("webhook", {}).get("headers") if isinstance(data.get("webhook"), dict) else None
     header_names = [h.get("key") if isinstance(h, dict) else None for h in headers or []]
@@ -521,6 +526,16 @@ def _shortened(message: str) -> str:
         return message
     half = MAX_ARGUMENT_ERROR_CHARS // 2
     return f"{message[:half]}...({len(message) - 2 * half} characters cut)...{message[-half:]}"
+
+
+def trigger_digest(document: Any) -> str:
+    """A trigger document's content hash: SHA-256 (16 hex digits) of its canonical JSON (sorted keys, no
+    spaces, a bare ``$name`` as the object ``{"$": name}``), so that layout and key order do not make a new
+    version, and any change of content does."""
+    canonical = json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=lambda bare: {"$": bare.written}
+    )
+    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()[:16]
 
 
 def load_trigger(path: str | Path) -> Trigger:

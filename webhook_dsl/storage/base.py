@@ -15,7 +15,7 @@ import json
 import math
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -296,7 +296,13 @@ def merge_refused_warning(error: ClientDataTooLarge) -> str:
 
 
 class AmbiguousSession(SessionNotFound):
-    """A session id given without a company matches sessions of several companies."""
+    """A session id given without a company matches sessions of several companies (``companies``, sorted)."""
+
+    def __init__(self, session_id: str, companies: Sequence[str] = ()) -> None:
+        self.session_id = session_id
+        self.companies = sorted(companies)
+        listed = ", ".join(self.companies) if self.companies else "several companies"
+        super().__init__(f"session {session_id!r} exists in {listed}; name the company (--company-id)")
 
 
 def new_api_key() -> str:
@@ -375,6 +381,30 @@ class DashboardSession:
     company_id: str
     key_hash: str
     expires_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TriggerVersion:
+    """One uploaded version of a company's trigger. Versions are numbered 1, 2, 3... per company and name and
+    never change; a rollback appends the old document again as a new version, and a deletion appends a
+    version without a document. ``digest`` is the trigger's content hash (``Trigger.version``): what a log
+    record names as the version that ran."""
+
+    company_id: str
+    name: str
+    version: int
+    digest: str
+    document: str | None  # the trigger's JSON text as uploaded; None: this version deleted the trigger
+    created_at: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "deleted": self.document is None,
+            "created_at": self.created_at,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -489,6 +519,36 @@ class Store(Protocol):
     async def company_secrets(self, company_id: str) -> dict[str, str]:
         """Every secret of the company, name to value: one indexed read, made on each call of a trigger
         that uses ``$secrets.NAME``."""
+        ...
+
+    async def delete_session(self, session_id: str, *, company_id: str) -> int:
+        """Delete the company's session and all its log records, in one transaction; return how many log
+        records went. ``SessionNotFound`` if the company has no such session."""
+        ...
+
+    async def purge_logs(self, older_than: float, *, company_id: str | None = None) -> int:
+        """Delete log records written before ``older_than`` (epoch seconds), of one company or of all;
+        return how many. Deleted in batches, so that a large purge never holds the write lock for long."""
+        ...
+
+    async def put_trigger_version(
+        self, company_id: str, name: str, document: str | None, digest: str
+    ) -> TriggerVersion:
+        """Append the next version of the company's trigger ``name`` (``document`` None deletes it) and
+        return it. Numbering is per company and name, safe under concurrent writers."""
+        ...
+
+    async def trigger_versions(self, company_id: str, name: str) -> list[TriggerVersion]:
+        """Every version of the company's trigger ``name``, newest first (empty if it was never uploaded)."""
+        ...
+
+    async def current_triggers(self) -> list[TriggerVersion]:
+        """For every company and name, the newest version, when it has a document (not deleted)."""
+        ...
+
+    async def triggers_revision(self) -> int:
+        """A number that grows with every trigger version written by any process (0 before the first): a
+        replica polls it, cheaply, and reloads ``current_triggers`` when it changes."""
         ...
 
     async def ping(self) -> None:

@@ -322,9 +322,9 @@ class PostgresStore:
         """The company to use: the one given, or the only company with this session id (None if none)."""
         if company_id is not None:
             return company_id
-        rows = await pool.fetch("SELECT company_id FROM sessions WHERE id = $1 LIMIT 2", session_id)
+        rows = await pool.fetch("SELECT company_id FROM sessions WHERE id = $1 LIMIT 50", session_id)
         if len(rows) > 1:
-            raise AmbiguousSession(f"session {session_id!r} exists for several companies; name the company")
+            raise AmbiguousSession(session_id, [str(row[0]) for row in rows])
         return str(rows[0][0]) if rows else None
 
     async def put_session(

@@ -703,9 +703,9 @@ def _lookup(db: sqlite3.Connection, session_id: str, company_id: str | None) -> 
             f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE company_id = ? AND id = ?", (company_id, session_id)
         ).fetchone()
         return None if row is None else _session(row)
-    rows = db.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ? LIMIT 2", (session_id,)).fetchall()
+    rows = db.execute(f"SELECT {_SESSION_COLUMNS} FROM sessions WHERE id = ? LIMIT 50", (session_id,)).fetchall()
     if len(rows) > 1:
-        raise AmbiguousSession(f"session {session_id!r} exists for several companies; name the company")
+        raise AmbiguousSession(session_id, [_session(row).company_id for row in rows])
     return _session(rows[0]) if rows else None
 
 
