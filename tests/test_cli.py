@@ -76,7 +76,7 @@ def test_render_prints_the_request_as_json() -> None:
     status, out, err = run("render", ticket, "--vars", VARS, "--var", "priority=low", "--show-secrets")
     assert status == 0, err
     request = json.loads(out)
-    assert set(request) == {"method", "url", "headers", "body"}
+    assert set(request) == {"source", "method", "url", "headers", "body"} and request["source"] == ticket
     assert request["headers"][0] == ["Authorization", "Bearer hd-secret-key"]
     assert json.loads(request["body"])["priority"] == "low"
     status, out, err = run("render", ticket, "--vars", VARS, "--var", "priority=low")

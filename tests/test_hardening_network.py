@@ -326,11 +326,14 @@ def test_a_refused_name_never_tells_the_llm_or_the_caller_where_it_points(
     shown = [r.message_for_llm for r in results] + [str(r.to_dict()) for r in results] + [str(logs)]
     for text in shown:
         assert not any(address in text for address in addresses), text
-    assert [r.call.category for r in results] == ["blocked"] * 4
-    # the same words whether the name points inside or nowhere: no oracle for which names exist
-    assert {r.call.error.replace(h, "HOST") for r, h in zip(results, [*table, "nowhere.test"], strict=True)} == {
-        "HOST: not found, or its address is not public"
+    # a name that does not resolve is "dns" (a typo is not a policy to loosen); the others, the same words
+    # wherever inside they point, naming the option that allows the name and never a network
+    assert [r.call.category for r in results] == ["blocked"] * 3 + ["dns"]
+    assert {r.call.error.replace(h, "HOST") for r, h in zip(results, table, strict=False)} == {
+        "HOST: its address is not public (allow it with --allow-host HOST or WEBHOOK_DSL_ALLOW_HOSTS)"
     }
+    assert results[3].call.error == "nowhere.test: the name does not resolve"
+    assert "stub resolver" not in str(results[3].to_dict())  # the resolver's own words are the operator's
     operator = caplog.text
     assert "10.20.30.40" in operator and "169.254.169.254" in operator and "cannot look up nowhere.test" in operator
 

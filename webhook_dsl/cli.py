@@ -10,12 +10,13 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 from ._version import __version__
 from .errors import ConfigError, DiagnosticsError, PlanFormatError, WebhookDslError
@@ -29,9 +30,11 @@ from .storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES
 
 if TYPE_CHECKING:
     from .runtime.catalog import TriggerCatalog
-    from .storage.base import Session, Store
+    from .storage.base import Session, SessionSummary, Store
 
 __all__ = ["main"]
+
+T = TypeVar("T")
 
 _DESCRIPTION = """\
 Compile and try webhook configs written in the webhook-dsl template language.
@@ -170,9 +173,11 @@ def _check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """One JSON object per rendered request, each on its own line whatever the number of files (JSON Lines),
+    so that a script reads 1 and N alike; ``--pretty`` indents them for a reader."""
     variables = _load_variables(args)
     failed = 0
-    many = len(args.files) > 1
+    indent, separators = (2, None) if args.pretty else (None, (",", ":"))
     for path in args.files:
         try:
             plans = _plans_from(path)
@@ -187,11 +192,8 @@ def _render(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 else:
                     masker = Masker.for_call(variables, plan.secrets)
                     request = shown_request(rendered, masker, plan, variables, plan.secrets)
-                if many or len(plans) > 1:
-                    request = {"source": plan.source, **request}
-                    print(json.dumps(request, ensure_ascii=False), file=out)
-                else:
-                    print(json.dumps(request, ensure_ascii=False, indent=2), file=out)
+                shown = {"source": plan.source, **request}
+                print(json.dumps(shown, ensure_ascii=False, indent=indent, separators=separators), file=out)
         except (WebhookDslError, _InputError) as error:
             failed += 1
             print(error, file=err)
@@ -220,7 +222,105 @@ def _compile(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _database(args: argparse.Namespace) -> str:
-    return str(args.database or os.environ.get("WEBHOOK_DSL_DATABASE") or "webhooks.db")
+    """The ``--database`` value (absent when a command was given none), else $WEBHOOK_DSL_DATABASE, else
+    webhooks.db."""
+    return str(getattr(args, "database", None) or os.environ.get("WEBHOOK_DSL_DATABASE") or "webhooks.db")
+
+
+#: What every command that touches storage says of ``--database``.
+_DATABASE_HELP = (
+    "where sessions, logs, keys and secrets are kept: a SQLite FILE, sqlite:///FILE, sqlite:////ABSOLUTE/FILE "
+    "or postgresql://USER:PASSWORD@HOST/DB (default: $WEBHOOK_DSL_DATABASE, else webhooks.db)"
+)
+_PASSWORD_IN_URL = re.compile(r"\A([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
+
+
+def _shown_database(url: str) -> str:
+    """A ``--database`` value as a message shows it: a password in it (``user:PASSWORD@`` or ``?password=``)
+    reads ***, since messages end up in terminals, CI logs and bug reports."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1:***@", url))
+
+
+def _no_session(args: argparse.Namespace, session_id: str, note: str = "", *, to_use: bool) -> _InputError:
+    """The error for a session that is not there; ``to_use``: the command needs it, so say how to make it."""
+    company = getattr(args, "company_id", None)
+    of = f" of company {company!r}" if company else ""
+    message = f"no session {session_id!r}{of} in {_shown_database(_database(args))}{note}"
+    if to_use:
+        put = f"webhook-dsl session put {session_id}" + (f" --company-id {company}" if company else "")
+        message += f"; create it with '{put} ...'"
+    return _InputError(message)
+
+
+def _with_store(
+    args: argparse.Namespace,
+    work: Callable[[Store], Awaitable[T]],
+    *,
+    existing: bool = False,
+    session_id: str | None = None,
+    to_use: bool = True,
+) -> T:
+    """Open the store ``--database`` names (``_database``: SQLite, as a path or URL, or PostgreSQL), run ``work``
+    on it on an event loop, and close it. Every command that touches storage comes through here (serve opens
+    its own, for the service's lifetime), so all take the same values and fail alike: one line and exit status
+    1, never a traceback, the URL's password masked.
+
+    ``existing``: a SQLite file that does not exist is an error instead of a new empty database (a command that
+    reads would answer "nothing" for a misspelt path). ``session_id``: the session ``work`` needs; when it is
+    not there the error says so, and how to create it when the command is ``to_use`` it. A session id of
+    several companies is the store's ``AmbiguousSession``, which lists them."""
+    import sqlite3
+
+    from .storage.base import AmbiguousSession, SessionNotFound, StoreUnavailable
+    from .storage.database_url import open_store, sqlite_path
+
+    url = _database(args)
+    shown = _shown_database(url)
+    try:
+        path = sqlite_path(url)
+        if existing and path is not None and not Path(path).is_file():
+            if session_id is not None:
+                raise _no_session(args, session_id, " (no such file)", to_use=to_use)
+            raise _InputError(f"--database {shown}: no such file (a command that only reads never creates one)")
+        store = open_store(url)
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+    except sqlite3.Error as error:
+        raise _InputError(f"--database {shown}: {error}") from None
+
+    async def run_and_close() -> T:
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    try:
+        return run(run_and_close())
+    except AmbiguousSession as error:
+        raise _InputError(str(error)) from None
+    except SessionNotFound:
+        if session_id is None:
+            raise
+        raise _no_session(args, session_id, to_use=to_use) from None
+    except StoreUnavailable as error:
+        raise _InputError(_unavailable(shown, error)) from None
+    except Exception as error:
+        if not isinstance(error, sqlite3.Error) and not type(error).__module__.startswith("asyncpg"):
+            raise
+        raise _InputError(f"the database {shown} refused: {error}") from None
+
+
+def _unavailable(shown: str, error: Exception) -> str:
+    """One line for a database that cannot be reached or used now (PostgreSQL down, a read-only file...)."""
+    cause = error.__cause__
+    if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
+        return f"cannot reach the database {shown}: connection refused"
+    if isinstance(cause, TimeoutError):
+        return f"cannot reach the database {shown}: no answer in time"
+    if isinstance(cause, OSError):
+        return f"cannot reach the database {shown}: {cause.strerror or cause}"
+    return f"cannot use the database {shown} now: {error}"
 
 
 def _json_object(text: str, what: str) -> dict[str, Any]:
@@ -238,12 +338,11 @@ def _reject_constant(name: str) -> Any:
 
 
 def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .storage.base import ClientDataTooLarge, client_data_problems, company_id_problem
-    from .storage.sqlite import SQLiteStore
+    from .storage.base import ClientDataTooLarge, client_data_problems
 
     _check_session_id(args.session_id)
-    if args.company_id is not None and (problem := company_id_problem(args.company_id)) is not None:
-        raise _InputError(f"--company-id {args.company_id!r}: {problem}")
+    if args.company_id is not None:
+        _check_company(args.company_id)
     client_data = None
     if args.client_data:
         try:  # read as the service reads a body: NaN and Infinity are not JSON
@@ -256,19 +355,22 @@ def _session_put(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if problems:
             raise _InputError("--client-data: " + "; ".join(problems))
     catalog = _session_triggers(args)
-    store = SQLiteStore(_database(args), max_client_data_bytes=args.max_client_data_bytes)
-    try:
-        session = store.put_session_sync(
-            args.session_id, company_id=args.company_id, assistant_id=args.assistant_id, client_data=client_data
-        )
-    except ClientDataTooLarge as error:
-        raise _InputError(
-            f"--client-data: the session's client_data would be {error.size} bytes of compact JSON, over the "
-            f"limit of {error.limit} bytes (--max-client-data-bytes); nothing was stored"
-        ) from None
-    finally:
-        store.close_sync()
-    print(json.dumps(_masked_session(session, catalog), ensure_ascii=False, indent=2), file=out)
+
+    async def work(store: Store) -> tuple[Session, dict[str, str]]:
+        store.max_client_data_bytes = args.max_client_data_bytes
+        try:
+            session = await store.put_session(
+                args.session_id, company_id=args.company_id, assistant_id=args.assistant_id, client_data=client_data
+            )
+        except ClientDataTooLarge as error:
+            raise _InputError(
+                f"--client-data: the session's client_data would be {error.size} bytes of compact JSON, over the "
+                f"limit of {error.limit} bytes (--max-client-data-bytes); nothing was stored"
+            ) from None
+        return session, await store.company_secrets(session.company_id)
+
+    session, secrets = _with_store(args, work)
+    print(json.dumps(_masked_session(session, catalog, secrets), ensure_ascii=False, indent=2), file=out)
     return 0
 
 
@@ -305,26 +407,59 @@ def _masked_session(
 
 
 def _session_get(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .storage.base import SessionNotFound
-    from .storage.sqlite import SQLiteStore
-
     _check_session_id(args.session_id)
+    if args.company_id is not None:
+        _check_company(args.company_id)
     catalog = _session_triggers(args)
-    store = SQLiteStore(_existing_database(args))
-    try:
-        session = store.get_session_sync(args.session_id)
-        secrets = store.company_secrets_sync(session.company_id)
-    except SessionNotFound:
-        raise _InputError(f"no session {args.session_id!r} in {_database(args)}") from None
-    finally:
-        store.close_sync()
+
+    async def work(store: Store) -> tuple[Session, dict[str, str]]:
+        session = await store.get_session(args.session_id, company_id=args.company_id)
+        return session, await store.company_secrets(session.company_id)
+
+    session, secrets = _with_store(args, work, existing=True, session_id=args.session_id, to_use=False)
     print(json.dumps(_masked_session(session, catalog, secrets), ensure_ascii=False, indent=2), file=out)
     return 0
 
 
+def _session_delete(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Delete a session and its log records (the store does both in one transaction)."""
+    _check_session_id(args.session_id)
+    if args.company_id is not None:
+        _check_company(args.company_id)
+
+    async def work(store: Store) -> tuple[str, int]:
+        company = args.company_id
+        if company is None:  # the one company with this id; AmbiguousSession lists them when there are several
+            company = (await store.get_session(args.session_id)).company_id
+        return company, await store.delete_session(args.session_id, company_id=company)
+
+    company, removed = _with_store(args, work, existing=True, session_id=args.session_id, to_use=False)
+    of = f" of company {company!r}" if company else ""
+    print(f"deleted session {args.session_id!r}{of} and its {removed} log record(s)", file=err)
+    return 0
+
+
+def _session_list(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    _check_company(args.company_id)
+
+    async def work(store: Store) -> list[SessionSummary]:
+        return await store.list_sessions(args.company_id, args.limit)
+
+    sessions = _with_store(args, work, existing=True)
+    if args.format == "json":
+        print(json.dumps([s.to_dict() for s in sessions], ensure_ascii=False, indent=2), file=out)
+        return 0
+    for summary in sessions:
+        updated = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(summary.updated_at))
+        assistant = summary.assistant_id or "-"
+        print(f"{summary.id}  {assistant}  {summary.calls} call(s)  updated {updated}Z", file=out)
+    if not sessions:
+        print(f"no sessions for company {args.company_id!r}", file=err)
+    return 0
+
+
 def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .runtime.calls import call_trigger_sync
-    from .storage.base import SessionNotFound
+    from .runtime.calls import Runtime, TriggerResult
 
     text = _read(args.trigger)
     try:
@@ -332,48 +467,140 @@ def _call(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except DiagnosticsError as error:
         print(error, file=err)
         return 1
-    arguments: dict[str, Any] = {}
-    for item in args.arg or ():
-        name, sep, value = item.partition("=")
-        if not sep or not name:
-            raise _InputError(f"--arg {item!r}: expected NAME=VALUE")
-        arguments[name] = value
+    _check_session_id(args.session)
+    if args.company_id is not None:
+        _check_company(args.company_id)
+    arguments = _typed_arguments(trigger, args.arg or ())
     if args.args_json:
         arguments.update(_json_object(args.args_json, "--args-json"))
     options = _outbound_options(args)
     if args.follow_redirects:
         options["follow_redirects"] = True
-    try:
-        result = call_trigger_sync(
-            trigger,
-            args.session,
-            arguments,
-            args.image or (),
-            database=_database(args),
-            dry_run=args.dry_run,
-            **options,
-        )
-    except SessionNotFound:
-        raise _InputError(
-            f"no session {args.session!r} in {_database(args)}; create it with "
-            f"'webhook-dsl session put {args.session} ...'"
-        ) from None
+
+    async def work(store: Store) -> TriggerResult:
+        async with Runtime(store, **options) as runtime:
+            return await runtime.call_trigger(
+                trigger, args.session, arguments, args.image or (), dry_run=args.dry_run, company_id=args.company_id
+            )
+
+    result = _with_store(args, work, existing=True, session_id=args.session)
     printed = result.to_dict()
     if args.show_secrets and result.dry_run is not None and result.call.request is not None:
         printed["dry_run"]["request"] = result.call.request.to_dict()
     print(json.dumps(printed, ensure_ascii=False, indent=2), file=out)
-    return 0 if result.call.ok else 1
+    if result.call.ok:
+        return 0
+    print(f"call failed ({printed['category']}): {printed['error']}", file=err)  # masked, as in the JSON
+    return 1
+
+
+#: The value of an --arg that is none of the declared types.
+_NOT_CONVERTED: Any = object()
+#: A value of each JSON Schema type, for the message that says how to write one.
+_TYPE_EXAMPLES = {
+    "integer": "3",
+    "number": "2.5",
+    "boolean": "true",
+    "null": "null",
+    "array": '["a", "b"]',
+    "object": '{"key": "value"}',
+}
+
+
+def _typed_arguments(trigger: Trigger, items: Sequence[str]) -> dict[str, Any]:
+    """``--arg NAME=VALUE`` pairs, each value read as the trigger's parameters schema declares NAME: ``qty=3``
+    is the number 3 when qty is an ``integer``, ``tags=["a"]`` a list when tags is an ``array``. A value stays
+    the string typed where the property is (or may be) a string, or declares no type."""
+    properties = trigger.parameters.get("properties")
+    arguments: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise _InputError(f"--arg {item!r}: expected NAME=VALUE")
+        schema = properties.get(name) if isinstance(properties, Mapping) else None
+        types = _declared_types(schema)
+        if not types or "string" in types:
+            arguments[name] = value
+            continue
+        converted = _converted(value, types)
+        if converted is _NOT_CONVERTED:
+            wanted = " or ".join(sorted(types))
+            example = _TYPE_EXAMPLES.get(min(types), "...")
+            as_json = json.dumps({name: json.loads(example)})
+            raise _InputError(
+                f"--arg {name}={value}: the trigger declares {name} as {wanted}, and {value!r} is not one; write "
+                f"--arg {name}={example.replace(' ', '')}, or give the arguments as JSON: --args-json '{as_json}'"
+            )
+        arguments[name] = converted
+    return arguments
+
+
+def _declared_types(schema: Any) -> set[str]:
+    """The JSON types a property schema allows, from its ``type`` (or the values of its ``enum``/``const``)."""
+    if not isinstance(schema, Mapping):
+        return set()
+    declared = schema.get("type")
+    if isinstance(declared, str):
+        return {declared}
+    if isinstance(declared, list):
+        return {t for t in declared if isinstance(t, str)}
+    values = schema["enum"] if isinstance(schema.get("enum"), list) else [schema["const"]] if "const" in schema else []
+    return {_json_type(value) for value in values}
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"
+
+
+def _converted(text: str, types: set[str]) -> Any:
+    """``text`` read as JSON when that gives one of ``types`` (an integral number is an ``integer``, as JSON
+    Schema counts 3.0; any number is a ``number``); ``_NOT_CONVERTED`` otherwise."""
+    try:
+        value = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RecursionError):
+        return _NOT_CONVERTED
+    kind = _json_type(value)
+    if kind in types:
+        return value
+    if kind == "integer" and "number" in types:
+        return value
+    if kind == "number" and "integer" in types and float(value).is_integer():
+        return value
+    return _NOT_CONVERTED
 
 
 def _logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from .storage.sqlite import SQLiteStore
+    from .storage.base import AmbiguousSession, SessionNotFound
 
-    store = SQLiteStore(_existing_database(args))
-    try:
-        records = store.logs_sync(args.session_id, args.limit)
-    finally:
-        store.close_sync()
-    if args.format == "json":
+    _check_session_id(args.session_id)
+    company = getattr(args, "company_id", None)
+    if company is not None:
+        _check_company(company)
+    limit = getattr(args, "limit", 100)
+
+    async def work(store: Store) -> list[dict[str, Any]]:
+        owner = company
+        if owner is None:  # one company's records only: the session's, or an error listing its companies
+            try:
+                owner = (await store.get_session(args.session_id)).company_id
+            except AmbiguousSession:
+                raise
+            except SessionNotFound:
+                owner = None  # no such session (any more): whatever records carry its id
+        return await store.logs(args.session_id, limit, company_id=owner)
+
+    records = _with_store(args, work, existing=True)
+    if getattr(args, "format", "text") == "json":
         print(json.dumps(records, ensure_ascii=False, indent=2), file=out)
         return 0
     for record in records:
@@ -387,6 +614,23 @@ def _logs(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         )
     if not records:
         print(f"no calls logged for session {args.session_id!r}", file=err)
+    return 0
+
+
+def _logs_purge(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Delete log records older than ``--older-than``, of one company or of all."""
+    company = getattr(args, "company_id", None)
+    if company is not None:
+        _check_company(company)
+    before = time.time() - args.older_than
+
+    async def work(store: Store) -> int:
+        return await store.purge_logs(before, company_id=company)
+
+    removed = _with_store(args, work, existing=True)
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(before))
+    of = f" of company {company!r}" if company else ""
+    print(f"purged {removed} log record(s){of} written before {when}Z", file=err)
     return 0
 
 
@@ -417,9 +661,13 @@ def _tools(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def _tool_calls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Run a model's tool calls (OpenAI chat, Responses or Anthropic items, as JSON) on a session."""
+    from .runtime.calls import Runtime
     from .runtime.catalog import TriggerCatalog, TriggerLoadError
-    from .runtime.dispatch import ToolCallFormatError, run_tool_calls_sync
+    from .runtime.dispatch import ToolCallFormatError, ToolReply, run_tool_calls
 
+    _check_session_id(args.session)
+    if args.company_id is not None:
+        _check_company(args.company_id)
     text = sys.stdin.read() if args.calls == "-" else _read(args.calls)
     try:
         calls = json.loads(text)
@@ -435,10 +683,13 @@ def _tool_calls(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except TriggerLoadError as error:
         raise _InputError(f"{error}\n--triggers {args.triggers}: fix these errors first") from None
     options = _outbound_options(args)
+
+    async def work(store: Store) -> list[ToolReply]:
+        async with Runtime(store, **options) as runtime:
+            return await run_tool_calls(runtime, catalog, args.session, calls, company_id=args.company_id)
+
     try:
-        replies = run_tool_calls_sync(
-            catalog, args.session, calls, database=_database(args), company_id=args.company_id, **options
-        )
+        replies = _with_store(args, work, existing=True, session_id=args.session)
     except ToolCallFormatError as error:
         raise _InputError(f"{args.calls}: {error}") from None
     print(json.dumps(replies, ensure_ascii=False, indent=2), file=out)
@@ -460,85 +711,160 @@ def _stand_in(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Check everything a start needs (settings, triggers, the disk), then serve: in this process, or in
+    ``--workers`` processes that each build the app from the same settings, handed over as WEBHOOK_DSL_*."""
     import logging
 
     try:
         import uvicorn
 
-        from .service import ServiceSettings, create_app
+        from .service import create_app
+        from .service.logformat import configure_logging
+        from .service.settings import ServiceConfig, ServiceConfigError, disk_headroom_problem
     except ImportError as error:
         raise _InputError(
             f"webhook-dsl serve needs the service extra ({error.name} is not installed): "
             "pip install 'webhook-dsl[service]'"
         ) from None
     from .runtime.catalog import TriggerCatalog, TriggerLoadError
-    from .storage.base import company_id_problem
     from .storage.database_url import open_store, sqlite_path
 
+    given = {field: getattr(args, dest) for dest, (field, _) in _SERVE_FLAGS.items() if getattr(args, dest) is not None}
     try:
-        catalog = TriggerCatalog.load(args.triggers)
+        config = ServiceConfig.load(given, {field: flag for field, flag in _SERVE_FLAGS.values()})
+    except ServiceConfigError as error:
+        raise _InputError(str(error)) from None
+    if config.triggers is None:
+        raise _InputError("--triggers: give the folder of trigger files (or one file), or set $WEBHOOK_DSL_TRIGGERS")
+    try:
+        catalog = TriggerCatalog.load(config.triggers)
     except TriggerLoadError as error:
         print(error, file=err)
-        print(f"not started: the triggers in {args.triggers} have errors", file=err)
+        print(f"not started: the triggers in {config.triggers} have errors", file=err)
         return 1
-    try:
-        database_file = sqlite_path(_database(args))
-    except ValueError as error:
-        raise _InputError(f"--database: {error}") from None
-    if database_file is not None and (problem := _disk_headroom_problem(database_file, args.min_free_disk_mb)):
+    database_file = sqlite_path(config.database)  # checked by ServiceConfig
+    if database_file is not None and (problem := disk_headroom_problem(database_file, config.min_free_disk_mb)):
         print(problem, file=err)
         return 2
-    try:
-        store = open_store(_database(args))
-    except ValueError as error:
-        raise _InputError(f"--database: {error}") from None
-    if args.anonymous_company is not None and (problem := company_id_problem(args.anonymous_company)) is not None:
-        raise _InputError(f"--anonymous-company: {problem}")
-    if args.anonymous_company is not None and not _is_loopback_address(args.host):
+    if config.anonymous_company is not None and not _is_loopback_address(args.host):
         raise _InputError(
             f"--anonymous-company serves requests that carry no key, so it listens on loopback only "
             f"(--host 127.0.0.1, ::1 or localhost), not on {args.host}"
         )
-    if args.max_client_data_bytes < 2:
-        raise _InputError("--max-client-data-bytes: at least 2 (the size of {})")
-    settings = ServiceSettings(
-        max_body_bytes=args.max_body_bytes,
-        access_log=not args.no_access_log,
-        dashboard=not args.no_dashboard,
-        anonymous_company=args.anonymous_company,
-        max_client_data_bytes=args.max_client_data_bytes,
-        max_requests_per_company=args.max_requests_per_company or None,
-        large_body_share=args.large_body_share or None,
-    )
-    options = _outbound_options(args)
-    app = create_app(store, catalog, settings=settings, **options)
-    if args.anonymous_company is not None:
-        print(
-            f"warning: requests without an API key act as company {args.anonymous_company!r} "
-            "(--anonymous-company); do not expose this port",
-            file=err,
+    try:
+        store = open_store(config.database)
+    except ValueError as error:
+        raise _InputError(f"--database: {error}") from None
+    restore_logging = configure_logging(config.log_format, config.log_level)
+    log = logging.getLogger("webhook_dsl.service")
+    try:
+        if config.anonymous_company is not None:
+            log.warning(
+                "requests without an API key act as company %r (--anonymous-company); do not expose this port",
+                config.anonymous_company,
+            )
+        shared = len(catalog.shared)
+        own = ", ".join(f"{c}: {len(t)}" for c, t in sorted(catalog.companies.items())) or "none"
+        log.info(
+            "webhook-dsl service: %d shared trigger(s), per company: %s; database %s; http://%s:%d/ (dashboard at "
+            "/dashboard/, metrics at /metrics)%s",
+            shared,
+            own,
+            getattr(store, "kind", "sqlite"),
+            args.host,
+            args.port,
+            f"; {args.workers} worker processes" if args.workers > 1 else "",
         )
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    shared = len(catalog.shared)
-    own = ", ".join(f"{c}: {len(t)}" for c, t in sorted(catalog.companies.items())) or "none"
-    print(
-        f"webhook-dsl service: {shared} shared trigger(s), per company: {own}; "
-        f"database {getattr(store, 'kind', 'sqlite')}; http://{args.host}:{args.port}/ (dashboard at /dashboard/)",
-        file=err,
-    )
-    config = uvicorn.Config(
-        app,
-        host=args.host,
-        port=args.port,
-        log_level=args.log_level,
-        access_log=False,  # ours leaves out query strings (a dashboard ?key= must not reach a log)
-        proxy_headers=args.proxy_headers,
-        server_header=False,
-        loop=args.loop,
-    )
-    server = uvicorn.Server(config)
-    server.run()
-    return 0 if server.started else 1
+        server_options: dict[str, Any] = {
+            "host": args.host,
+            "port": args.port,
+            "log_config": None,  # configure_logging has set up every logger, uvicorn's too, in --log-format
+            "log_level": config.log_level,
+            "access_log": False,  # ours leaves out query strings (a dashboard ?key= must not reach a log)
+            "proxy_headers": args.proxy_headers,
+            "server_header": False,
+            "loop": args.loop,
+        }
+        if args.workers > 1:
+            return _serve_workers(uvicorn, config, store, args.workers, server_options, err)
+        app = create_app(store, catalog, config=config)
+        server = uvicorn.Server(uvicorn.Config(app, **server_options))
+        server.run()
+        return 0 if server.started else 1
+    finally:
+        restore_logging()
+
+
+#: serve's options that are service settings: argparse dest -> (ServiceConfig field, the flag, for messages).
+#: Each is None unless given, so that its WEBHOOK_DSL_* variable applies otherwise.
+_SERVE_FLAGS = {
+    "database": ("database", "--database"),
+    "triggers": ("triggers", "--triggers"),
+    "allow_network": ("allow_networks", "--allow-network"),
+    "allow_host": ("allow_hosts", "--allow-host"),
+    "timeout": ("timeout", "--timeout"),
+    "max_body_bytes": ("max_body_bytes", "--max-body-bytes"),
+    "max_client_data_bytes": ("max_client_data_bytes", "--max-client-data-bytes"),
+    "max_requests_per_company": ("max_requests_per_company", "--max-requests-per-company"),
+    "large_body_share": ("large_body_share", "--large-body-share"),
+    "min_free_disk_mb": ("min_free_disk_mb", "--min-free-disk-mb"),
+    "anonymous_company": ("anonymous_company", "--anonymous-company"),
+    "dashboard": ("dashboard", "--no-dashboard"),
+    "access_log": ("access_log", "--no-access-log"),
+    "metrics": ("metrics", "--no-metrics"),
+    "log_format": ("log_format", "--log-format"),
+    "log_level": ("log_level", "--log-level"),
+    "log_retention_days": ("log_retention_days", "--log-retention-days"),
+}
+
+
+def _serve_workers(
+    uvicorn: Any, config: Any, store: Store, workers: int, server_options: dict[str, Any], err: TextIO
+) -> int:
+    """``serve --workers N``: the database checked once here (one line if it cannot be reached, and its schema
+    brought up to date by one process, not N at once), then N uvicorn workers, each calling
+    ``create_app()`` with this config as WEBHOOK_DSL_* variables and sharing a fresh metrics folder."""
+    import tempfile
+
+    from uvicorn.supervisors import Multiprocess
+
+    from .service.metrics import MULTIPROC_ENV
+    from .service.settings import STARTUP_FAILURE
+
+    async def check() -> None:
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        run(check())
+    except Exception as error:  # unreachable, refused, wrong password: whatever it is, said in one line
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"not started: the database cannot be used: {reason}", file=err)
+        return 1
+    directory = tempfile.mkdtemp(prefix="webhook-dsl-metrics-")
+    variables = {**config.to_env(), MULTIPROC_ENV: directory}
+    saved = {name: os.environ.get(name) for name in variables}
+    _set_environment(variables)
+    try:
+        server_config = uvicorn.Config(
+            "webhook_dsl.service:create_app", factory=True, workers=workers, **server_options
+        )
+        supervisor = Multiprocess(server_config, sockets=[server_config.bind_socket()])
+        supervisor.run()
+        return 1 if any(p.exitcode == STARTUP_FAILURE for p in supervisor.processes) else 0
+    finally:
+        _set_environment(saved)
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _set_environment(variables: Mapping[str, str | None]) -> None:
+    for name, value in variables.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 def _mcp(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -552,8 +878,6 @@ def _mcp(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"webhook-dsl mcp needs the mcp extra ({error.name} is not installed): pip install 'webhook-dsl[mcp]'"
         ) from None
     from .runtime.catalog import _compile_all
-    from .storage.base import AmbiguousSession, SessionNotFound
-    from .storage.database_url import open_store
 
     _check_session_id(args.session)
     if args.company_id is not None:
@@ -568,33 +892,16 @@ def _mcp(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print("\n".join(problems) or f"no trigger files in {' '.join(args.files)}", file=err)
         print("not started: the triggers have errors" if problems else "not started: no tools to serve", file=err)
         return 1
-    try:
-        store = open_store(_database(args))
-    except ValueError as error:
-        raise _InputError(f"--database: {error}") from None
     logging.basicConfig(
         level=args.log_level.upper(), stream=err, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     options = _outbound_options(args)
 
-    async def serve() -> None:
-        try:
-            await serve_stdio(triggers, args.session, store, company_id=args.company_id, **options)
-        finally:
-            await store.close()
+    async def serve(store: Store) -> None:
+        await serve_stdio(triggers, args.session, store, company_id=args.company_id, **options)
 
     try:
-        run(serve())
-    except AmbiguousSession:
-        raise _InputError(
-            f"session {args.session!r} exists for several companies in {_database(args)}; name one with --company-id"
-        ) from None
-    except SessionNotFound:
-        raise _InputError(
-            f"no session {args.session!r}"
-            + (f" of company {args.company_id!r}" if args.company_id else "")
-            + f" in {_database(args)}; create it with 'webhook-dsl session put {args.session} ...'"
-        ) from None
+        _with_store(args, serve, existing=True, session_id=args.session)
     except KeyboardInterrupt:
         return 130
     return 0
@@ -643,24 +950,6 @@ def _check_company(company_id: str) -> None:
         raise _InputError(f"--company-id {company_id!r}: {problem}")
 
 
-def _with_store(args: argparse.Namespace, work: Callable[[Store], Awaitable[int]]) -> int:
-    """Open the store ``--database`` names (SQLite or PostgreSQL), run ``work`` on it, close it."""
-    from .storage.database_url import open_store
-
-    try:
-        store = open_store(_database(args))
-    except ValueError as error:
-        raise _InputError(f"--database: {error}") from None
-
-    async def run_and_close() -> int:
-        try:
-            return await work(store)
-        finally:
-            await store.close()
-
-    return run(run_and_close())
-
-
 def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from .storage.base import API_KEY_PREFIX, hash_api_key, new_api_key
 
@@ -685,7 +974,7 @@ def _keys(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 0 if removed else 1
         return 0
 
-    return _with_store(args, work)
+    return _with_store(args, work, existing=args.keys_command != "create")
 
 
 def _secret_value(name: str) -> str:
@@ -751,7 +1040,7 @@ def _secrets(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             return 1
         return 0
 
-    return _with_store(args, work)
+    return _with_store(args, work, existing=args.secrets_command != "set")
 
 
 def _checked(
@@ -794,6 +1083,94 @@ _seconds = _checked(
 )
 
 
+#: At least 1.
+_positive = _checked(int, "a whole number", lambda v: v > 0, "{text}: give 1 or more")
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _seconds_of(text: str) -> float:
+    """``90s``, ``15m``, ``12h``, ``30d``, ``2w`` in seconds; ValueError for anything else."""
+    match = _DURATION.fullmatch(text.strip().lower())
+    if match is None:
+        raise ValueError(text)
+    return float(match[1]) * _DURATION_UNITS[match[2]]
+
+
+#: How old is old: a number and a unit.
+_duration = _checked(
+    _seconds_of,
+    "a duration: write a number and a unit (s, m, h, d or w), such as 90s, 15m, 12h, 30d or 2w",
+    lambda v: 0 < v < float("inf"),
+    "{text}: a duration must be more than 0, such as 30d",
+)
+
+
+def _add_logs_show_options(command: argparse.ArgumentParser, company_help: str) -> None:
+    """The options of 'logs show', also taken by 'logs' itself before the session id ('logs --format json S1').
+    Their defaults are left out of the namespace (SUPPRESS) so that the subcommand's parse does not overwrite
+    what was given before it; ``_logs`` applies them."""
+    command.add_argument("--company-id", default=argparse.SUPPRESS, help=company_help)
+    command.add_argument(
+        "--limit", type=_positive, default=argparse.SUPPRESS, metavar="N", help="most recent N calls (default 100)"
+    )
+    command.add_argument(
+        "--format", choices=("text", "json"), default=argparse.SUPPRESS, help="output format (default text)"
+    )
+    command.add_argument("--database", metavar="URL", default=argparse.SUPPRESS, help=_DATABASE_HELP)
+
+
+if TYPE_CHECKING:
+    _SubParsers = argparse._SubParsersAction[argparse.ArgumentParser]
+else:
+    _SubParsers = argparse._SubParsersAction
+
+
+class _AnyWord(Mapping[str, argparse.ArgumentParser]):
+    """A view of the subcommands as argparse's choices that lets it pass any first word to the action, which
+    routes it."""
+
+    def __init__(self, parsers: dict[str, argparse.ArgumentParser]) -> None:
+        self._parsers = parsers
+
+    def __getitem__(self, name: str) -> argparse.ArgumentParser:
+        return self._parsers[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._parsers)
+
+    def __len__(self) -> int:
+        return len(self._parsers)
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+
+class _ShowByDefault(_SubParsers):
+    """Subcommands whose first word, when it names none of them, is the first argument of 'show':
+    'webhook-dsl logs S1' is 'webhook-dsl logs show S1', and 'webhook-dsl logs purge ...' the purge. argparse
+    checks a subcommand against its choices before calling the action, so the choices take any word
+    (``_AnyWord``) and the word is routed here; a session named like a subcommand is 'logs show NAME'."""
+
+    default_command = "show"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.choices = _AnyWord(self._name_parser_map)  # type: ignore[assignment]  # typeshed: a dict; argparse reads it as a Mapping
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        words = list(values or ())
+        if words and words[0] not in self._name_parser_map:
+            words.insert(0, self.default_command)
+        super().__call__(parser, namespace, words, option_string)
+
+
 def _add_outbound_options(command: argparse.ArgumentParser, timeout_help: str) -> None:
     """The options of every command that calls webhooks: which non-public destinations it may reach, and the
     deadline of a call."""
@@ -815,15 +1192,6 @@ def _outbound_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.timeout is not None:
         options["deadline"] = args.timeout
     return options
-
-
-def _existing_database(args: argparse.Namespace) -> str:
-    """The SQLite file a read-only command reads, which must exist: opening a misspelt path would create an
-    empty database and report "no session" or "no calls" as if that were the answer."""
-    path = _database(args)
-    if path != ":memory:" and not Path(path).is_file():
-        raise _InputError(f"--database {path}: no such file (a command that only reads never creates one)")
-    return path
 
 
 def _network(text: str) -> str:
@@ -861,10 +1229,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     render = commands.add_parser(
         "render",
-        help="print the request a config would send, as JSON",
-        description="Render the request each config (or compiled plan file) would send, printed as JSON: "
-        '{"method", "url", "headers": [[key, value], ...], "body": text or null}. '
-        "Nothing is sent. A reference that matches no variable is an error unless --lenient.",
+        help="print the request a config would send, as JSON (one object per line)",
+        description="Render the request each config (or compiled plan file) would send, printed as JSON Lines: "
+        'one object per request, {"source", "method", "url", "headers": [[key, value], ...], "body": text or '
+        "null}, one per line whatever the number of files (--pretty indents them). Nothing is sent. A reference "
+        "that matches no variable is an error unless --lenient.",
         epilog="example: webhook-dsl render examples/webhooks/analyze_image.json --vars examples/variables.json "
         "--var-json 'images=[\"https://cdn.example.com/a.jpg\"]'",
     )
@@ -894,6 +1263,11 @@ def build_parser() -> argparse.ArgumentParser:
         help='print declared secrets ($secrets.NAME and the webhook\'s "secrets") as they would be sent; '
         "by default they read ***",
     )
+    render.add_argument(
+        "--pretty",
+        action="store_true",
+        help="indent each object over several lines, for reading (default: one line each)",
+    )
     render.set_defaults(handler=_render)
 
     compile_ = commands.add_parser(
@@ -907,13 +1281,16 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("-o", "--output", required=True, metavar="OUT", help="plan file to write ('-' for stdout)")
     compile_.set_defaults(handler=_compile)
 
-    database_help = "SQLite file holding sessions and logs (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
     session = commands.add_parser(
         "session",
-        help="create, update or show a session and its client_data",
-        description="Sessions hold the system variables and the client_data a "
-        "webhook can use. 'put' merges client_data (keys replace keys).",
-        epilog="example: webhook-dsl session put S1 --company-id cmp_42 --client-data '{\"plan\":\"pro\"}'",
+        help="create, update, show, list or delete sessions and their client_data",
+        description="Sessions hold the system variables and the client_data a webhook can use; each belongs to a\n"
+        "company. 'put' merges client_data (keys replace keys); 'delete' removes a session and its logs.\n"
+        "Without --company-id a command means the one company that has a session with this id: an\n"
+        "id several companies have is an error that lists them.",
+        epilog='examples:\n  webhook-dsl session put S1 --company-id cmp_42 --client-data \'{"plan":"pro"}\'\n'
+        "  webhook-dsl session get S1 --company-id cmp_42 --database postgresql://webhooks@db.internal/webhooks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     session_commands = session.add_subparsers(dest="session_command", required=True, metavar="ACTION")
     session_triggers_help = (
@@ -921,6 +1298,7 @@ def build_parser() -> argparse.ArgumentParser:
         'the client_data keys these triggers declare in "secrets" are shown as ***. Without it nothing is '
         "masked: the values shown are the ones you typed"
     )
+    session_company_help = "the session's company (default: the one company with a session of this id)"
     put = session_commands.add_parser(
         "put",
         help="create or update a session (client_data is merged)",
@@ -932,12 +1310,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--triggers examples/triggers",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    put.add_argument("session_id", metavar="SESSION_ID")
-    put.add_argument("--company-id", help="the company the session belongs to ($company.id)")
+    put.add_argument("session_id", metavar="SESSION_ID", help="the session to create or update")
+    put.add_argument(
+        "--company-id",
+        help="the company the session belongs to ($company.id); an existing session: default, the one company "
+        "with this id",
+    )
     put.add_argument("--assistant-id", help="the assistant of the session ($assistant.id)")
     put.add_argument("--client-data", metavar="JSON", help='client_data to merge, e.g. \'{"user_id":"usr_999"}\'')
     put.add_argument("--triggers", metavar="PATH", help=session_triggers_help)
-    put.add_argument("--database", help=database_help)
+    put.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     put.add_argument(
         "--max-client-data-bytes",
         type=int,
@@ -951,13 +1333,39 @@ def build_parser() -> argparse.ArgumentParser:
         "get",
         help="show a session (declared secrets masked with --triggers)",
         description="Show a session and its client_data.",
-        epilog="example:\n  webhook-dsl session get S1 --triggers examples/triggers",
+        epilog="example:\n  webhook-dsl session get S1 --company-id cmp_42 --triggers examples/triggers",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    get.add_argument("session_id", metavar="SESSION_ID")
+    get.add_argument("session_id", metavar="SESSION_ID", help="the session to show")
+    get.add_argument("--company-id", help=session_company_help)
     get.add_argument("--triggers", metavar="PATH", help=session_triggers_help)
-    get.add_argument("--database", help=database_help)
+    get.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     get.set_defaults(handler=_session_get)
+    delete = session_commands.add_parser(
+        "delete",
+        help="delete a session and its call logs",
+        description="Delete a session and every log record of its calls, in one transaction, and say how\n"
+        "many log records went. Exit status 1 when there is no such session.",
+        epilog="example:\n  webhook-dsl session delete S1 --company-id cmp_42 --database sqlite:///webhooks.db",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    delete.add_argument("session_id", metavar="SESSION_ID", help="the session to delete")
+    delete.add_argument("--company-id", help=session_company_help)
+    delete.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
+    delete.set_defaults(handler=_session_delete)
+    listed = session_commands.add_parser(
+        "list",
+        help="list a company's sessions, most recently updated first",
+        description="One line per session of the company: its id, assistant, number of calls and when it was\n"
+        "last updated (UTC); no client_data.",
+        epilog="example:\n  webhook-dsl session list --company-id cmp_42 --limit 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    listed.add_argument("--company-id", required=True, help="the company whose sessions to list")
+    listed.add_argument("--limit", type=_positive, default=100, metavar="N", help="at most N sessions (default 100)")
+    listed.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
+    listed.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
+    listed.set_defaults(handler=_session_list)
 
     call = commands.add_parser(
         "call",
@@ -970,9 +1378,16 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: webhook-dsl call examples/triggers/check_order.json --session S1 "
         "--arg order_number=A-1001 --allow-network 127.0.0.0/8",
     )
-    call.add_argument("trigger", metavar="TRIGGER_FILE")
+    call.add_argument("trigger", metavar="TRIGGER_FILE", help="the trigger to call (its JSON file)")
     call.add_argument("--session", required=True, metavar="SESSION_ID", help="the session to call the trigger on")
-    call.add_argument("--arg", action="append", metavar="NAME=VALUE", help="a string argument; repeatable")
+    call.add_argument("--company-id", help="the session's company (default: the one company with a session of this id)")
+    call.add_argument(
+        "--arg",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an argument, read as the trigger's parameters schema declares it (qty=3 is a number when qty is an "
+        "integer; a string stays as typed); repeatable",
+    )
     call.add_argument("--args-json", metavar="JSON", help="arguments as a JSON object (numbers, lists...)")
     call.add_argument("--image", action="append", metavar="URL", help="an image URL ($images); repeatable")
     _add_outbound_options(call, "overall deadline (default 15)")
@@ -987,20 +1402,61 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="with --dry-run, show declared secrets in the request as they would be sent",
     )
-    call.add_argument("--database", help=database_help)
+    call.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     call.set_defaults(handler=_call)
 
     logs = commands.add_parser(
         "logs",
-        help="show a session's call log",
-        description="Show a session's most recent calls, oldest first: time, trigger, status, outcome.",
-        epilog="example: webhook-dsl logs S1 --limit 20 --format json",
+        help="show a session's call log, or purge old records",
+        description="'webhook-dsl logs SESSION_ID' shows a session's most recent calls (short for\n"
+        "'webhook-dsl logs show SESSION_ID'); 'webhook-dsl logs purge --older-than 30d' deletes\n"
+        "old records. Options may come before or after the session id.",
+        epilog="examples:\n  webhook-dsl logs S1 --limit 20 --format json\n"
+        "  webhook-dsl logs purge --older-than 30d --company-id cmp_42",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    logs.add_argument("session_id", metavar="SESSION_ID")
-    logs.add_argument("--limit", type=int, default=100, help="most recent N calls (default 100)")
-    logs.add_argument("--format", choices=("text", "json"), default="text", help="output format (default text)")
-    logs.add_argument("--database", help=database_help)
-    logs.set_defaults(handler=_logs)
+    logs_company_help = "the session's company (default: the one company with a session of this id)"
+    _add_logs_show_options(logs, logs_company_help)  # before the session id too: 'logs --database URL S1'
+    logs_commands = logs.add_subparsers(
+        action=_ShowByDefault,
+        dest="logs_command",
+        required=True,
+        metavar="{SESSION_ID,show,purge}",
+    )
+    show = logs_commands.add_parser(
+        "show",
+        help="show a session's most recent calls (the default: 'logs S1' is 'logs show S1')",
+        description="Show a session's most recent calls, oldest first: time, trigger, status, outcome.\n"
+        "'logs S1' says the same; a session named show or purge is 'logs show purge'.",
+        epilog="examples:\n  webhook-dsl logs show S1 --company-id cmp_42 --format json\n"
+        "  webhook-dsl logs S1 --limit 20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    show.add_argument("session_id", metavar="SESSION_ID", help="the session whose calls to show")
+    _add_logs_show_options(show, logs_company_help)
+    show.set_defaults(handler=_logs)
+    purge = logs_commands.add_parser(
+        "purge",
+        help="delete log records older than a duration",
+        description="Delete the call log records written longer ago than --older-than, of one company\n"
+        "(--company-id) or of all, and say how many went. Sessions stay. Run it from cron, or let\n"
+        "the service purge every hour (WEBHOOK_DSL_LOG_RETENTION_DAYS).",
+        epilog="examples:\n  webhook-dsl logs purge --older-than 30d\n"
+        "  webhook-dsl logs purge --older-than 12h --company-id cmp_42 --database postgresql://webhooks@db/webhooks",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    purge.add_argument(
+        "--older-than",
+        required=True,
+        type=_duration,
+        metavar="DURATION",
+        help="a number and a unit: s, m, h, d (days) or w (weeks), e.g. 90s, 15m, 12h, 30d, 2w",
+    )
+    purge.add_argument(
+        "--company-id", default=argparse.SUPPRESS, help="only this company's records (default: every company's)"
+    )
+    purge.add_argument("--database", metavar="URL", default=argparse.SUPPRESS, help=_DATABASE_HELP)
+    purge.set_defaults(handler=_logs_purge)
 
     tools = commands.add_parser(
         "tools",
@@ -1044,9 +1500,7 @@ def build_parser() -> argparse.ArgumentParser:
     tool_calls.add_argument("--session", required=True, metavar="SESSION_ID", help="the session to run them on")
     tool_calls.add_argument("--company-id", help="the session's company, when the id exists for several")
     _add_outbound_options(tool_calls, "each call's deadline (default 15)")
-    tool_calls.add_argument(
-        "--database", help="SQLite file of the sessions (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
-    )
+    tool_calls.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     tool_calls.set_defaults(handler=_tool_calls)
 
     stand_in = commands.add_parser(
@@ -1071,17 +1525,27 @@ def build_parser() -> argparse.ArgumentParser:
         "Requests carry an API key ('Authorization: Bearer KEY' or 'X-Api-Key: KEY'; create one\n"
         "with 'webhook-dsl keys create'), and a key sees only its company's sessions, logs and\n"
         "triggers. Outbound webhooks to loopback, private and other non-public addresses are\n"
-        "refused unless allowed (--allow-network).",
+        "refused unless allowed (--allow-network).\n\n"
+        "Every option that is a service setting can also be set as WEBHOOK_DSL_<NAME> (a flag wins):\n"
+        "WEBHOOK_DSL_TRIGGERS, WEBHOOK_DSL_DATABASE, WEBHOOK_DSL_ALLOW_NETWORKS (comma-separated),\n"
+        "WEBHOOK_DSL_LOG_FORMAT... (README: The service). The same variables configure\n"
+        "'uvicorn --factory webhook_dsl.service:create_app'. GET /metrics answers Prometheus text\n"
+        "(WEBHOOK_DSL_METRICS_TOKEN makes it ask for 'Authorization: Bearer TOKEN').",
         epilog="examples:\n"
         "  webhook-dsl keys create --company-id cmp_42\n"
         "  webhook-dsl serve --triggers examples/triggers --port 8080 --allow-network 127.0.0.0/8\n"
         "  webhook-dsl serve --triggers triggers/ --database postgresql://webhooks@db.internal/webhooks\n"
         "  webhook-dsl serve --triggers triggers/ --database sqlite:////var/lib/webhooks/w.db --min-free-disk-mb 1024\n"
+        "  webhook-dsl serve --triggers triggers/ --host 0.0.0.0 --workers 4 --log-format json --log-retention-days 7\n"
         '  curl -X PUT localhost:8080/session/S1 -H "Authorization: Bearer $KEY" '
         '-F \'client_data={"user_id":"usr_999"}\'',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    serve.add_argument("--triggers", required=True, metavar="DIR", help="folder of trigger files (or one trigger file)")
+    serve.add_argument(
+        "--triggers",
+        metavar="DIR",
+        help="folder of trigger files (or one trigger file) (default: $WEBHOOK_DSL_TRIGGERS; one of them is needed)",
+    )
     serve.add_argument(
         "--database",
         metavar="URL",
@@ -1090,18 +1554,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8080, help="port to listen on (default 8080)")
+    serve.add_argument(
+        "--workers",
+        type=_checked(int, "a whole number", lambda v: v >= 1, "{text}: give 1 or more worker processes"),
+        default=1,
+        metavar="N",
+        help="serve from N processes sharing the port (uvicorn's workers), for more than one core; /metrics "
+        "sums them all (default 1). Example: --workers 4",
+    )
     _add_outbound_options(serve, "overall deadline of a webhook call (default 15)")
     serve.add_argument(
         "--max-body-bytes",
         type=int,
-        default=1024 * 1024,
         metavar="N",
         help="larger request bodies are refused with 413 (default 1048576)",
     )
     serve.add_argument(
         "--max-client-data-bytes",
         type=int,
-        default=DEFAULT_MAX_CLIENT_DATA_BYTES,
         metavar="N",
         help="a session's client_data holds at most N bytes of compact JSON: a PUT past it is a 413, a webhook "
         f"response's merge past it is refused with a warning in the call's result and log (default "
@@ -1110,7 +1580,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--max-requests-per-company",
         type=_non_negative,
-        default=64,
         metavar="N",
         help="at most N requests of one company being processed at once; more get 429 (Retry-After: 1). A trigger "
         "call counts while its body is read and checked, not while its webhook is waited on (default 64; 0: no limit)",
@@ -1118,7 +1587,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--large-body-share",
         type=_share,
-        default=0.1,
         metavar="F",
         help="one company's bodies over 64 KiB may take at most this fraction of the service's time to parse and "
         "check, on average; past it its next large body is a 429 with Retry-After (default 0.1; 0: no limit). "
@@ -1127,7 +1595,6 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--min-free-disk-mb",
         type=_non_negative,
-        default=64,
         metavar="N",
         help="with a SQLite database, refuse to start (exit status 2) when its filesystem has less than N MB "
         "free (1 MB = 1048576 bytes); a PostgreSQL server's disk is not checked (default 64; 0: no check)",
@@ -1152,10 +1619,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop: uvloop when installed (auto, the default), or asyncio's own; trigger calls run "
         "faster on uvloop (README: Performance has the figures)",
     )
-    serve.add_argument("--no-dashboard", action="store_true", help="serve the API only")
-    serve.add_argument("--no-access-log", action="store_true", help="no line per request on stderr")
     serve.add_argument(
-        "--log-level", default="info", choices=("debug", "info", "warning", "error"), help="default info"
+        "--no-dashboard", action="store_false", dest="dashboard", default=None, help="serve the API only"
+    )
+    serve.add_argument(
+        "--no-access-log", action="store_false", dest="access_log", default=None, help="no line per request on stderr"
+    )
+    serve.add_argument(
+        "--no-metrics", action="store_false", dest="metrics", default=None, help="no /metrics endpoint, no counting"
+    )
+    serve.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        help="text lines, or one JSON object per line (time, level, logger, message, request_id, method, path, "
+        "status, duration_ms; company, trigger and category for a trigger call), uvicorn's lines too (default text)",
+    )
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="default info")
+    serve.add_argument(
+        "--log-retention-days",
+        type=_checked(float, "a number of days", lambda v: 0 < v < float("inf"), "{text}: give more than 0 days"),
+        metavar="DAYS",
+        help="purge call log records older than DAYS, at start-up and every hour (default: keep them). "
+        "Example: --log-retention-days 30",
     )
     serve.set_defaults(handler=_serve)
 
@@ -1181,12 +1666,7 @@ def build_parser() -> argparse.ArgumentParser:
     mcp.add_argument("--session", required=True, metavar="SESSION_ID", help="the session every tool call runs on")
     mcp.add_argument("--company-id", help="the company the session belongs to (default: the one session with this id)")
     _add_outbound_options(mcp, "overall deadline of a webhook call (default 15)")
-    mcp.add_argument(
-        "--database",
-        metavar="URL",
-        help="sessions, logs and secrets: sqlite:///FILE, a plain FILE or postgresql://... "
-        "(default: $WEBHOOK_DSL_DATABASE or webhooks.db)",
-    )
+    mcp.add_argument("--database", metavar="URL", help=_DATABASE_HELP)
     mcp.add_argument(
         "--log-level",
         default="warning",
@@ -1203,9 +1683,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="example: KEY=$(webhook-dsl keys create --company-id cmp_42 --label 'assistant backend')",
     )
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="ACTION")
-    keys_database_help = (
-        "sqlite:///FILE, a plain FILE or postgresql://... (default: $WEBHOOK_DSL_DATABASE or webhooks.db)"
-    )
+    keys_database_help = _DATABASE_HELP
     keys_create = keys_commands.add_parser(
         "create",
         help="make a key for a company and print it (once)",

@@ -539,7 +539,7 @@ class Authorizer:
         if call.category in ("timeout", "connection"):
             error = (call.error or "").removeprefix(NOT_SENT)
             raise AuthFailure(call.category, f"{NOT_SENT}the OAuth2 token request to {host} failed ({error})")
-        if call.category in ("blocked", "render", "too_large"):
+        if call.category in ("blocked", "dns", "render", "too_large"):
             raise AuthFailure(call.category, f"the OAuth2 token request to {host}: {call.error}")
         if call.status is None or not 200 <= call.status < 300:
             code = _error_code(call.body)

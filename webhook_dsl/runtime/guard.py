@@ -11,9 +11,12 @@ names are resolved once, every address is checked, and the connection is made to
 the checked addresses only (see ``runtime``), leaving no DNS-rebinding window.
 
 A refusal's message reaches the LLM and the API caller, so for a name it never says
-what the name resolved to, nor whether it resolved at all (that would map a private
-DNS zone for whoever steers the LLM); ``BlockedError.detail``, logged for the
-operator on ``webhook_dsl.runtime.guard``, does.
+what the name resolved to (that would map a private DNS zone for whoever steers the
+LLM); ``BlockedError.detail``, logged for the operator on ``webhook_dsl.runtime.guard``,
+does. A name that does not resolve at all is ``UnresolvedName`` (category ``dns``), so
+that a typo is not mistaken for a policy refusal. A refusal the operator could lift names
+the option that would (``--allow-network`` / ``WEBHOOK_DSL_ALLOW_NETWORKS``, ``--allow-host``
+/ ``WEBHOOK_DSL_ALLOW_HOSTS``), for a name without saying which network it would open.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ __all__ = [
     "NetworkSpecError",
     "OutboundGuard",
     "Resolver",
+    "UnresolvedName",
     "parse_network",
     "parse_numeric_host",
     "system_resolver",
@@ -104,12 +108,23 @@ class BlockedError(Exception):
     """The destination is not allowed; nothing was sent.
 
     The message says why in words safe to show anyone (the LLM, the API caller); ``detail`` is the
-    operator's version, which may name the private address a name resolved to."""
+    operator's version, which may name the private address a name resolved to. ``category`` is the
+    call's failure category."""
+
+    category = "blocked"
 
     def __init__(self, message: str, detail: str | None = None) -> None:
         super().__init__(message)
         self.detail = detail or message
-        _log.info("blocked: %s", self.detail)
+        _log.info("%s: %s", self.category, self.detail)
+
+
+class UnresolvedName(BlockedError):
+    """The host name does not resolve (no such name, no address, the lookup failed or stalled); nothing was
+    sent. A ``BlockedError`` so that every path that refuses a destination refuses this one too, with its
+    own category: a typo in a URL is not a policy to loosen."""
+
+    category = "dns"
 
 
 class NetworkSpecError(ValueError):
@@ -266,7 +281,7 @@ class OutboundGuard:
         reason = why_blocked(address)
         if reason:
             shown = f"{host} is {address}" if str(address) != host.strip("[]") else f"{address}"
-            raise BlockedError(f"{shown}: {reason}; not a public address")
+            raise BlockedError(f"{shown}: {reason}; not a public address ({_allow_network_hint(address)})")
 
     def check_resolved(self, address: IPAddress, host: str, *, allowed_name: bool = False) -> None:
         """Refuse an address a name resolved to. The message never shows it (see the module docstring)."""
@@ -276,7 +291,8 @@ class OutboundGuard:
             return
         reason = why_blocked(address)
         if reason:
-            raise BlockedError(_name_refused(host), f"{host} resolves to {address}: {reason}")
+            detail = f"{host} resolves to {address}: {reason}"
+            raise BlockedError(f"{_name_refused(host)} ({_allow_host_hint(host)})", detail)
 
     def check_name(self, host: str) -> str:
         """Refuse names that are local by definition; return the normalized name."""
@@ -286,7 +302,7 @@ class OutboundGuard:
         if name in self.allow_hosts:
             return name
         if name in BLOCKED_NAMES or name.endswith(BLOCKED_SUFFIXES):
-            raise BlockedError(f"{host} names this machine or an internal service")
+            raise BlockedError(f"{host} names this machine or an internal service ({_allow_host_hint(host)})")
         return name
 
     def numeric(self, host: str) -> IPAddress | None:
@@ -307,24 +323,39 @@ class OutboundGuard:
             async with asyncio.timeout(self.resolve_timeout):
                 addresses = await resolver(name, port)
         except TimeoutError:
-            raise BlockedError(f"looking up {host} took longer than {self.resolve_timeout:g} s") from None
-        except OSError as error:  # worded like a private answer: which names exist is not for the LLM to learn
-            raise BlockedError(_name_refused(host), f"cannot look up {host}: {error.strerror or error}") from None
+            raise UnresolvedName(f"looking up {host} took longer than {self.resolve_timeout:g} s") from None
+        except OSError as error:
+            raise UnresolvedName(_unresolved(host), f"cannot look up {host}: {error.strerror or error}") from None
         if not addresses:
-            raise BlockedError(_name_refused(host), f"{host} has no address")
+            raise UnresolvedName(_unresolved(host), f"{host} has no address")
         allowed_name = name in self.allow_hosts
         for text in addresses:
             try:
                 parsed = ipaddress.ip_address(text)
             except ValueError:
-                raise BlockedError(_name_refused(host), f"{host}: the resolver answered {text!r}") from None
+                raise UnresolvedName(_unresolved(host), f"{host}: the resolver answered {text!r}") from None
             self.check_resolved(parsed, host, allowed_name=allowed_name)
         return addresses
 
 
 def _name_refused(host: str) -> str:
-    """What anyone but the operator learns about a refused name, whatever the reason."""
-    return f"{host}: not found, or its address is not public"
+    """What anyone but the operator learns about a name that resolves to a refused address: not which."""
+    return f"{host}: its address is not public"
+
+
+def _unresolved(host: str) -> str:
+    """What anyone but the operator learns about a name that does not resolve (the resolver's words are logged)."""
+    return f"{host}: the name does not resolve"
+
+
+def _allow_network_hint(address: IPAddress) -> str:
+    """The options that would let a request reach this address (the address the caller wrote, no wider)."""
+    return f"allow it with --allow-network {address}/{address.max_prefixlen} or WEBHOOK_DSL_ALLOW_NETWORKS"
+
+
+def _allow_host_hint(host: str) -> str:
+    """The options that would let a request reach this name: by name, so that no address is shown."""
+    return f"allow it with --allow-host {_normal(host)} or WEBHOOK_DSL_ALLOW_HOSTS"
 
 
 def _normal(host: str) -> str:

@@ -38,6 +38,7 @@ __all__ = [
     "SecretInfo",
     "SecretValues",
     "Session",
+    "SchemaTooNew",
     "SessionNotFound",
     "SessionSummary",
     "Store",
@@ -229,6 +230,18 @@ class StoreUnavailable(Exception):
     def __init__(self, message: str, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class SchemaTooNew(ValueError):
+    """The database was written by a newer webhook-dsl (its schema version is past ``known``): this one refuses
+    to open it rather than guess what the newer tables mean. One line, saying what to do."""
+
+    def __init__(self, found: int, known: int) -> None:
+        super().__init__(
+            f"database schema version {found} is newer than this webhook-dsl ({known}); upgrade webhook-dsl"
+        )
+        self.found = found
+        self.known = known
 
 
 class SessionNotFound(LookupError):

@@ -1,10 +1,11 @@
 """The PostgreSQL backend (extra ``[postgres]``): the same ``Store`` as SQLite, for several service replicas.
 
-Nothing is cached in the process, so replicas share sessions freely; tables are created on first use
-under an advisory lock. A client_data merge is one statement (``client_data || $1::jsonb``, under the
-row's lock), and a call's merge and log record commit together, so concurrent merges lose nothing. The
-size limit is part of the same statements (``octet_length`` of the merged text), re-checked by
-PostgreSQL on the newest row version; a merge jsonb's longer text refuses is measured again exactly.
+Nothing is cached in the process, so replicas share sessions freely; tables are created, and upgraded
+step by step (``schema_version``), on first use under an advisory lock. A client_data merge is one
+statement (``client_data || $1::jsonb``, under the row's lock), and a call's merge and log record commit
+together, so concurrent merges lose nothing. The size limit is part of the same statements (``octet_length``
+of the merged text), re-checked by PostgreSQL on the newest row version; a merge jsonb's longer text refuses
+is measured again exactly.
 ``jsonb`` cannot hold U+0000 or a lone surrogate: such a character is stored as U+FFFD.
 """
 
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import re
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -28,12 +30,14 @@ from .base import (
     ClientDataTooLarge,
     DashboardSession,
     LogSeq,
+    SchemaTooNew,
     SecretInfo,
     SecretValues,
     Session,
     SessionNotFound,
     SessionSummary,
     StoreUnavailable,
+    TriggerVersion,
     compact_json_size,
     log_view,
     merge_refused_warning,
@@ -45,7 +49,12 @@ __all__ = ["PostgresStore"]
 
 log = logging.getLogger("webhook_dsl.storage")
 
-_SCHEMA = """
+#: The schema this code reads and writes; the ``schema_version`` table holds the database's (see ``_migrate``).
+_SCHEMA_VERSION = 6
+#: Version 5, as releases before versioned steps ran it on every start (it is idempotent). A database without
+#: ``schema_version`` runs it first: a new one is created by it, and one of an earlier release is brought to 5
+#: as that release's own start would have; both then take the same steps as any other.
+_SCHEMA_5 = """
 CREATE TABLE IF NOT EXISTS sessions (
     company_id text NOT NULL DEFAULT '',
     id text NOT NULL,
@@ -92,7 +101,33 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
 CREATE INDEX IF NOT EXISTS dashboard_sessions_by_key ON dashboard_sessions (key_hash);
 CREATE TABLE IF NOT EXISTS write_probe (id integer PRIMARY KEY, at double precision NOT NULL);
 """
+#: Trigger versions (a company's uploads, numbered per name; ``seq`` orders them across all names and is the
+#: revision replicas poll) and the index a purge of old log records walks. IF NOT EXISTS: on a large table an
+#: operator may build that index beforehand with CREATE INDEX CONCURRENTLY, which writes can go on beside.
+_STEP_6 = """
+CREATE TABLE trigger_versions (
+    seq bigserial PRIMARY KEY,
+    company_id text NOT NULL,
+    name text NOT NULL,
+    version integer NOT NULL,
+    digest text NOT NULL,
+    document text,
+    created_at double precision NOT NULL,
+    UNIQUE (company_id, name, version)
+);
+CREATE INDEX IF NOT EXISTS call_logs_by_at ON call_logs (at);
+"""
+#: Each step takes a database of the version before it to its own, in the one transaction of ``_migrate``.
+_STEPS = ((5, _SCHEMA_5), (6, _STEP_6))
+_VERSION_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    version integer NOT NULL
+)
+"""
 _SCHEMA_LOCK = 0x77_64_73_6C  # pg_advisory_xact_lock key while creating tables ("wdsl")
+#: pg_advisory_xact_lock key (with the schema's hash) while a trigger version is written ("wdst").
+_TRIGGERS_LOCK = 0x77_64_73_74
 _SCHEMA_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}\Z")
 _COLUMNS = "id, company_id, assistant_id, client_data, created_at, updated_at"
 
@@ -160,6 +195,34 @@ LIMIT $2 OFFSET $3
 """
 
 
+#: Log records deleted per statement by a purge: PostgreSQL locks only those rows, which no other write wants
+#: (they are old), so the batch bounds how long one statement runs.
+_PURGE_BATCH = 5000
+#: One batch: the oldest records from $1 on (another company's, looked at already, are not read again), and
+#: (selected, deleted, where the next batch starts). Another replica purging at once may have deleted some.
+_PURGE = """
+WITH batch AS (
+    SELECT seq, at FROM call_logs WHERE at >= $1 AND at < $2{company} ORDER BY at LIMIT $3
+), gone AS (
+    DELETE FROM call_logs WHERE seq IN (SELECT seq FROM batch) RETURNING seq
+)
+SELECT (SELECT count(*) FROM batch), (SELECT count(*) FROM gone), (SELECT max(at) FROM batch)
+"""
+_VERSION_COLUMNS = "company_id, name, version, digest, document, created_at"
+_PUT_VERSION = f"""
+INSERT INTO trigger_versions ({_VERSION_COLUMNS})
+SELECT $1, $2, COALESCE(max(version), 0) + 1, $3, $4, $5 FROM trigger_versions WHERE company_id = $1 AND name = $2
+RETURNING version
+"""
+_CURRENT = f"""
+SELECT {_VERSION_COLUMNS} FROM (
+    SELECT DISTINCT ON (company_id, name) {_VERSION_COLUMNS} FROM trigger_versions
+    ORDER BY company_id, name, version DESC
+) newest
+WHERE document IS NOT NULL
+ORDER BY company_id COLLATE "C", name COLLATE "C"
+"""
+
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
@@ -218,6 +281,31 @@ _OUTAGES: tuple[type[BaseException], ...] = (
 
 def _unavailable(error: BaseException) -> StoreUnavailable:
     return StoreUnavailable(f"the PostgreSQL database cannot be used now: {type(error).__name__}: {error}")
+
+
+async def _migrate(connection: asyncpg.pool.PoolConnectionProxy[asyncpg.Record]) -> int | None:
+    """Inside the transaction holding the schema lock: bring the database to ``_SCHEMA_VERSION`` (every step
+    and the new version commit together, so a replica that finds the lock taken then finds the work done);
+    return the version it had if this call changed it (0: it was empty), else None. ``SchemaTooNew`` for a
+    database a newer release has written: nothing here knows what it holds."""
+    if await connection.fetchval("SELECT to_regclass('schema_version')") is None:
+        found = 0 if await connection.fetchval("SELECT to_regclass('sessions')") is None else 5
+        version = 0
+    else:
+        found = version = int(await connection.fetchval("SELECT version FROM schema_version") or 0)
+    if version > _SCHEMA_VERSION:
+        raise SchemaTooNew(version, _SCHEMA_VERSION)
+    if version == _SCHEMA_VERSION:
+        return None
+    for number, script in _STEPS:
+        if number > version:
+            await connection.execute(script)
+    await connection.execute(_VERSION_TABLE)
+    await connection.execute(
+        "INSERT INTO schema_version (version) VALUES ($1) ON CONFLICT (only_row) DO UPDATE SET version = $1",
+        _SCHEMA_VERSION,
+    )
+    return found
 
 
 class _Pool:
@@ -309,10 +397,14 @@ class PostgresStore:
                         await connection.execute("SELECT pg_advisory_xact_lock($1)", _SCHEMA_LOCK)
                         if self.schema:
                             await connection.execute(f'CREATE SCHEMA IF NOT EXISTS "{self.schema}"')
-                        await connection.execute(_SCHEMA)
+                        migrated_from = await _migrate(connection)
                 except BaseException:
                     await pool.close()
                     raise
+                if migrated_from is not None:
+                    what = "created at" if migrated_from == 0 else f"upgraded from version {migrated_from} to"
+                    where = f"database, schema {self.schema}" if self.schema else "database"
+                    log.info("PostgreSQL %s: schema %s version %d", where, what, _SCHEMA_VERSION)
                 self._pool = pool
         return self._pool
 
@@ -344,10 +436,13 @@ class PostgresStore:
             return _session(row)
         async with pool.acquire() as connection, connection.transaction():  # refused by jsonb's measure
             size = await _merged_size(connection, company, session_id, update)
-            if size is not None and size > limit:
+            if size is None:  # deleted since: created anew (the update alone fits)
+                row = await connection.fetchrow(_UPSERT, company, session_id, assistant_id, update, time.time(), limit)
+            elif size > limit:
                 raise ClientDataTooLarge(session_id, size, limit, company)
-            row = await connection.fetchrow(_UPDATE, company, session_id, assistant_id, update, time.time())
-        assert row is not None  # sessions are never deleted: the row the upsert found is there
+            else:
+                row = await connection.fetchrow(_UPDATE, company, session_id, assistant_id, update, time.time())
+        assert row is not None  # the row is locked (_merged_size), or was inserted just now
         return _session(row)
 
     def _update_fits(self, session_id: str, update: Mapping[str, Any] | None, company_id: str | None) -> int:
@@ -586,6 +681,67 @@ class PostgresStore:
         pool = await self._connection_pool()
         rows = await pool.fetch("SELECT name, value FROM secrets WHERE company_id = $1", company_id)
         return SecretValues((row[0], row[1]) for row in rows)
+
+    async def delete_session(self, session_id: str, *, company_id: str) -> int:
+        pool = await self._connection_pool()
+        async with pool.acquire() as connection, connection.transaction():
+            status = await connection.execute(
+                "DELETE FROM sessions WHERE company_id = $1 AND id = $2", company_id, session_id
+            )
+            if status == "DELETE 0":
+                raise SessionNotFound(session_id)
+            status = await connection.execute(
+                "DELETE FROM call_logs WHERE company_id = $1 AND session_id = $2", company_id, session_id
+            )
+        return int(status.rsplit(" ", 1)[-1])
+
+    async def purge_logs(self, older_than: float, *, company_id: str | None = None) -> int:
+        pool = await self._connection_pool()
+        deleted, after = 0, -math.inf
+        while True:  # each batch its own statement, so its own transaction
+            if company_id is None:
+                row = await pool.fetchrow(_PURGE.format(company=""), after, older_than, _PURGE_BATCH)
+            else:
+                query = _PURGE.format(company=" AND company_id = $4")
+                row = await pool.fetchrow(query, after, older_than, _PURGE_BATCH, company_id)
+            assert row is not None
+            selected, gone, last = int(row[0]), int(row[1]), row[2]
+            deleted += gone
+            if selected < _PURGE_BATCH:
+                return deleted
+            after = float(last)
+
+    async def put_trigger_version(
+        self, company_id: str, name: str, document: str | None, digest: str
+    ) -> TriggerVersion:
+        """One writer at a time per schema (an advisory lock held to the commit), so that a version's ``seq``
+        is also the order of the commits: a replica that read revision N has seen every version before N,
+        which sequence numbers handed to concurrent transactions would not promise. Uploads are rare."""
+        pool = await self._connection_pool()
+        now = time.time()
+        async with pool.acquire() as connection, connection.transaction():
+            await connection.execute("SELECT pg_advisory_xact_lock($1, hashtext(current_schema()))", _TRIGGERS_LOCK)
+            version = await connection.fetchval(_PUT_VERSION, company_id, name, digest, document, now)
+        return TriggerVersion(company_id, name, int(version), digest, document, now)
+
+    async def trigger_versions(self, company_id: str, name: str) -> list[TriggerVersion]:
+        pool = await self._connection_pool()
+        rows = await pool.fetch(
+            f"SELECT {_VERSION_COLUMNS} FROM trigger_versions WHERE company_id = $1 AND name = $2 "
+            "ORDER BY version DESC",
+            company_id,
+            name,
+        )
+        return [TriggerVersion(*row) for row in rows]
+
+    async def current_triggers(self) -> list[TriggerVersion]:
+        pool = await self._connection_pool()
+        return [TriggerVersion(*row) for row in await pool.fetch(_CURRENT)]
+
+    async def triggers_revision(self) -> int:
+        # Polled by every replica: max(seq) is read from the end of the primary key's index.
+        pool = await self._connection_pool()
+        return int(await pool.fetchval("SELECT COALESCE(max(seq), 0) FROM trigger_versions"))
 
     async def ping(self) -> None:
         pool = await self._connection_pool()

@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import os
 import re
 import sqlite3
@@ -36,12 +37,14 @@ from .base import (
     ClientDataTooLarge,
     DashboardSession,
     LogSeq,
+    SchemaTooNew,
     SecretInfo,
     SecretValues,
     Session,
     SessionNotFound,
     SessionSummary,
     StoreUnavailable,
+    TriggerVersion,
     _checked_secret,
     _dumps,
     _dumps_sized,
@@ -59,8 +62,12 @@ T = TypeVar("T")
 #: A queued write: the work, the caller's future, the caller's event loop.
 _PendingWrite = tuple[Callable[["sqlite3.Connection"], Any], "asyncio.Future[Any]", Any]
 
-_SCHEMA_VERSION = 5
-_SCHEMA = """
+_SESSION_COLUMNS = "id, company_id, assistant_id, client_data, created_at, updated_at"
+
+#: The schema this code reads and writes; ``PRAGMA user_version`` holds the database's (see ``_migrate``).
+_SCHEMA_VERSION = 6
+
+_SESSIONS = """
 CREATE TABLE IF NOT EXISTS sessions (
     company_id TEXT NOT NULL DEFAULT '',
     id TEXT NOT NULL,
@@ -72,15 +79,9 @@ CREATE TABLE IF NOT EXISTS sessions (
 );
 CREATE INDEX IF NOT EXISTS sessions_by_id ON sessions (id);
 CREATE INDEX IF NOT EXISTS sessions_by_company_updated ON sessions (company_id, updated_at);
-CREATE TABLE IF NOT EXISTS call_logs (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    company_id TEXT NOT NULL DEFAULT '',
-    session_id TEXT NOT NULL,
-    at REAL NOT NULL,
-    record TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'done'
-);
-CREATE INDEX IF NOT EXISTS call_logs_by_company_session ON call_logs (company_id, session_id, seq);
+"""
+_CALL_LOGS_INDEX = "CREATE INDEX IF NOT EXISTS call_logs_by_company_session ON call_logs (company_id, session_id, seq);"
+_API_KEYS = """
 CREATE TABLE IF NOT EXISTS api_keys (
     key_hash TEXT PRIMARY KEY,
     company_id TEXT NOT NULL,
@@ -89,6 +90,8 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_company ON api_keys (company_id);
+"""
+_SECRETS = """
 CREATE TABLE IF NOT EXISTS secrets (
     company_id TEXT NOT NULL,
     name TEXT NOT NULL,
@@ -96,6 +99,8 @@ CREATE TABLE IF NOT EXISTS secrets (
     updated_at REAL NOT NULL,
     PRIMARY KEY (company_id, name)
 ) WITHOUT ROWID;
+"""
+_DASHBOARD_SESSIONS = """
 CREATE TABLE IF NOT EXISTS dashboard_sessions (
     token_hash TEXT PRIMARY KEY,
     company_id TEXT NOT NULL,
@@ -104,20 +109,134 @@ CREATE TABLE IF NOT EXISTS dashboard_sessions (
     expires_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dashboard_sessions_by_key ON dashboard_sessions (key_hash);
-CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);
+"""
+_WRITE_PROBE = "CREATE TABLE IF NOT EXISTS write_probe (id INTEGER PRIMARY KEY, at REAL NOT NULL);"
+
+#: Version 5 as the release before versioned steps created it. A new database is created as this, then
+#: taken forward by the same steps as an upgraded one, so the two cannot end up different.
+_SCHEMA_5 = f"""
+{_SESSIONS}
+CREATE TABLE IF NOT EXISTS call_logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    company_id TEXT NOT NULL DEFAULT '',
+    session_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    record TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'done'
+);
+{_CALL_LOGS_INDEX}
+{_API_KEYS}
+{_SECRETS}
+{_DASHBOARD_SESSIONS}
+{_WRITE_PROBE}
 """
 
-# Versions before 5 had no call states: every record was written complete.
-_MIGRATE_TO_5 = "ALTER TABLE call_logs ADD COLUMN state TEXT NOT NULL DEFAULT 'done'"
-
-# Version 1 (before tenancy) keyed sessions by id alone and logs had no company.
-_MIGRATE_FROM_1 = """
-ALTER TABLE sessions RENAME TO sessions_v1;
-DROP INDEX IF EXISTS call_logs_by_session;
-ALTER TABLE call_logs ADD COLUMN company_id TEXT NOT NULL DEFAULT '';
+#: Trigger versions (a company's uploads, numbered per name; ``seq`` orders them across all names and is the
+#: revision replicas poll) and the index a purge of old log records walks.
+_STEP_6 = """
+CREATE TABLE IF NOT EXISTS trigger_versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    company_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    document TEXT,
+    created_at REAL NOT NULL,
+    UNIQUE (company_id, name, version)
+);
+CREATE INDEX IF NOT EXISTS call_logs_by_at ON call_logs (at);
 """
 
-_SESSION_COLUMNS = "id, company_id, assistant_id, client_data, created_at, updated_at"
+
+def _script(db: sqlite3.Connection, script: str) -> None:
+    """Run ``;``-separated statements one by one: ``executescript`` would commit the open transaction."""
+    for statement in script.split(";\n"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def _add_column(db: sqlite3.Connection, table: str, column: str) -> None:
+    """``ALTER TABLE ... ADD COLUMN`` unless the table has that column already (SQLite has no IF NOT EXISTS)."""
+    name = column.split()[0]
+    if name not in {row[1] for row in db.execute(f"PRAGMA table_info({table})")}:
+        db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+
+
+def _tenancy(db: sqlite3.Connection) -> None:
+    """Version 1 (``user_version`` 0) keyed sessions by id alone and its logs had no company; version 2 keys
+    both by company (a session keeps the company it had) and adds API keys."""
+    columns = db.execute("PRAGMA table_info(sessions)").fetchall()
+    old = sum(1 for column in columns if column[5]) == 1  # PRIMARY KEY (id) alone
+    if old:
+        db.execute("ALTER TABLE sessions RENAME TO sessions_v1")
+    db.execute("DROP INDEX IF EXISTS call_logs_by_session")
+    _add_column(db, "call_logs", "company_id TEXT NOT NULL DEFAULT ''")
+    _script(db, _SESSIONS + _CALL_LOGS_INDEX + _API_KEYS)
+    if old:
+        db.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}) SELECT {_SESSION_COLUMNS} FROM sessions_v1")
+        db.execute(
+            "UPDATE call_logs SET company_id = COALESCE((SELECT company_id FROM sessions "
+            "WHERE sessions.id = call_logs.session_id), '')"
+        )
+        db.execute("DROP TABLE sessions_v1")
+
+
+def _call_states(db: sqlite3.Connection) -> None:
+    """Before version 5 every log record was written complete; now a call is begun, then completed."""
+    _add_column(db, "call_logs", "state TEXT NOT NULL DEFAULT 'done'")
+    _script(db, _WRITE_PROBE)
+
+
+#: Each step takes a database of the version before it to its own; ``_migrate`` runs those a database lacks,
+#: in order, each in one transaction with its version. The steps to 5 recreate what the releases before
+#: versioned steps did. Every step is tolerant (a table, index or column already there is left alone).
+_STEPS: tuple[tuple[int, Callable[[sqlite3.Connection], None]], ...] = (
+    (2, _tenancy),
+    (3, lambda db: _script(db, _SECRETS)),
+    (4, lambda db: _script(db, _DASHBOARD_SESSIONS)),
+    (5, _call_states),
+    (6, lambda db: _script(db, _STEP_6)),
+)
+
+
+def _version(db: sqlite3.Connection) -> int:
+    """The database's schema version: ``user_version``, except that version 1 never set it (0 with tables)."""
+    version = int(db.execute("PRAGMA user_version").fetchone()[0])
+    if version == 0 and db.execute("SELECT 1 FROM sqlite_master WHERE name = 'sessions'").fetchone() is not None:
+        return 1
+    return version
+
+
+def _next_step(version: int) -> tuple[int, Callable[[sqlite3.Connection], None]]:
+    """The step after ``version``; a new database (version 0) is created as version 5 in one step."""
+    if version == 0:
+        return 5, lambda db: _script(db, _SCHEMA_5)
+    return next(step for step in _STEPS if step[0] > version)
+
+
+def _migrate(db: sqlite3.Connection) -> int | None:
+    """Bring the database to ``_SCHEMA_VERSION``, one step per ``BEGIN IMMEDIATE`` transaction; return the
+    version it had if this call changed it, else None. The version is read again under the write lock, so
+    of several processes opening one database at once, one runs each step and the others find it done.
+    ``SchemaTooNew`` for a database a newer release has written: nothing here knows what it holds."""
+    started: int | None = None
+    while True:
+        version = _version(db)
+        if version > _SCHEMA_VERSION:
+            raise SchemaTooNew(version, _SCHEMA_VERSION)
+        if version == _SCHEMA_VERSION:
+            return started
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if _version(db) == version:
+                number, step = _next_step(version)
+                step(db)
+                db.execute(f"PRAGMA user_version = {number}")
+                started = version if started is None else started
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
 
 class SQLiteStore:
@@ -172,35 +291,15 @@ class SQLiteStore:
         return db
 
     def _create_schema(self) -> None:
-        db = self._connection
-        if db.execute("PRAGMA user_version").fetchone()[0] >= _SCHEMA_VERSION:
-            return
-        db.execute("BEGIN IMMEDIATE")  # another process may be doing the same: one of us does it
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < _SCHEMA_VERSION:
-                columns = db.execute("PRAGMA table_info(sessions)").fetchall()
-                old = bool(columns) and sum(1 for c in columns if c[5]) == 1  # PRIMARY KEY (id) alone
-                if old:
-                    for statement in _MIGRATE_FROM_1.strip().split(";\n"):
-                        db.execute(statement)
-                logs = {c[1] for c in db.execute("PRAGMA table_info(call_logs)").fetchall()}
-                if logs and "state" not in logs:
-                    db.execute(_MIGRATE_TO_5)
-                for statement in _SCHEMA.strip().split(";\n"):
-                    db.execute(statement)
-                if old:
-                    db.execute(f"INSERT INTO sessions ({_SESSION_COLUMNS}) SELECT {_SESSION_COLUMNS} FROM sessions_v1")
-                    db.execute(
-                        "UPDATE call_logs SET company_id = COALESCE((SELECT company_id FROM sessions "
-                        "WHERE sessions.id = call_logs.session_id), '')"
-                    )
-                    db.execute("DROP TABLE sessions_v1")
-                db.execute(f"PRAGMA user_version = {_SCHEMA_VERSION}")
+            migrated_from = _migrate(self._connection)
         except BaseException:
-            db.execute("ROLLBACK")
+            self._connection.close()
+            self._executor.shutdown(wait=False)
             raise
-        db.execute("COMMIT")
+        if migrated_from is not None:
+            what = "created at" if migrated_from == 0 else f"upgraded from version {migrated_from} to"
+            log.info("SQLite database %s: schema %s version %d", self.path, what, _SCHEMA_VERSION)
 
     # -- synchronous core (also used by the CLI) -------------------------------------
 
@@ -295,6 +394,19 @@ class SQLiteStore:
 
     def company_secrets_sync(self, company_id: str) -> dict[str, str]:
         return self._read(lambda db: _company_secrets(db, company_id))
+
+    def delete_session_sync(self, session_id: str, *, company_id: str) -> int:
+        return self._transaction(lambda db: _delete_session(db, session_id, company_id))
+
+    def purge_logs_sync(self, older_than: float, *, company_id: str | None = None) -> int:
+        """Delete log records from before ``older_than``, a batch per transaction (see ``_purge_batch``)."""
+        deleted, after = 0, -math.inf
+        while True:
+            batch = functools.partial(_purge_batch, older_than=older_than, company_id=company_id, after=after)
+            gone, after = self._transaction(batch)
+            deleted += gone
+            if gone < _PURGE_BATCH:
+                return deleted
 
     def close_sync(self) -> None:
         with self._loop_writer_lock:
@@ -550,6 +662,38 @@ class SQLiteStore:
         if self._reader is None:
             return await self._run(self.company_secrets_sync, company_id)
         return self._on_loop(lambda db: _company_secrets(db, company_id))
+
+    async def delete_session(self, session_id: str, *, company_id: str) -> int:
+        # On the worker thread: a session with many log records is not deleted on the event loop.
+        return await self._run(self.delete_session_sync, session_id, company_id=company_id)
+
+    async def purge_logs(self, older_than: float, *, company_id: str | None = None) -> int:
+        # Batch by batch on the worker thread; the loop's writes commit between two batches.
+        deleted, after = 0, -math.inf
+        while True:
+            batch = functools.partial(_purge_batch, older_than=older_than, company_id=company_id, after=after)
+            done: tuple[int, float] = await self._run(self._transaction, batch)
+            gone, after = done
+            deleted += gone
+            if gone < _PURGE_BATCH:
+                return deleted
+
+    async def put_trigger_version(
+        self, company_id: str, name: str, document: str | None, digest: str
+    ) -> TriggerVersion:
+        return await self._write(lambda db: _put_trigger_version(db, company_id, name, document, digest))
+
+    async def trigger_versions(self, company_id: str, name: str) -> list[TriggerVersion]:
+        return await self._run(lambda: self._read(lambda db: _trigger_versions(db, company_id, name)))
+
+    async def current_triggers(self) -> list[TriggerVersion]:
+        return await self._run(lambda: self._read(_current_triggers))
+
+    async def triggers_revision(self) -> int:
+        # Polled by every replica: one read of the largest rowid, on the loop like get_session.
+        if self._reader is None:
+            return await self._run(lambda: self._read(_triggers_revision))
+        return self._on_loop(_triggers_revision)
 
     async def ping(self) -> None:
         await self._run(lambda: self._read(lambda db: db.execute("SELECT 1").fetchone()))
@@ -904,3 +1048,76 @@ def _list_sessions(db: sqlite3.Connection, company_id: str, limit: int, offset: 
         (company_id, limit, offset),
     ).fetchall()
     return [SessionSummary(*row) for row in rows]
+
+
+def _delete_session(db: sqlite3.Connection, session_id: str, company_id: str) -> int:
+    if db.execute("DELETE FROM sessions WHERE company_id = ? AND id = ?", (company_id, session_id)).rowcount == 0:
+        raise SessionNotFound(session_id)
+    cursor = db.execute("DELETE FROM call_logs WHERE company_id = ? AND session_id = ?", (company_id, session_id))
+    return int(cursor.rowcount)
+
+
+#: Log records deleted per transaction by a purge. SQLite's write lock is the whole database's, so a batch is
+#: kept small: a write that arrives meanwhile waits for one batch, and a commit in WAL mode costs little.
+_PURGE_BATCH = 1000
+#: A batch is the oldest records from ``after`` on, by the ``at`` index (named: with a company the planner
+#: would otherwise take the company's index and sort all its records for every batch).
+_PURGE_SELECT = (
+    "SELECT seq, at FROM call_logs INDEXED BY call_logs_by_at WHERE at >= ? AND at < ?{company} ORDER BY at LIMIT ?"
+)
+
+
+def _purge_batch(db: sqlite3.Connection, older_than: float, company_id: str | None, after: float) -> tuple[int, float]:
+    """Delete one batch of records from before ``older_than``: how many, and where the next batch starts.
+    Records before ``after`` were looked at already (another company's stay): starting there, a purge of one
+    company reads each record of the others once, not once per batch."""
+    if company_id is None:
+        rows = db.execute(_PURGE_SELECT.format(company=""), (after, older_than, _PURGE_BATCH)).fetchall()
+    else:
+        query = _PURGE_SELECT.format(company=" AND company_id = ?")
+        rows = db.execute(query, (after, older_than, company_id, _PURGE_BATCH)).fetchall()
+    db.executemany("DELETE FROM call_logs WHERE seq = ?", [(seq,) for seq, _at in rows])
+    return len(rows), rows[-1][1] if rows else after
+
+
+def _put_trigger_version(
+    db: sqlite3.Connection, company_id: str, name: str, document: str | None, digest: str
+) -> TriggerVersion:
+    """Inside the write transaction, which no other connection can hold at once: max + 1 is the next number."""
+    (version,) = db.execute(
+        "SELECT COALESCE(MAX(version), 0) + 1 FROM trigger_versions WHERE company_id = ? AND name = ?",
+        (company_id, name),
+    ).fetchone()
+    now = time.time()
+    db.execute(
+        "INSERT INTO trigger_versions (company_id, name, version, digest, document, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        (company_id, name, version, digest, document, now),
+    )
+    return TriggerVersion(company_id, name, int(version), digest, document, now)
+
+
+_VERSION_COLUMNS = "company_id, name, version, digest, document, created_at"
+
+
+def _trigger_versions(db: sqlite3.Connection, company_id: str, name: str) -> list[TriggerVersion]:
+    rows = db.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM trigger_versions WHERE company_id = ? AND name = ? ORDER BY version DESC",
+        (company_id, name),
+    ).fetchall()
+    return [TriggerVersion(*row) for row in rows]
+
+
+def _current_triggers(db: sqlite3.Connection) -> list[TriggerVersion]:
+    rows = db.execute(
+        f"SELECT {_VERSION_COLUMNS} FROM trigger_versions JOIN (SELECT company_id, name, MAX(version) AS version "
+        "FROM trigger_versions GROUP BY company_id, name) USING (company_id, name, version) "
+        "WHERE document IS NOT NULL ORDER BY company_id, name"
+    ).fetchall()
+    return [TriggerVersion(*row) for row in rows]
+
+
+def _triggers_revision(db: sqlite3.Connection) -> int:
+    """The newest version's ``seq``: a rowid, so its maximum is read from the table's b-tree end, not scanned.
+    Writers commit one at a time, so a reader that saw seq N has seen every version before it."""
+    return int(db.execute("SELECT COALESCE(MAX(seq), 0) FROM trigger_versions").fetchone()[0])
