@@ -84,6 +84,7 @@ CATEGORIES = (
     "too_large",
     "invalid_response",
     "blocked",
+    "dns",
     "bad_arguments",
     "render",
 )
@@ -434,8 +435,8 @@ class Runtime:
                 raise _Failure("timeout", message, unsent=True)
             try:
                 key, is_address = pins.destination(url)
-            except BlockedError as error:
-                raise _Failure("blocked", str(error)) from None
+            except BlockedError as error:  # "dns" for a name that does not resolve
+                raise _Failure(error.category, str(error)) from None
             if not in_flight.take(key):  # the destination is at its cap: wait in its queue, the deadline running
                 try:
                     await in_flight.wait(key, remaining)
@@ -451,8 +452,8 @@ class Runtime:
                 try:
                     async with asyncio.timeout(deadline - time.perf_counter()):  # a lookup counts like the rest
                         address = await pins.pin(key, is_address)
-                except BlockedError as error:
-                    raise _Failure("blocked", str(error)) from None
+                except BlockedError as error:  # "dns" for a name that does not resolve
+                    raise _Failure(error.category, str(error)) from None
                 except TimeoutError:
                     raise _Failure("timeout", "the host's lookup outlasted the deadline", unsent=True) from None
             remaining = deadline - time.perf_counter()
@@ -1075,6 +1076,15 @@ def message_for_llm(trigger: Trigger, call: CallResult, masker: Masker, limit: i
                 f"{head}: the request was sent, so the action may have happened; do not retry it blindly. "
                 "Tell the user the outcome is not known yet (it may have gone through) and, before trying "
                 "again, check whether it did or ask the user; do not invent a result."
+            )
+        if call.category in ("blocked", "dns"):
+            # One wording for both: that a name does not resolve, or resolves to a private address, is the
+            # operator's to know (the result and the log say which); told to the LLM, it maps internal names.
+            host = urlsplit(call.url).hostname or "the destination"
+            return masker.text(
+                f'The tool "{trigger.name}" failed (unreachable: {host} does not resolve or is not an allowed '
+                "destination). Nothing was sent, so the action did not happen. Tell the user the action could "
+                "not be completed right now; do not invent a result."
             )
         if call.category in ("timeout", "connection"):
             return masker.text(
