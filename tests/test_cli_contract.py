@@ -48,3 +48,25 @@ def test_reading_commands_do_not_create_a_misspelt_database(tmp_path: Path) -> N
     SQLiteStore(real).put_session_sync("S1", company_id="c")
     status, out, err = run("logs", "S1", "--database", str(real))
     assert status == 0, err
+
+
+def test_serve_on_a_database_it_cannot_use_is_one_line(tmp_path: Path) -> None:
+    """Unreachable PostgreSQL (a closed loopback port) and a SQLite schema newer than this code: exit 1, one
+    line saying why, no traceback, nothing served."""
+    import socket
+    import sqlite3
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]  # nothing listens once the socket is closed
+    triggers = str(Path(__file__).resolve().parent.parent / "examples" / "triggers")
+    status, _, err = run("serve", "--triggers", triggers, "--database", f"postgresql://u:pw@127.0.0.1:{closed}/x")
+    assert status == 1 and "Traceback" not in err and "pw" not in err
+    assert err.splitlines()[-1].startswith("not started: the database cannot be used: ")
+    newer = tmp_path / "newer.db"
+    SQLiteStore(newer).close_sync()
+    with sqlite3.connect(newer) as db:
+        db.execute("PRAGMA user_version = 99")
+    status, _, err = run("serve", "--triggers", triggers, "--database", str(newer))
+    assert status == 1 and "Traceback" not in err
+    assert "schema version 99 is newer than this webhook-dsl" in err

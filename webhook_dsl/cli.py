@@ -787,6 +787,8 @@ def _serve(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         }
         if args.workers > 1:
             return _serve_workers(uvicorn, config, store, args.workers, server_options, err)
+        if not _database_answers(open_store(config.database), err):  # a store of its own: this one stays unopened
+            return 1
         app = create_app(store, catalog, config=config)
         server = uvicorn.Server(uvicorn.Config(app, **server_options))
         server.run()
@@ -831,17 +833,7 @@ def _serve_workers(
     from .service.metrics import MULTIPROC_ENV
     from .service.settings import STARTUP_FAILURE
 
-    async def check() -> None:
-        try:
-            await store.ping()
-        finally:
-            await store.close()
-
-    try:
-        run(check())
-    except Exception as error:  # unreachable, refused, wrong password: whatever it is, said in one line
-        reason = " ".join(str(error).split()) or type(error).__name__
-        print(f"not started: the database cannot be used: {reason}", file=err)
+    if not _database_answers(store, err):
         return 1
     directory = tempfile.mkdtemp(prefix="webhook-dsl-metrics-")
     variables = {**config.to_env(), MULTIPROC_ENV: directory}
@@ -857,6 +849,26 @@ def _serve_workers(
     finally:
         _set_environment(saved)
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _database_answers(store: Store, err: TextIO) -> bool:
+    """Ping ``store`` (which brings its schema up to date) and close it; False, with one line on ``err``, when
+    the database cannot be used: unreachable, refused, a schema newer than this code. A start that fails for
+    these reasons is expected, and says so without a traceback."""
+
+    async def check() -> None:
+        try:
+            await store.ping()
+        finally:
+            await store.close()
+
+    try:
+        run(check())
+    except Exception as error:  # unreachable, refused, wrong password: whatever it is, said in one line
+        reason = " ".join(str(error).split()) or type(error).__name__
+        print(f"not started: the database cannot be used: {reason}", file=err)
+        return False
+    return True
 
 
 def _set_environment(variables: Mapping[str, str | None]) -> None:
@@ -905,30 +917,6 @@ def _mcp(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except KeyboardInterrupt:
         return 130
     return 0
-
-
-_MB = 1024 * 1024
-
-
-def _disk_headroom_problem(database_file: str, minimum_mb: int) -> str | None:
-    """Why ``serve`` must not start with this SQLite file's filesystem so full, or None. On a full disk every
-    write fails; better one clear line at start-up than a service whose every write is a 503."""
-    if minimum_mb <= 0:
-        return None
-    directory = os.path.dirname(os.path.abspath(database_file))
-    while not os.path.isdir(directory) and os.path.dirname(directory) != directory:
-        directory = os.path.dirname(directory)  # a folder still to be made: the filesystem it will be made on
-    try:
-        free = shutil.disk_usage(directory).free
-    except OSError:
-        return None  # nothing to measure (permissions, a vanished folder): opening the database says what is wrong
-    if free >= minimum_mb * _MB:
-        return None
-    return (
-        f"not started: {free // _MB} MB free on the filesystem holding {directory} (the database "
-        f"{database_file}), under the minimum of {minimum_mb} MB; free some space, or set --min-free-disk-mb "
-        "lower (0 turns the check off)"
-    )
 
 
 def _is_loopback_address(host: str) -> bool:
