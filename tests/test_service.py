@@ -390,9 +390,9 @@ def test_unknown_things_are_json_errors(service: Service) -> None:
         assert response.status_code == 400 and check(response, "/session/{session_id}/logs", "GET")
     response = service.client.get("/no/such/endpoint", headers=key)
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
-    response = service.client.delete("/session/S1", headers=key)
+    response = service.client.patch("/session/S1", headers=key)
     assert response.status_code == 405 and response.json()["error"]["code"] == "method_not_allowed"
-    assert set(response.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT"}
+    assert set(response.headers["allow"].split(", ")) == {"DELETE", "GET", "HEAD", "PUT"}
 
 
 def test_responses_survive_a_lone_surrogate_from_a_remote() -> None:
@@ -421,6 +421,10 @@ def test_health_and_openapi_need_no_key(service: Service) -> None:
         "/secrets",
         "/secrets/{name}",
         "/session/{session_id}/tool-calls",  # tests/test_dispatch.py
+        "/metrics",  # tests/test_service_ops.py
+        "/triggers/{name}",  # tests/test_trigger_uploads.py
+        "/triggers/{name}/versions",
+        "/triggers/{name}/rollback",
     }
 
 
@@ -840,6 +844,13 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(kind: str, tm
         command = [SCHEMATHESIS, "run", f"{process.url}/openapi.json", "-H", f"Authorization: Bearer {key}"]
         command += ["--checks", "all", "--max-examples", examples, "--workers", "1", "--no-color"]
         command += ["--generation-database", "none", "--request-timeout", "20"]
+        # No JSON Schema can say which trigger documents compile, or that the body's name must be the path's: a
+        # well-formed upload may be refused (400, 422) by design, so for that operation those statuses are kept.
+        (tmp_path / "schemathesis.toml").write_text(
+            '[[operations]]\ninclude-operation-id = "putTrigger"\nwarnings = false\n'
+            "checks.positive_data_acceptance.expected-statuses = "
+            '["2xx", "400", "401", "403", "404", "409", "422", "429"]\n'
+        )
         result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
         assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
         assert "No issues found" in result.stdout

@@ -237,7 +237,7 @@ def test_every_error_answer_keeps_the_connection_alive(
             cases: list[tuple[int, str, str, Any, dict[str, str], Callable[[], None] | None]] = [
                 (400, "PUT", "/session/S1", b"{", {"Content-Type": "application/json"}, None),
                 (404, "GET", "/no/such/endpoint", None, {}, None),
-                (405, "DELETE", "/session/S1", None, {}, None),
+                (405, "PATCH", "/session/S1", None, {}, None),
                 (413, "PUT", "/session/S1", b"x" * 10_000, {"Content-Type": "application/json"}, None),
                 (413, "PUT", "/session/S1", _chunks(10_240), {"Content-Type": "application/json"}, None),
                 (429, "GET", "/session/S1", None, {}, request_a_second_one),

@@ -305,12 +305,14 @@ async def run_tool_calls(
     *,
     company_id: str | None = None,
     images: Sequence[str] = (),
+    request_id: str | None = None,
 ) -> list[ToolReply]:
     """Run one model turn's tool calls on a session; return the replies, in order, ready to send back.
 
     ``triggers``: the tools the model was given, by name (a mapping, any iterable of triggers, or a
     ``TriggerCatalog``, whose company is ``company_id`` or else the session's). ``images``: the
-    conversation's images, for triggers that read ``$images``. Raises ``ToolCallFormatError`` (see
+    conversation's images, for triggers that read ``$images``. ``request_id``: written into each call's log
+    record (the service passes its ``X-Request-Id``). Raises ``ToolCallFormatError`` (see
     ``read_tool_calls``), and what ``call_trigger`` raises for the session itself (``SessionNotFound``,
     ``StoreUnavailable``); every other failure is a reply.
     """
@@ -347,7 +349,13 @@ async def run_tool_calls(
             arguments = _arguments(trigger, call.arguments)
             pending.append(
                 runtime.call_trigger(
-                    trigger, session_id, arguments, images, protected_keys=protected, company_id=company_id
+                    trigger,
+                    session_id,
+                    arguments,
+                    images,
+                    protected_keys=protected,
+                    company_id=company_id,
+                    request_id=request_id,
                 )
             )
     if not pending:  # nothing reached the session: a session that does not exist is refused all the same

@@ -64,6 +64,7 @@ from .errors import (
     error_response,
     retry_seconds,
 )
+from .metrics import ObservedRuntime, ServiceMetrics, metrics_endpoint
 from .middleware import (
     ServiceSettings,
     _CompanyLimit,
@@ -71,6 +72,7 @@ from .middleware import (
     _Guard,
     _LargeBody,
     _slot,
+    current_request_id,
 )
 from .openapi import (
     MAX_ASSISTANT_ID,
@@ -81,6 +83,9 @@ from .openapi import (
     TRIGGER_NAME_PATTERN,
     openapi_document,
 )
+from .settings import ServiceConfig, app_inputs, purge_old_logs
+from .triggers import TriggerSync
+from .triggers import routes as trigger_routes
 from .views import session_view
 
 if TYPE_CHECKING:
@@ -334,7 +339,12 @@ class _Readiness:
 
 
 async def _probe(request: Request, status: str) -> Response:
-    """The readiness answer, with ``status`` as the word for ready."""
+    """The readiness answer, with ``status`` as the word for ready: the triggers are loaded and the store
+    takes writes."""
+    if getattr(request.app.state, "catalog", None) is None:
+        return error_response(
+            503, "not_ready", "not ready: the triggers are not loaded yet; retry after 1 s", {"Retry-After": "1"}
+        )
     failure = await request.app.state.readiness.failure_now()
     if failure is not None:
         seconds = retry_seconds(failure.retry_after)
@@ -401,6 +411,18 @@ async def get_session(request: Request) -> Response:
     company = await company_of(request)
     session_id = _session_id(request)
     return JSONResponse(await session_view(request, company, await _existing_session(request, company, session_id)))
+
+
+async def delete_session(request: Request) -> Response:
+    """Delete the company's session and its call logs, in one transaction."""
+    company = await company_of(request)
+    session_id = _session_id(request)
+    store: Store = request.app.state.store
+    try:
+        logs_deleted = await store.delete_session(session_id, company_id=company)
+    except SessionNotFound:
+        raise ApiError(404, "session_not_found", f"no session {session_id!r} for this API key's company") from None
+    return JSONResponse({"deleted": session_id, "logs_deleted": logs_deleted}, headers={"Cache-Control": "no-store"})
 
 
 def _int_query(request: Request, name: str, default: int, low: int, high: int) -> int:
@@ -500,6 +522,7 @@ async def call_trigger(request: Request) -> Response:
             dry_run=dry_run,
             protected_keys=catalog.protected_keys(company),
             company_id=company,
+            request_id=current_request_id(),
         )
     except SessionNotFound:
         raise ApiError(
@@ -607,7 +630,13 @@ async def call_tools(request: Request) -> Response:
     catalog: TriggerCatalog = request.app.state.catalog
     try:
         replies = await run_tool_calls(
-            request.app.state.runtime, catalog, session_id, calls, company_id=company, images=images
+            request.app.state.runtime,
+            catalog,
+            session_id,
+            calls,
+            company_id=company,
+            images=images,
+            request_id=current_request_id(),
         )
     except SessionNotFound:
         raise ApiError(
@@ -620,22 +649,28 @@ async def call_tools(request: Request) -> Response:
 
 
 def create_app(
-    store: Store,
-    catalog: TriggerCatalog,
+    store: Store | None = None,
+    catalog: TriggerCatalog | None = None,
     *,
     settings: ServiceSettings | None = None,
+    config: ServiceConfig | None = None,
     close_store: bool = True,
     **runtime_options: Any,
 ) -> Starlette:
     """The ASGI app. ``runtime_options`` go to ``Runtime`` (``allow_networks=[...]``, ``deadline=...``).
 
+    With no arguments it is configured from ``WEBHOOK_DSL_*`` environment variables (``settings.ServiceConfig``):
+    ``uvicorn --factory webhook_dsl.service:create_app``. Whatever is given (a store, a catalog, settings,
+    runtime options) wins over ``config``, which is by default the environment's.
+
     The store is closed when the app shuts down unless ``close_store=False``. A
     ``settings.max_client_data_bytes`` becomes the store's limit (the store enforces it, in its writes).
     """
-    settings = settings or ServiceSettings()
+    store, catalog, settings, runtime_options = app_inputs(store, catalog, settings, config, runtime_options)
     if settings.max_client_data_bytes is not None:
         store.max_client_data_bytes = settings.max_client_data_bytes
-    the_runtime = Runtime(store, **runtime_options)
+    metrics = ServiceMetrics() if settings.metrics else None
+    the_runtime = ObservedRuntime(store, metrics, **runtime_options)
     mcp_endpoint = _mcp_endpoint(the_runtime, catalog, settings)  # None without the [mcp] extra
 
     @contextlib.asynccontextmanager
@@ -644,6 +679,10 @@ def create_app(
         pending = await the_runtime.recover()  # calls journaled by a process that died: stored now
         if pending:
             log.warning("%d call records left in the journal by an earlier process are being stored", pending)
+        await app.state.trigger_sync.start()  # the uploaded triggers loaded, then polled (service/triggers.py)
+        retention = None
+        if settings.log_retention_days is not None:
+            retention = asyncio.create_task(purge_old_logs(store, settings.log_retention_days), name="log retention")
         try:
             if mcp_endpoint is None:
                 yield
@@ -651,6 +690,13 @@ def create_app(
                 async with mcp_endpoint.running():  # the MCP session manager's task group lives as long as the app
                     yield
         finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
+            if metrics is not None:
+                metrics.process_ended()
+            await app.state.trigger_sync.stop()
             await the_runtime.aclose()
             if close_store:
                 await store.close()
@@ -662,14 +708,18 @@ def create_app(
         Route("/openapi.json", openapi, methods=["GET"]),
         Route("/session/{session_id}", put_session, methods=["PUT"]),
         Route("/session/{session_id}", get_session, methods=["GET"]),
+        Route("/session/{session_id}", delete_session, methods=["DELETE"]),
         Route("/session/{session_id}/logs", get_logs, methods=["GET"]),
         Route("/session/{session_id}/triggers/{name}", call_trigger, methods=["POST"]),
         Route("/session/{session_id}/tool-calls", call_tools, methods=["POST"]),
         Route("/triggers", list_triggers, methods=["GET"]),
+        *trigger_routes(),
         Route("/secrets", list_secrets, methods=["GET"]),
         Route("/secrets/{name}", put_secret, methods=["PUT"]),
         Route("/secrets/{name}", delete_secret, methods=["DELETE"]),
     ]
+    if settings.metrics:
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if settings.dashboard:
         routes.extend(dashboard_routes())
     if mcp_endpoint is not None:
@@ -684,13 +734,15 @@ def create_app(
     app = Starlette(routes=_merge_methods(routes), lifespan=lifespan, exception_handlers=handlers)
     app.state.store = store
     app.state.catalog = catalog
+    app.state.trigger_sync = TriggerSync(store, catalog, settings.trigger_poll_seconds)
     app.state.runtime = the_runtime
+    app.state.metrics = metrics
     app.state.settings = settings
     app.state.keys = _KeyCache(store, settings.key_cache_seconds)
     app.state.readiness = _Readiness(store)
     app.state.openapi = openapi_document(sorted(catalog.shared))
     app.state.company_limit = _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
-    app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit)
+    app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit, meter=metrics)
     return app
 
 

@@ -1,7 +1,7 @@
 """What every request goes through before its endpoint: the service's settings, who may ask (loopback
 only in anonymous mode, no cross-site state change), the body size limit, each company's share of the
-event loop (requests at once, time spent on large bodies), the access log and the 500 that keeps the
-connection."""
+event loop (requests at once, time spent on large bodies), its request id, the access log and request
+metrics, and the 500 that keeps the connection."""
 
 from __future__ import annotations
 
@@ -9,9 +9,11 @@ import contextvars
 import ipaddress
 import logging
 import math
+import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -52,12 +54,25 @@ class ServiceSettings:
     #: A 60,000-key object costs tens of milliseconds of the loop every company shares; small bodies are
     #: never refused by this. None: no limit.
     large_body_share: float | None = 0.1
+    #: ``GET /metrics`` answers Prometheus text (``metrics``): requests, trigger calls, webhook latency.
+    metrics: bool = True
+    #: When set, ``GET /metrics`` needs ``Authorization: Bearer <metrics_token>``; None: it is open, like
+    #: ``/livez``. It shows trigger names and counts, never a company, session, key or secret.
+    metrics_token: str | None = field(default=None, repr=False)
+    #: Call log records older than this many days are purged at start-up and every hour; None: kept.
+    log_retention_days: float | None = None
+    #: How often a replica asks the store whether a trigger changed, in seconds; 0: never.
+    trigger_poll_seconds: float = 2.0
 
     def __post_init__(self) -> None:
         if self.max_requests_per_company is not None and self.max_requests_per_company < 1:
             raise ValueError("max_requests_per_company must be at least 1, or None for no limit")
         if self.large_body_share is not None and not 0 < self.large_body_share <= 1:
             raise ValueError("large_body_share must be more than 0 and at most 1, or None for no limit")
+        if self.log_retention_days is not None and not 0 < self.log_retention_days < math.inf:
+            raise ValueError("log_retention_days must be more than 0, or None to keep every record")
+        if not 0 <= self.trigger_poll_seconds < math.inf:
+            raise ValueError("trigger_poll_seconds must be 0 (no polling) or more")
 
 
 #: An urlencoded body (``curl -d``) is at most this many bytes, whatever ``max_body_bytes`` is. Its
@@ -185,11 +200,75 @@ class _LargeBody:
 
 _slot: contextvars.ContextVar[_Slot | None] = contextvars.ContextVar("webhook_dsl_slot", default=None)
 
+#: An ``X-Request-Id`` taken as the client sent it: 1 to 128 visible ASCII characters (no space, no
+#: control character, nothing a log line or a header could be split by). Any other is replaced.
+MAX_REQUEST_ID = 128
+_REQUEST_ID = re.compile(rb"[\x21-\x7e]{1,%d}\Z" % MAX_REQUEST_ID)
+
+
+def request_id_of(scope: Scope) -> str:
+    """The request's id: its first ``X-Request-Id`` when that is 1-128 visible ASCII characters, else a new
+    one: 32 random hex digits (``os.urandom``, as ``uuid4`` draws them, without the cost of making a UUID)."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if _REQUEST_ID.match(value):
+                return str(value.decode("ascii"))
+            break
+    return os.urandom(16).hex()
+
+
+class RequestNote:
+    """What one request did, for its access line: its id, and the trigger calls made for it (company,
+    trigger and outcome category of each, in order; the runtime adds them as they finish)."""
+
+    __slots__ = ("calls", "company", "request_id")
+
+    def __init__(self, request_id: str) -> None:
+        self.request_id = request_id
+        self.company: str | None = None
+        self.calls: list[tuple[str, str]] = []
+
+    def add_call(self, company: str | None, trigger: str, category: str) -> None:
+        if company is not None:
+            self.company = company
+        self.calls.append((trigger, category))
+
+    def fields(self) -> dict[str, str]:
+        """The trigger-call fields of the access line: company, trigger and category (comma-separated, in the
+        order the calls finished, for a turn of several tool calls)."""
+        if not self.calls:
+            return {}
+        found = {"trigger": ",".join(c[0] for c in self.calls), "category": ",".join(c[1] for c in self.calls)}
+        if self.company is not None:
+            found["company"] = self.company
+        return found
+
+
+_note: contextvars.ContextVar[RequestNote | None] = contextvars.ContextVar("webhook_dsl_request", default=None)
+
+
+def current_request() -> RequestNote | None:
+    """The request being served in this context (its id, its trigger calls so far), or None outside one."""
+    return _note.get()
+
+
+def current_request_id() -> str | None:
+    """The id of the request being served in this context (``X-Request-Id``), or None outside one."""
+    note = _note.get()
+    return None if note is None else note.request_id
+
+
+class RequestMeter(Protocol):
+    """Counts each request by route template, method and status (``metrics.ServiceMetrics``)."""
+
+    def request(self, route: str, method: str, status: int) -> None: ...
+
 
 class _Guard:
     """The layer around every request: who may ask (the Host in anonymous mode, no cross-site state change),
-    the body size limit (413), the access log, which never prints query strings, and the 500 for an
-    exception nothing else handled.
+    the body size limit (413), the request id (``X-Request-Id`` on every response), the access log, which
+    never prints query strings or headers, the request metrics, and the 500 for an exception nothing else
+    handled.
 
     That 500 is answered here, not by Starlette's ``ServerErrorMiddleware`` (outside this layer), because
     that one re-raises after answering and uvicorn then closes the connection without ``Connection:
@@ -197,10 +276,17 @@ class _Guard:
     is logged once, answered, and the connection stays usable. Only an exception after part of a response
     went out is re-raised: then closing the connection is the one way left to tell the client."""
 
-    def __init__(self, app: ASGIApp, settings: ServiceSettings, limit: _CompanyLimit | None = None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: ServiceSettings,
+        limit: _CompanyLimit | None = None,
+        meter: RequestMeter | None = None,
+    ) -> None:
         self.app = app
         self.settings = settings
         self.limit = limit or _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
+        self.meter = meter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -215,12 +301,16 @@ class _Guard:
             too_large = _urlencoded_too_large(limit)
         slot = _Slot(self.limit)
         slot_token = _slot.set(slot)
+        note = RequestNote(request_id_of(scope))
+        note_token = _note.set(note)
+        id_header = (b"x-request-id", note.request_id.encode("ascii"))
         complete = False
 
         async def send_and_note(message: Message) -> None:
             nonlocal status, complete
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", ()), id_header]}
             elif message["type"] == "http.response.body" and not message.get("more_body", False):
                 complete = True
             await send(message)
@@ -263,14 +353,36 @@ class _Guard:
         finally:
             slot.release()
             _slot.reset(slot_token)
-            if self.settings.access_log:
-                access_log.info(
-                    "%s %s %s %.1fms",
-                    scope["method"],
-                    scope["path"],
-                    status or 500,
-                    (time.perf_counter() - started) * 1000,
-                )
+            _note.reset(note_token)
+            if self.meter is not None:
+                route = scope.get("route")
+                self.meter.request(getattr(route, "path", "unmatched"), scope["method"], status or 500)
+            if self.settings.access_log and access_log.isEnabledFor(logging.INFO):
+                _log_access(scope, status or 500, (time.perf_counter() - started) * 1000, note)
+
+
+def _log_access(scope: Scope, status: int, milliseconds: float, note: RequestNote) -> None:
+    """One access line, whatever the log format: the message says method, path (never the query string, where
+    a dashboard ``?key=`` would be), status and time; the fields hold them again with the request id and, for
+    a trigger call, the company, trigger and outcome category (``logformat`` writes them as text or JSON)."""
+    method, path = scope["method"], scope["path"]
+    fields: dict[str, object] = {
+        "request_id": note.request_id,
+        "method": method,
+        "path": path,
+        "status": status,
+        "duration_ms": round(milliseconds, 1),
+    }
+    if note.calls:
+        fields.update(note.fields())
+    # The record is made here rather than by access_log.info, which would walk the stack to find its caller,
+    # on every request, to learn this function's name.
+    arguments = (method, path, status, milliseconds)
+    record = access_log.makeRecord(access_log.name, logging.INFO, __file__, 0, _ACCESS, arguments, None, extra=fields)
+    access_log.handle(record)
+
+
+_ACCESS = "%s %s %s %.1fms"
 
 
 #: Methods that change something: a web page on another site must not be able to send one here.

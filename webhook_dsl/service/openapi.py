@@ -80,8 +80,8 @@ _STORE_UNAVAILABLE = {
 }
 _NOT_READY = {
     **_error(
-        "store_unavailable: the database takes no writes now (the message says why); retry after the "
-        "Retry-After seconds."
+        "store_unavailable: the database takes no writes now (the message says why), or not_ready: the "
+        "triggers are not loaded yet; retry after the Retry-After seconds."
     ),
     "headers": {"Retry-After": _RETRY_AFTER},
 }
@@ -110,7 +110,8 @@ _SCHEMAS: dict[str, Any] = {
                         "description": "bad_request, unauthorized, forbidden, not_found, session_not_found, "
                         "trigger_not_found, secret_not_found, method_not_allowed, payload_too_large, "
                         "client_data_too_large, unsupported_media_type, misdirected_request, too_many_requests, "
-                        "strict_unsupported, store_unavailable, internal",
+                        "strict_unsupported, trigger_conflict, version_not_found, version_deleted, "
+                        "store_unavailable, not_ready, internal",
                     },
                     "message": {"type": "string"},
                 },
@@ -460,7 +461,116 @@ _SCHEMAS: dict[str, Any] = {
             }
         },
     },
+    "SessionDeleted": {
+        "type": "object",
+        "required": ["deleted", "logs_deleted"],
+        "additionalProperties": False,
+        "properties": {
+            "deleted": {"type": "string", "description": "The id of the session deleted."},
+            "logs_deleted": {"type": "integer", "minimum": 0, "description": "How many call log records went."},
+        },
+    },
+    "TriggerDocument": {
+        "type": "object",
+        "required": ["name", "description", "webhook"],
+        "description": "A trigger, as a file of the trigger folder holds it (README: triggers); its name is the "
+        "path's. It is compiled and checked as the folder's files are.",
+        "properties": {
+            "name": {"type": "string", "pattern": TRIGGER_NAME_PATTERN},
+            "description": {"type": "string"},
+            "parameters": {"type": "object", "description": "A JSON Schema of the arguments."},
+            "webhook": {"type": "object", "description": "The request: url, method, headers, body."},
+        },
+    },
+    "TriggerVersion": {
+        "type": "object",
+        "required": ["name", "version", "digest", "deleted", "created_at"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "version": {"type": "integer", "minimum": 1, "description": "1, 2, 3... per company and name."},
+            "digest": {
+                "type": "string",
+                "description": "The document's content hash: what a call's log record names as trigger_version. "
+                "For a deletion, the digest of the version it deleted.",
+            },
+            "deleted": {"type": "boolean", "description": "True for a version that deleted the trigger."},
+            "created_at": {"type": "number", "description": "Unix time, seconds."},
+        },
+    },
+    "TriggerVersions": {
+        "type": "object",
+        "required": ["name", "versions"],
+        "additionalProperties": False,
+        "properties": {
+            "name": {"type": "string"},
+            "versions": {"type": "array", "items": _ref("TriggerVersion"), "description": "Newest first."},
+        },
+    },
+    "Rollback": {
+        "type": "object",
+        "required": ["version"],
+        "additionalProperties": False,
+        "properties": {"version": {"type": "integer", "minimum": 1, "description": "The version to make current."}},
+    },
+    "TriggerProblems": {
+        "type": "object",
+        "required": ["error"],
+        "additionalProperties": False,
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message", "problems"],
+                "additionalProperties": False,
+                "properties": {
+                    "code": {"const": "invalid_trigger"},
+                    "message": {"type": "string", "description": "The first problems as SOURCE:LINE:COLUMN: text."},
+                    "problems": {
+                        "type": "array",
+                        "description": "Every problem (at most 100), as webhook-dsl check --format json gives them.",
+                        "items": {
+                            "type": "object",
+                            "required": ["source", "line", "column", "message"],
+                            "additionalProperties": False,
+                            "properties": {
+                                "source": {"type": "string", "description": "upload:NAME"},
+                                "line": {"type": "integer"},
+                                "column": {"type": "integer"},
+                                "message": {"type": "string"},
+                                "field": {"type": ["string", "null"]},
+                                "variable": {"type": ["string", "null"]},
+                            },
+                        },
+                    },
+                    "problems_not_shown": {"type": "integer", "description": "Problems past the first 100."},
+                },
+            }
+        },
+    },
 }
+
+_UPLOAD_NAME = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "description": "The uploaded trigger's name (the key's company's own; other companies never see it).",
+    "schema": {"type": "string", "pattern": TRIGGER_NAME_PATTERN},
+    "examples": {"order_status": {"value": "order_status"}},
+}
+#: An upload that compiles, named as ``_UPLOAD_NAME``'s example.
+_TRIGGER_EXAMPLE = {
+    "name": "order_status",
+    "description": "Look up an order's status by its number.",
+    "parameters": {
+        "type": "object",
+        "properties": {"order_number": {"type": "string", "pattern": "^[A-Z]-[0-9]{1,8}$"}},
+        "required": ["order_number"],
+    },
+    "webhook": {"url": "https://erp.example.com/api/orders/$order_number", "method": "GET"},
+}
+_NO_UPLOAD = _error(
+    "trigger_not_found: the key's company never uploaded a trigger of that name (a folder trigger has no versions)."
+)
 
 
 def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
@@ -485,12 +595,14 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
             "title": "webhook-dsl service",
             "version": __version__,
             "description": "Sessions, trigger calls and call logs for an AI assistant's webhooks. Every request "
-            "but the probes (/livez, /readyz, /health) and /openapi.json carries an API key (Authorization: "
+            "but the probes (/livez, /readyz, /health), /metrics and /openapi.json carries an API key (Authorization: "
             "Bearer KEY, or X-Api-Key: KEY) bound to one company; sessions, logs, triggers and secrets are those "
             "of that company only. Any other Authorization (Basic...) is a 401. A PUT, POST or DELETE sent by a "
             "web page of another site is a 403. A session's client_data holds at most a limit of compact JSON "
             '(256 KiB unless configured). Errors are JSON: {"error": {"code": ..., "message": ...}}; a database '
-            "outage is a 503 store_unavailable with Retry-After.",
+            "outage is a 503 store_unavailable with Retry-After. Every response carries X-Request-Id: the "
+            "request's own when it sent one of 1-128 visible ASCII characters, else a new one; a trigger call's "
+            "log record keeps it.",
         },
         "security": [{"bearerAuth": []}, {"apiKeyHeader": []}],
         "paths": {
@@ -507,7 +619,7 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
             "/readyz": {
                 "get": {
                     "operationId": "readyz",
-                    "summary": "Readiness: the database takes writes (no key needed).",
+                    "summary": "Readiness: the triggers are loaded and the database takes writes (no key needed).",
                     "description": "Commits a one-row write; the outcome is reused for about a second, so any "
                     "number of probes cost the database one write a second. For a load balancer's health check "
                     "and an orchestrator's readiness probe: send no traffic here while it answers 503.",
@@ -529,6 +641,27 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "200": _ok("The database takes writes.", "Health"),
                         "421": _MISDIRECTED,
                         "503": _NOT_READY,
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "summary": "Prometheus metrics, as text (no API key; the metrics token when the service has one).",
+                    "description": "Requests by route template, method and status; trigger calls by trigger and "
+                    "outcome category; the outbound webhook's latency by trigger; the calls in flight. Under "
+                    "several worker processes, the sum of all of them. No label names a company, session or key.",
+                    "security": [],
+                    "responses": {
+                        "200": {
+                            "description": "The Prometheus text format, version 0.0.4.",
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        },
+                        "401": _error(
+                            "The service has a metrics token (WEBHOOK_DSL_METRICS_TOKEN) and the request did not "
+                            "send it as Authorization: Bearer TOKEN."
+                        ),
+                        "421": _MISDIRECTED,
                     },
                 }
             },
@@ -584,6 +717,20 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "200": _ok("The session.", "Session"),
                         "400": _BAD,
                         "401": _UNAUTHORIZED,
+                        "404": _NO_SESSION,
+                        "421": _MISDIRECTED,
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteSession",
+                    "summary": "Delete a session and its call logs.",
+                    "description": "The session and every log record of it go in one transaction; the same id "
+                    "can then be created afresh with a PUT.",
+                    "responses": {
+                        "200": _ok("Deleted: the session's id and how many log records went.", "SessionDeleted"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
                         "404": _NO_SESSION,
                         "421": _MISDIRECTED,
                     },
@@ -739,6 +886,107 @@ def openapi_document(trigger_names: list[str] | None = None) -> dict[str, Any]:
                         "421": _MISDIRECTED,
                     },
                 }
+            },
+            "/triggers/{name}": {
+                "parameters": [_UPLOAD_NAME],
+                "put": {
+                    "operationId": "putTrigger",
+                    "summary": "Upload a trigger of the key's company: it becomes the trigger's next version.",
+                    "description": "Compiled and checked as the folder's files are; every replica uses it within "
+                    "seconds (serve's trigger poll interval). The same document as the current version (same "
+                    "digest: layout and key order do not count) makes no new version. A name the service's trigger "
+                    "folder has cannot be uploaded: a name has one source.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": _ref("TriggerDocument"),
+                                "examples": {"order_status": {"value": _TRIGGER_EXAMPLE}},
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("The document is the current version already; nothing changed.", "TriggerVersion"),
+                        "201": _ok("Stored as a new version, in use.", "TriggerVersion"),
+                        "400": _error("An empty body, not UTF-8, or a document whose name is not the path's."),
+                        "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
+                        "409": _error("trigger_conflict: the service's trigger folder has a trigger of that name."),
+                        "413": _TOO_LARGE,
+                        "415": _error("A body that is not JSON."),
+                        "421": _MISDIRECTED,
+                        "422": _ok(
+                            "invalid_trigger: the document does not compile; every problem with its line and column.",
+                            "TriggerProblems",
+                        ),
+                    },
+                },
+                "delete": {
+                    "operationId": "deleteTrigger",
+                    "summary": "Delete an uploaded trigger: a deletion is appended as its next version.",
+                    "description": "Calls of it are 404s from then on, on every replica within seconds; its "
+                    "versions stay listed, and a rollback brings one back.",
+                    "responses": {
+                        "200": _ok("The deletion version.", "TriggerVersion"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
+                        "404": _error("trigger_not_found: no uploaded trigger of that name is current."),
+                        "421": _MISDIRECTED,
+                    },
+                },
+            },
+            "/triggers/{name}/versions": {
+                "parameters": [_UPLOAD_NAME],
+                "get": {
+                    "operationId": "listTriggerVersions",
+                    "summary": "Every version of an uploaded trigger of the key's company, newest first.",
+                    "responses": {
+                        "200": _ok("The versions.", "TriggerVersions"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "404": _NO_UPLOAD,
+                        "421": _MISDIRECTED,
+                    },
+                },
+            },
+            "/triggers/{name}/rollback": {
+                "parameters": [_UPLOAD_NAME],
+                "post": {
+                    "operationId": "rollbackTrigger",
+                    "summary": "Make an old version current again: its document is appended as a new version.",
+                    "description": "History stays append-only. Rolling back to the current version's content "
+                    "makes no new version.",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": _ref("Rollback"),
+                                "examples": {"1": {"value": {"version": 1}}},
+                            }
+                        },
+                    },
+                    "responses": {
+                        "200": _ok("That content is current already; nothing changed.", "TriggerVersion"),
+                        "201": _ok("The new version, in use.", "TriggerVersion"),
+                        "400": _BAD,
+                        "401": _UNAUTHORIZED,
+                        "403": _CROSS_SITE,
+                        "404": _error("trigger_not_found, or version_not_found: no such version of the trigger."),
+                        "409": _error(
+                            "version_deleted: that version is a deletion; or trigger_conflict: the trigger folder "
+                            "now has a trigger of that name."
+                        ),
+                        "413": _TOO_LARGE,
+                        "415": _error("A body that is not JSON."),
+                        "421": _MISDIRECTED,
+                        "422": _ok(
+                            "invalid_trigger: that version's document no longer compiles (a newer release checks "
+                            "more); every problem with its line and column.",
+                            "TriggerProblems",
+                        ),
+                    },
+                },
             },
         },
         "components": {
