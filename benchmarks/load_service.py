@@ -3,6 +3,7 @@
     python benchmarks/load_service.py                      # SQLite, one service process
     python benchmarks/load_service.py --replicas 2 --database postgresql://postgres@127.0.0.1:5432/postgres
     python benchmarks/load_service.py --hostile --sessions 200 --json h.json   # alone, then among hostile tenants
+    python benchmarks/load_service.py --compare-workers    # serve with one worker, then --workers 2, side by side
 
 It starts the stand-in API (``webhook-dsl stand-in``) and ``--replicas`` service processes
 (``webhook-dsl serve``, the example triggers aimed at the stand-in) on free loopback ports, creates
@@ -14,6 +15,11 @@ client_data updates (``PUT /session/ID``, a new key each) and ``--calls`` trigge
 session), all interleaved and spread round-robin over the replicas. Afterwards it reads every
 session back: an update whose key is missing is a lost update, and a successful call without its
 log record is a lost log record. Both must be zero (the exit status is 1 otherwise).
+
+``--workers N`` runs each replica as ``webhook-dsl serve --workers N``: the service's CPU time and peak RSS
+are then summed over its worker processes. ``--compare-workers`` runs the same load twice, on fresh
+processes and a fresh database each time, with one worker and with ``--workers`` (2 unless given), and
+prints the two side by side with their ratio; the exit status is 1 if either run loses anything.
 
 Bounded: at most sessions * (puts + calls) requests, and it stops issuing new ones after
 ``--max-seconds``. Everything runs on 127.0.0.1 and stops by itself.
@@ -41,6 +47,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -267,6 +274,38 @@ def proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
+def tree_pids(pid: int) -> list[int]:
+    """A process and its live descendants (``serve --workers N`` runs its workers as child processes)."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        parents.setdefault(ppid, []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        todo.extend(parents.get(current, ()))
+    return found
+
+
+def tree_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process and its live descendants."""
+    return sum(proc_cpu_s(p) for p in tree_pids(pid))
+
+
+def tree_memory_mib(pid: int) -> dict[str, float]:
+    """VmHWM and VmRSS summed over a process and its live descendants: with ``--workers`` the workers' sum
+    (their peaks need not coincide, so the summed VmHWM is an upper bound of the peak)."""
+    out = {"VmHWM": 0.0, "VmRSS": 0.0}
+    for p in tree_pids(pid):
+        for name, value in proc_memory_mib(p).items():
+            out[name] = round(out[name] + value, 1)
+    return out
+
+
 def own_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -351,6 +390,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
                         *("serve", "--triggers", str(triggers), "--database", database, "--port", str(port)),
                         *("--allow-network", "127.0.0.0/8", "--no-access-log", "--log-level", "warning"),
                         *("--loop", args.loop),
+                        *(("--workers", str(args.workers)) if args.workers != 1 else ()),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=log_file,
@@ -366,7 +406,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
 
         def cpu_now() -> dict[str, float]:
             now = {
-                "service": sum(proc_cpu_s(s.pid) for s in services),
+                "service": sum(tree_cpu_s(s.pid) for s in services),
                 "stand_in": proc_cpu_s(stand_in.pid),
                 "load_generator": own_cpu_s(),
             }
@@ -389,7 +429,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
                     "tenants": args.hostile_tenants,
                     "json_max_bytes": args.hostile_json_max_bytes,
                     "probe_reps": args.hostile_probe,
-                    "service_pid": services[0].pid,
+                    "service_pid": services[0].pid if args.workers == 1 else None,  # its workers: not one pid
                     "concurrency": args.hostile_concurrency,
                     "rate": args.hostile_rate,
                     "max_requests": args.hostile_requests,
@@ -412,7 +452,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
                 if line.strip() != b"ready":
                     raise SystemExit(f"the hostile tenants did not start (they said {line[:200]!r})")
                 await asyncio.sleep(args.hostile_warmup)  # they are at full pace when the measured load starts
-            memory_start.extend(proc_memory_mib(s.pid) for s in services)
+            memory_start.extend(tree_memory_mib(s.pid) for s in services)
             if args.py_spy:
                 spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or "py-spy"
                 output = f"{args.py_spy}-{'with' if with_hostile else 'without'}.txt"
@@ -420,6 +460,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
                     subprocess.Popen(
                         [
                             *(spy, "record", "--pid", str(services[0].pid), "--format", "raw", "--rate", "250"),
+                            *(("--subprocesses",) if args.workers != 1 else ()),
                             *("--output", output, "--nonblocking", "--threads"),
                         ],
                         stdout=subprocess.DEVNULL,
@@ -454,7 +495,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
         )
         figures = asyncio.run(drive(args, urls, keys[COMPANY], before, after))
         after_load = figures.pop("after")
-        memory = [proc_memory_mib(s.pid) for s in services]
+        memory = [tree_memory_mib(s.pid) for s in services]
         extra["service_peak_rss_mib"] = max((m.get("VmHWM", 0.0) for m in memory), default=0.0)
         extra["service_rss_before_load_mib"] = max((m.get("VmRSS", 0.0) for m in memory_start), default=0.0)
         extra["service_rss_end_mib"] = max((m.get("VmRSS", 0.0) for m in memory), default=0.0)
@@ -707,6 +748,77 @@ def print_hostile(result: dict[str, Any]) -> None:
         )
 
 
+def plain_figures(args: argparse.Namespace, phase: dict[str, Any]) -> dict[str, Any]:
+    """One run of the plain load (no hostile tenants), as printed and written to JSON."""
+    return {
+        "database": phase["database"],
+        "replicas": args.replicas,
+        "workers": args.workers,
+        "loop": args.loop,
+        "sessions": args.sessions,
+        "concurrency": args.concurrency,
+        "cpus": os.cpu_count(),
+        "load_average_1m_at_start": phase["load_average_1m_at_start"],
+        **{
+            k: v
+            for k, v in phase.items()
+            if k not in ("database", "cpu_s_during_load", "service_log", "load_average_1m_at_start")
+        },
+        "service_cpu_s_during_load": phase["cpu_s_during_load"]["service"],
+        "service_log_errors": phase["service_log"]["errors"],
+    }
+
+
+def _sound(figures: dict[str, Any]) -> bool:
+    """No lost update, no lost log record, no error, and the service still running at the end."""
+    return (
+        figures["lost_updates"] == 0
+        and figures["lost_log_records"] == 0
+        and figures["errors"] == 0
+        and "service_exited" not in figures
+    )
+
+
+#: What ``--compare-workers`` sets side by side, and whether a larger figure is better.
+_WORKER_FIGURES = (
+    ("throughput_rps", "requests/s"),
+    ("trigger_calls_per_s", "trigger calls/s"),
+    ("call_p50_ms", "trigger call p50 (ms)"),
+    ("call_p99_ms", "trigger call p99 (ms)"),
+    ("put_p50_ms", "PUT p50 (ms)"),
+    ("put_p99_ms", "PUT p99 (ms)"),
+    ("service_cpu_s_during_load", "service CPU during the load (s)"),
+    ("service_peak_rss_mib", "service peak RSS, summed over workers (MiB)"),
+    ("errors", "errors"),
+    ("lost_updates", "lost updates"),
+    ("lost_log_records", "lost log records"),
+    ("load_average_1m_at_start", "machine's 1-min load average at start"),
+)
+
+
+def compare_workers(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Two runs of the plain load, one worker and N, with N's figures over one worker's."""
+    one, many = runs.values()
+    ratios = {}
+    for name, _ in _WORKER_FIGURES[:8]:
+        a, b = one.get(name), many.get(name)
+        if a and b is not None and math.isfinite(a) and math.isfinite(b):
+            ratios[name] = round(b / a, 2)
+    return {"workers": runs, "ratio_n_over_one": ratios}
+
+
+def print_compared(result: dict[str, Any]) -> None:
+    (n_one, one), (n_many, many) = result["workers"].items()
+    ratios = result["ratio_n_over_one"]
+    rows = [("", f"--workers {n_one}", f"--workers {n_many}", f"{n_many} / {n_one}")]
+    for name, label in _WORKER_FIGURES:
+        ratio = ratios.get(name)
+        rows.append((label, f"{one.get(name)}", f"{many.get(name)}", f"{ratio:g}x" if ratio is not None else ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(4)]
+    for row in rows:
+        print(f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  {row[2]:>{widths[2]}}  {row[3]:>{widths[3]}}")
+
+
 def _tenants(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = sorted(set(names) - set(hostile_tenants.COMPANIES))
@@ -722,6 +834,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=10, help="trigger calls per session (default 10)")
     parser.add_argument("--concurrency", type=int, default=64, help="requests in flight (default 64)")
     parser.add_argument("--replicas", type=int, default=1, help="service processes on one database (default 1)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes per replica (serve --workers N; default 1). Example: --workers 2",
+    )
+    parser.add_argument(
+        "--compare-workers",
+        action="store_true",
+        help="run the load with one worker, then again (fresh processes and database) with --workers "
+        "(2 unless given), and print them side by side",
+    )
     parser.add_argument(
         "--database", help="postgresql://... or sqlite:///FILE (default: a fresh SQLite file in a temp folder)"
     )
@@ -826,25 +951,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    if args.workers < 1:
+        parser.error("--workers must be 1 or more")
+    if args.compare_workers and args.hostile:
+        parser.error("--compare-workers runs the plain load; leave out --hostile (or run each --workers N with it)")
+    if args.compare_workers:
+        counts = [1, args.workers if args.workers > 1 else 2]
+        by_workers: dict[str, dict[str, Any]] = {}
+        for workers in counts:
+            args.workers = workers
+            by_workers[str(workers)] = plain_figures(args, run_phase(args, with_hostile=False))
+        result = compare_workers(by_workers)
+        print_compared(result)
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0 if all(_sound(figures) for figures in by_workers.values()) else 1
     if not args.hostile:
-        phase = run_phase(args, with_hostile=False)
-        figures = {
-            "database": phase["database"],
-            "replicas": args.replicas,
-            "loop": args.loop,
-            "sessions": args.sessions,
-            "concurrency": args.concurrency,
-            "cpus": os.cpu_count(),
-            **{k: v for k, v in phase.items() if k not in ("database", "cpu_s_during_load", "service_log")},
-            "service_log_errors": phase["service_log"]["errors"],
-        }
+        figures = plain_figures(args, run_phase(args, with_hostile=False))
         width = max(map(len, figures))
         for name, value in figures.items():
             print(f"{name:<{width}}  {value}")
         if args.json:
             Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")
-        ok = figures["lost_updates"] == 0 and figures["lost_log_records"] == 0 and figures["errors"] == 0
-        return 0 if ok else 1
+        return 0 if _sound(figures) else 1
 
     runs: list[dict[str, Any]] = []
     for round_ in range(args.rounds):

@@ -3,6 +3,9 @@
 
     python benchmarks/run.py [--quick] [--json PATH]
 
+A full run writes benchmarks/results/latest.json and the charts beside it; ``--quick`` writes to a
+fresh temporary folder unless ``--json`` is given, so a smoke run never replaces the committed results.
+
 Sections (see benchmarks/README.md for what each baseline is):
 
 1. render  - the seed's three webhooks through a compiled plan vs four baselines
@@ -33,6 +36,7 @@ import random
 import re
 import statistics
 import sys
+import tempfile
 import time
 import timeit
 import tracemalloc
@@ -1259,7 +1263,11 @@ def _progress(message: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smoke run for CI (< ~20 s)")
-    parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
+    parser.add_argument(
+        "--json",
+        type=Path,
+        help=f"results file, the charts beside it (default {DEFAULT_JSON}; with --quick, a new temporary folder)",
+    )
     args = parser.parse_args(argv)
     settings = Settings(args.quick)
     started = time.perf_counter()
@@ -1275,7 +1283,9 @@ def main(argv: list[str] | None = None) -> int:
     report["second_mechanisms"] = second_mechanisms(report)
     print_report(report)
 
-    path: Path = args.json
+    path: Path = args.json or (
+        Path(tempfile.mkdtemp(prefix="webhook-dsl-bench-")) / "quick.json" if args.quick else DEFAULT_JSON
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2) + b"\n")
