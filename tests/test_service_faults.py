@@ -34,6 +34,7 @@ from starlette.applications import Starlette
 
 from tests.service_support import StoreFactory, free_port, make_key
 from tests.test_service import check as documented
+from webhook_dsl import cli
 from webhook_dsl.cli import main
 from webhook_dsl.service import views as service_views
 from webhook_dsl.service.app import TriggerCatalog, create_app
@@ -521,6 +522,7 @@ def test_serve_checks_no_disk_with_the_check_off_or_for_postgresql(
         raise AssertionError(f"disk_usage({path}) was called")
 
     monkeypatch.setattr(shutil, "disk_usage", not_asked)
+    monkeypatch.setattr(cli, "_database_answers", lambda store, err: True)  # no PostgreSQL at db.invalid
     (tmp_path / "triggers").mkdir()
     base = ["serve", "--triggers", str(tmp_path / "triggers")]
     err = io.StringIO()
