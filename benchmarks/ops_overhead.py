@@ -35,7 +35,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from load_service import _STAND_IN, free_port, wait_for  # noqa: E402
+
 from webhook_dsl.storage.base import hash_api_key, new_api_key  # noqa: E402
 from webhook_dsl.storage.sqlite import SQLiteStore  # noqa: E402
 
@@ -59,20 +62,6 @@ VARIANTS: dict[str, list[str]] = {
     "text_log": ["--no-metrics"],
     "metrics_json": ["--log-format", "json"],
 }
-_STAND_IN = (
-    "import http.server, sys\n"
-    "http.server.ThreadingHTTPServer.request_queue_size = 1024\n"
-    "from webhook_dsl.demo import serve\n"
-    "serve('127.0.0.1', int(sys.argv[1])).serve_forever()\n"
-)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     """CPU seconds of a live process's threads (Linux /proc/PID/task/*/schedstat, in nanoseconds: /proc/PID/stat
     counts in clock ticks, too coarse for a burst). The service's threads (event loop, database, HTTP client)
@@ -84,24 +73,6 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, ValueError, IndexError):
             continue  # a thread that ended meanwhile
     return total / 1e9
-
-
-def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"{url}: the process exited with status {process.returncode}")
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{url} did not answer within {timeout:g} s")
 
 
 async def make_company(database: Path) -> str:
