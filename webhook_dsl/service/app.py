@@ -27,7 +27,6 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
-from starlette.types import Receive, Scope, Send
 
 from .._version import __version__
 from ..errors import DiagnosticsError
@@ -711,7 +710,7 @@ def create_app(
         Route("/session/{session_id}", get_session, methods=["GET"]),
         Route("/session/{session_id}", delete_session, methods=["DELETE"]),
         Route("/session/{session_id}/logs", get_logs, methods=["GET"]),
-        Route(_TRIGGER_PATH, call_trigger, methods=["POST"]),  # served by _DirectTriggerRoute
+        Route("/session/{session_id}/triggers/{name}", call_trigger, methods=["POST"]),
         Route("/session/{session_id}/tool-calls", call_tools, methods=["POST"]),
         Route("/triggers", list_triggers, methods=["GET"]),
         *trigger_routes(),
@@ -743,51 +742,8 @@ def create_app(
     app.state.readiness = _Readiness(store)
     app.state.openapi = openapi_document(sorted(catalog.shared))
     app.state.company_limit = _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
-    trigger_route = next(r for r in app.routes if isinstance(r, Route) and r.path == _TRIGGER_PATH)
-    direct = _DirectTriggerRoute(trigger_route, call_trigger, handlers)
-    app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit, meter=metrics, direct=direct)
+    app.add_middleware(_Guard, settings=settings, limit=app.state.company_limit, meter=metrics)
     return app
-
-
-_TRIGGER_PATH = "/session/{session_id}/triggers/{name}"
-
-
-class _DirectTriggerRoute:
-    """``POST /session/{id}/triggers/{name}``, the endpoint that carries the load, served by ``_Guard`` itself:
-    matched first, with the router's own pattern, and answered without the router, Starlette's two exception
-    layers and the method dispatch, which do nothing for it that is not done here. Its errors are turned into
-    answers by the same handlers as every other endpoint's; any other exception reaches ``_Guard``'s 500."""
-
-    def __init__(
-        self,
-        route: Route,
-        endpoint: Callable[[Request], Awaitable[Response]],
-        handlers: Mapping[Any, Callable[[Request, Exception], Awaitable[Response]]],
-    ) -> None:
-        self.route = route
-        self.endpoint = endpoint
-        self.handlers = dict(handlers)
-
-    def claims(self, scope: Scope) -> bool:
-        if scope["method"] != "POST" or scope.get("root_path"):
-            return False
-        match = self.route.path_regex.match(scope["path"])
-        if match is None:
-            return False
-        scope["path_params"] = match.groupdict()
-        scope["route"] = self.route
-        return True
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        request = Request(scope, receive)
-        try:
-            response = await self.endpoint(request)
-        except Exception as error:
-            handler = next((self.handlers[kind] for kind in type(error).__mro__ if kind in self.handlers), None)
-            if handler is None:
-                raise
-            response = await handler(request, error)
-        await response(scope, receive, send)
 
 
 def _mcp_endpoint(runtime: Runtime, catalog: TriggerCatalog, settings: ServiceSettings) -> McpEndpoint | None:

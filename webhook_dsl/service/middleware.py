@@ -272,16 +272,6 @@ class RequestMeter(Protocol):
     def request(self, route: str, method: str, status: int) -> None: ...
 
 
-class DirectRoute(Protocol):
-    """A route ``_Guard`` serves itself, before Starlette's router and its exception layers (the hot trigger
-    endpoint): ``claims`` says whether a request is its own (and fills ``path_params`` and ``route`` as the
-    router would), then it is called as an ASGI app."""
-
-    def claims(self, scope: Scope) -> bool: ...
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None: ...
-
-
 class _Guard:
     """The layer around every request: who may ask (the Host in anonymous mode, no cross-site state change),
     the body size limit (413), the request id (``X-Request-Id`` on every response), the access log, which
@@ -300,13 +290,11 @@ class _Guard:
         settings: ServiceSettings,
         limit: _CompanyLimit | None = None,
         meter: RequestMeter | None = None,
-        direct: DirectRoute | None = None,
     ) -> None:
         self.app = app
         self.settings = settings
         self.limit = limit or _CompanyLimit(settings.max_requests_per_company, settings.large_body_share)
         self.meter = meter
-        self.direct = direct
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -363,11 +351,7 @@ class _Guard:
                         raise _PayloadTooLarge(too_large)
                 return message
 
-            direct = self.direct
-            if direct is not None and direct.claims(scope):
-                await direct(scope, limited_receive, send_and_note)
-            else:
-                await self.app(scope, limited_receive, send_and_note)
+            await self.app(scope, limited_receive, send_and_note)
         except Exception as error:
             if status and not complete:
                 raise  # half a response is out: uvicorn closes the connection (and logs the exception)
