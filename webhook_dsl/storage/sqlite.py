@@ -600,7 +600,7 @@ class SQLiteStore:
         limit = self.max_client_data_bytes
 
         def work(db: sqlite3.Connection) -> LogSeq:
-            if call_seq is not None and not _begun(db, call_seq):
+            if call_seq is not None and not _complete_begun(db, call_seq, record):
                 return LogSeq(call_seq)  # completed already: a completion is applied once
             company = company_id
             kept, warning = record, None
@@ -611,9 +611,10 @@ class SQLiteStore:
             except ClientDataTooLarge as error:  # nothing was merged; the call is logged, saying so
                 warning = merge_refused_warning(error)
                 kept, company = _refused(record, warning), error.company_id
+                if call_seq is not None:
+                    _complete(db, call_seq, kept)
             if call_seq is None:
                 return LogSeq(_append_log(db, session_id, kept, company), warning)
-            _complete(db, call_seq, kept)
             return LogSeq(call_seq, warning)
 
         return await self._write(work)
@@ -776,10 +777,11 @@ def _commit_batch(db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: b
     back and the batch runs again with a savepoint around each write: writes are database work only,
     so running one twice is safe.
     """
-    if len(batch) > 1:
-        outcomes = _run_batch(db, batch, wait=wait, savepoints=False)
-        if outcomes is None or all(ok for ok, _ in outcomes):
-            return outcomes
+    if len(batch) == 1:  # a lone write's failure is its transaction's: nothing else to keep, no savepoint
+        return _run_batch(db, batch, wait=wait, savepoints=False)
+    outcomes = _run_batch(db, batch, wait=wait, savepoints=False)
+    if outcomes is None or all(ok for ok, _ in outcomes):
+        return outcomes
     return _run_batch(db, batch, wait=wait, savepoints=True)
 
 
@@ -1017,10 +1019,13 @@ def _append_log(
     return int(cursor.lastrowid or 0)
 
 
-def _begun(db: sqlite3.Connection, seq: int) -> bool:
-    """Whether the call ``seq`` was begun and not yet completed."""
-    row = db.execute("SELECT state FROM call_logs WHERE seq = ?", (seq,)).fetchone()
-    return row is not None and row[0] == _STARTED
+def _complete_begun(db: sqlite3.Connection, seq: int, record: Mapping[str, Any]) -> bool:
+    """Complete the call ``seq`` with ``record`` if it is begun and not yet completed; False otherwise (a
+    completion applied already). One statement: the check is the update's own condition."""
+    cursor = db.execute(
+        "UPDATE call_logs SET record = ?, state = ? WHERE seq = ? AND state = ?", (_dumps(record), _DONE, seq, _STARTED)
+    )
+    return cursor.rowcount == 1
 
 
 def _complete(db: sqlite3.Connection, seq: int, record: Mapping[str, Any]) -> None:
