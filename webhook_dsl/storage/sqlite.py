@@ -215,28 +215,31 @@ def _next_step(version: int) -> tuple[int, Callable[[sqlite3.Connection], None]]
 
 
 def _migrate(db: sqlite3.Connection) -> int | None:
-    """Bring the database to ``_SCHEMA_VERSION``, one step per ``BEGIN IMMEDIATE`` transaction; return the
-    version it had if this call changed it, else None. The version is read again under the write lock, so
-    of several processes opening one database at once, one runs each step and the others find it done.
-    ``SchemaTooNew`` for a database a newer release has written: nothing here knows what it holds."""
-    started: int | None = None
+    """Bring the database to ``_SCHEMA_VERSION``, every missing step in one ``BEGIN IMMEDIATE`` transaction;
+    return the version it had if this call changed it, else None. The version is read again under the write
+    lock, so of several processes opening one database at once, one runs the steps and the others find them
+    done, and nobody ever sees a half-made schema. ``SchemaTooNew`` for a database a newer release has
+    written: nothing here knows what it holds."""
     while True:
         version = _version(db)
         if version > _SCHEMA_VERSION:
             raise SchemaTooNew(version, _SCHEMA_VERSION)
         if version == _SCHEMA_VERSION:
-            return started
+            return None
         db.execute("BEGIN IMMEDIATE")
         try:
-            if _version(db) == version:
-                number, step = _next_step(version)
+            found = current = _version(db)
+            while current < _SCHEMA_VERSION:
+                current, step = _next_step(current)
                 step(db)
-                db.execute(f"PRAGMA user_version = {number}")
-                started = version if started is None else started
+            if current != found:
+                db.execute(f"PRAGMA user_version = {current}")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+        if current != found:
+            return found
 
 
 class SQLiteStore:
@@ -254,7 +257,7 @@ class SQLiteStore:
         self._reopen_queued = False
         _create_private(self.path)
         self._connection = self._open(_BUSY_TIMEOUT_S)
-        self._connection.execute("PRAGMA journal_mode=WAL")
+        _enable_wal(self._connection)
         self._create_schema()
         self._pending: list[_PendingWrite] = []
         self._pending_lock = threading.Lock()
@@ -767,6 +770,21 @@ def _is_busy(error: sqlite3.OperationalError) -> bool:
     if code is not None:
         return code in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
     return "locked" in str(error) or "busy" in str(error)
+
+
+def _enable_wal(db: sqlite3.Connection) -> None:
+    """Put the database in WAL mode. Switching needs a moment alone with the file, and SQLite answers "database
+    is locked" at once, without its busy handler, while another process holds it (several workers opening a
+    new database together): so the switch is tried again until the busy timeout has passed."""
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as error:
+            if not _is_busy(error) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
 
 
 def _commit_batch(db: sqlite3.Connection, batch: list[_PendingWrite], *, wait: bool) -> list[tuple[bool, Any]] | None:
