@@ -73,6 +73,8 @@ from .middleware import (
     _LargeBody,
     _slot,
     current_request_id,
+    expect_json,
+    media_type,
 )
 from .openapi import (
     MAX_ASSISTANT_ID,
@@ -180,10 +182,6 @@ def _session_id(request: Request) -> str:
     return session_id
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-
-
 def _check_client_data(value: Any, limit: int) -> dict[str, Any]:
     """client_data as a PUT gives it, checked cheapest first: an object; then its size, which orjson
     measures in C, so an update past the limit is refused before any walk over its keys (the store
@@ -227,7 +225,7 @@ def _only(fields: Iterable[str], allowed: tuple[str, ...], where: str, owned: st
 
 async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str | None]:
     """client_data and assistant_id from a JSON body or a form (multipart or urlencoded)."""
-    kind = _media_type(request)
+    kind = media_type(request.headers.get("content-type", ""))
     if kind in ("multipart/form-data", "application/x-www-form-urlencoded"):
         try:
             declared = _content_length(request.scope) or 0
@@ -238,12 +236,7 @@ async def _session_update(request: Request) -> tuple[dict[str, Any] | None, str 
     body = await request.body()
     if not body.strip():
         return None, None
-    if kind != "application/json" and not kind.endswith("+json"):
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "send client_data as JSON (Content-Type: application/json) or as a form field (curl -F)",
-        )
+    expect_json(request, "send client_data as JSON (Content-Type: application/json) or as a form field (curl -F)")
     with _LargeBody(len(body)):
         # only client_data can nest (_only, and assistant_id is a string), and _check_client_data bounds it
         document = _parse_json(body, "the body", nesting=False)
@@ -496,9 +489,7 @@ async def call_trigger(request: Request) -> Response:
     images: list[str] = []
     dry_run = False
     if body.strip():
-        kind = _media_type(request)
-        if kind != "application/json" and not kind.endswith("+json"):
-            raise ApiError(415, "unsupported_media_type", "send the call as JSON (Content-Type: application/json)")
+        expect_json(request, "send the call as JSON (Content-Type: application/json)")
         arguments, images, dry_run = _call_document(body)
     if trigger is None:
         raise ApiError(404, "trigger_not_found", f"no trigger {name!r} for this API key's company; see GET /triggers")
@@ -547,9 +538,7 @@ async def put_secret(request: Request) -> Response:
     """Store one of the company's secrets. Nothing of the value is ever answered, logged or quoted in an error."""
     company = await company_of(request)
     name = _secret_name(request)
-    kind = _media_type(request)
-    if kind != "application/json" and not kind.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", _SECRET_BODY)
+    expect_json(request, _SECRET_BODY)
     body = await request.body()
     try:
         document = _parse_json(body, "the body") if body.strip() else None
@@ -608,9 +597,7 @@ async def call_tools(request: Request) -> Response:
     """One model turn's tool calls, run on the session; the replies to hand the model, in order."""
     company = await company_of(request)
     session_id = _session_id(request)
-    kind = _media_type(request)
-    if kind != "application/json" and not kind.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", 'send {"calls": [...]} as JSON (Content-Type: application/json)')
+    expect_json(request, 'send {"calls": [...]} as JSON (Content-Type: application/json)')
     body = await request.body()
     with _LargeBody(len(body)):
         document = _parse_json(body, "the body")

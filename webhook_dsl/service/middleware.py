@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -400,6 +401,22 @@ _ORIGIN = re.compile(r"(?P<scheme>https?)://(?P<authority>[^/?#@\s]+)\Z")
 _DEFAULT_PORTS = {"http": ":80", "https": ":443"}
 
 
+def is_json(media_type: str) -> bool:
+    """Whether a media type (lower case, without parameters) says JSON: ``application/json`` or ``…+json``."""
+    return media_type == "application/json" or media_type.endswith("+json")
+
+
+def media_type(content_type: str) -> str:
+    """The media type of a Content-Type value: lower case, without its parameters (``; charset=...``)."""
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def expect_json(request: Request, message: str) -> None:
+    """A 415 saying ``message`` unless the request's body is declared JSON."""
+    if not is_json(media_type(request.headers.get("content-type", ""))):
+        raise ApiError(415, "unsupported_media_type", message)
+
+
 def _header(scope: Scope, name: bytes) -> list[str]:
     return [value.decode("latin-1") for key, value in scope["headers"] if key == name]
 
@@ -477,8 +494,7 @@ def _refusal(scope: Scope, settings: ServiceSettings) -> Response | None:
     path = scope["path"]
     if settings.anonymous_company is not None and method == "POST" and not path.startswith("/dashboard/"):
         kinds = _header(scope, b"content-type")
-        kind = kinds[0].split(";", 1)[0].strip().lower() if kinds else ""
-        if kind != "application/json" and not kind.endswith("+json"):
+        if not is_json(media_type(kinds[0]) if kinds else ""):
             return error_response(
                 415,
                 "unsupported_media_type",

@@ -31,7 +31,7 @@ from ..runtime.trigger import Trigger
 from ..storage.base import Store, TriggerVersion, describe_json_type
 from .auth import company_of
 from .errors import ApiError, JSONResponse, _one_line
-from .middleware import _LargeBody
+from .middleware import _LargeBody, expect_json
 from .openapi import TRIGGER_NAME_PATTERN
 
 __all__ = ["MAX_PROBLEMS", "TriggerSync", "routes"]
@@ -133,12 +133,6 @@ def _name(request: Request) -> str:
     return name
 
 
-def _json_body_expected(request: Request, what: str) -> None:
-    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if kind != "application/json" and not kind.endswith("+json"):
-        raise ApiError(415, "unsupported_media_type", f"send {what} as JSON (Content-Type: application/json)")
-
-
 def _sync(request: Request) -> TriggerSync:
     sync: TriggerSync = request.app.state.trigger_sync
     return sync
@@ -182,7 +176,14 @@ def _current(versions: list[TriggerVersion]) -> TriggerVersion | None:
     return versions[0] if versions and versions[0].document is not None else None
 
 
-def _created(version: TriggerVersion) -> Response:
+async def _append(
+    request: Request, company: str, name: str, current: TriggerVersion | None, document: str, trigger: Trigger
+) -> Response:
+    """``document`` (compiled: ``trigger``) as the next version of ``name``, 201; or, when it is the current
+    version's content already, that version, 200: the same content makes no new version."""
+    if current is not None and current.digest == trigger.version:
+        return JSONResponse(current.to_dict(), headers={"Cache-Control": "no-store"})
+    version = await _sync(request).write(company, name, document, trigger.version, trigger)
     return JSONResponse(version.to_dict(), status_code=201, headers={"Cache-Control": "no-store"})
 
 
@@ -190,7 +191,7 @@ async def put_trigger(request: Request) -> Response:
     """Upload a trigger document as the next version of the company's trigger ``name``."""
     company = await company_of(request)
     name = _name(request)
-    _json_body_expected(request, "the trigger document")
+    expect_json(request, "send the trigger document as JSON (Content-Type: application/json)")
     catalog: TriggerCatalog = request.app.state.catalog
     _folder_conflict(catalog, company, name)
     body = await request.body()
@@ -213,9 +214,7 @@ async def put_trigger(request: Request) -> Response:
         )
     store: Store = request.app.state.store
     current = _current(await store.trigger_versions(company, name))
-    if current is not None and current.digest == trigger.version:  # the same content: no new version
-        return JSONResponse(current.to_dict(), headers={"Cache-Control": "no-store"})
-    return _created(await _sync(request).write(company, name, document, trigger.version, trigger))
+    return await _append(request, company, name, current, document, trigger)
 
 
 async def _versions(request: Request, company: str, name: str) -> list[TriggerVersion]:
@@ -244,7 +243,7 @@ async def rollback(request: Request) -> Response:
     """Make an old version current again by appending its document as a new version."""
     company = await company_of(request)
     name = _name(request)
-    _json_body_expected(request, '{"version": N}')
+    expect_json(request, 'send {"version": N} as JSON (Content-Type: application/json)')
     body = await request.body()
     try:
         document = orjson.loads(body) if body.strip() else None
@@ -278,10 +277,7 @@ async def rollback(request: Request) -> Response:
         trigger = await _compiled(target.document, name)
     except DiagnosticsError as error:
         return _invalid(error, f"version {number}")
-    current = _current(versions)
-    if current is not None and current.digest == trigger.version:
-        return JSONResponse(current.to_dict(), headers={"Cache-Control": "no-store"})
-    return _created(await _sync(request).write(company, name, target.document, trigger.version, trigger))
+    return await _append(request, company, name, _current(versions), target.document, trigger)
 
 
 async def delete_trigger(request: Request) -> Response:
