@@ -94,6 +94,18 @@ def command() -> list[str]:
     return [script] if script else [sys.executable, "-m", "webhook_dsl"]
 
 
+def stop_all(processes: list[subprocess.Popen[Any]]) -> None:
+    """Stop the processes, the last started first: SIGTERM, then SIGKILL for one still there after 10 s."""
+    for process in reversed(processes):
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
 def wait_for(url: str, process: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
     import urllib.error
     import urllib.request
@@ -516,13 +528,7 @@ def run_phase(args: argparse.Namespace, *, with_hostile: bool) -> dict[str, Any]
         if tenants is not None and tenants.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(tenants.pid, signal.SIGTERM)
-        for process in reversed(processes):
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         logs = [scan_log(path) for path in log_paths]
         extra["service_log"] = {
             "errors": sum(log.get("errors", 0) for log in logs),

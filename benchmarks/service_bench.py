@@ -55,7 +55,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(HERE))
 
-from load_service import _STAND_IN, command, free_port, tree_cpu_s, wait_for  # noqa: E402
+from load_service import _STAND_IN, command, free_port, stop_all, tree_cpu_s, wait_for  # noqa: E402
 
 DEFAULT_JSON = HERE / "results" / "service_bench.json"
 SERVERS = ("hello", "minimal", "webhook-dsl")
@@ -606,14 +606,7 @@ def run(args: argparse.Namespace) -> tuple[dict[str, Any], list[str]]:
         report["targets"] = _targets(report["webhook_dsl_over_minimal"])
         return report, problems
     finally:
-        for process in reversed(processes):
-            if process.poll() is None:
-                process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
