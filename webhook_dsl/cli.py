@@ -27,6 +27,7 @@ from .runtime.calls import EVENT_LOOPS, run
 from .runtime.masking import Masker, shown_request
 from .runtime.trigger import Trigger, compile_trigger, is_trigger_document
 from .storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES
+from .storage.database_url import passwords_masked
 
 if TYPE_CHECKING:
     from .runtime.catalog import TriggerCatalog
@@ -232,21 +233,13 @@ _DATABASE_HELP = (
     "where sessions, logs, keys and secrets are kept: a SQLite FILE, sqlite:///FILE, sqlite:////ABSOLUTE/FILE "
     "or postgresql://USER:PASSWORD@HOST/DB (default: $WEBHOOK_DSL_DATABASE, else webhooks.db)"
 )
-_PASSWORD_IN_URL = re.compile(r"\A([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@]*):[^/?#]*@")
-_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#]*", re.IGNORECASE)
-
-
-def _shown_database(url: str) -> str:
-    """A ``--database`` value as a message shows it: a password in it (``user:PASSWORD@`` or ``?password=``)
-    reads ***, since messages end up in terminals, CI logs and bug reports."""
-    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1:***@", url))
 
 
 def _no_session(args: argparse.Namespace, session_id: str, note: str = "", *, to_use: bool) -> _InputError:
     """The error for a session that is not there; ``to_use``: the command needs it, so say how to make it."""
     company = getattr(args, "company_id", None)
     of = f" of company {company!r}" if company else ""
-    message = f"no session {session_id!r}{of} in {_shown_database(_database(args))}{note}"
+    message = f"no session {session_id!r}{of} in {passwords_masked(_database(args))}{note}"
     if to_use:
         put = f"webhook-dsl session put {session_id}" + (f" --company-id {company}" if company else "")
         message += f"; create it with '{put} ...'"
@@ -276,7 +269,7 @@ def _with_store(
     from .storage.database_url import open_store, sqlite_path
 
     url = _database(args)
-    shown = _shown_database(url)
+    shown = passwords_masked(url)
     try:
         path = sqlite_path(url)
         if existing and path is not None and not Path(path).is_file():

@@ -11,7 +11,6 @@ import asyncio
 import json
 import logging
 import os
-import re
 import shutil
 import sys
 import time
@@ -24,7 +23,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, Settin
 from ..runtime.catalog import TriggerCatalog, TriggerLoadError
 from ..runtime.guard import NetworkSpecError, parse_network
 from ..storage.base import DEFAULT_MAX_CLIENT_DATA_BYTES, Store, company_id_problem
-from ..storage.database_url import open_store, sqlite_path
+from ..storage.database_url import open_store, passwords_masked, sqlite_path
 from .errors import _one_line
 from .logformat import configure_logging
 from .middleware import ServiceSettings
@@ -212,11 +211,7 @@ def _describe(error: ValidationError, given: Mapping[str, Any], flags: Mapping[s
             parts.append(f"{name}={text if len(text) <= 80 else text[:77] + '...'}: {message}")
         else:
             parts.append(f"{name}: {message}")
-    return _PASSWORD.sub(r"\1***@", "; ".join(parts))
-
-
-#: The password of a URL's user info (``scheme://user:PASSWORD@host``), left out of messages.
-_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@/\s]*@")
+    return passwords_masked("; ".join(parts))
 
 
 _MB = 1024 * 1024

@@ -3,9 +3,21 @@ path, or ``postgresql://...``. The backend is imported only when it is the one n
 
 from __future__ import annotations
 
+import re
+
 from .base import Store
 
-__all__ = ["open_store", "sqlite_path"]
+__all__ = ["open_store", "passwords_masked", "sqlite_path"]
+
+_PASSWORD_IN_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^:/?#@\s]*):[^/?#\s]*@")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&#\s]*", re.IGNORECASE)
+
+
+def passwords_masked(text: str) -> str:
+    """``text`` (a ``--database`` value, or a message quoting one) with every URL's password, as user info
+    (``user:PASSWORD@``) or as a ``password=`` parameter, shown as ***: messages end up in terminals, CI logs
+    and bug reports."""
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD_IN_URL.sub(r"\1:***@", text))
 
 
 def _is_postgresql(url: str) -> bool:
